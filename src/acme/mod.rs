@@ -1,0 +1,8 @@
+//! RFC 8555 vocabulary: wire types, identifiers and problems. No I/O.
+
+pub mod identifier;
+pub mod problem;
+pub mod types;
+
+pub use identifier::{Identifier, RawIdentifier};
+pub use problem::{Problem, ProblemType, Subproblem};

@@ -1,0 +1,453 @@
+//! One typed configuration: TOML file, then `VACME_*` environment variables, then flags.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Everything vacme can be told. Each field's default is stated in its doc comment and in docs/configuration.md.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub tls: TlsConfig,
+    pub policy: PolicyConfig,
+    pub validation: ValidationConfig,
+    pub issuance: IssuanceConfig,
+    pub vault: Option<VaultConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// HTTPS listen address. Default `127.0.0.1:8443`.
+    pub listen: SocketAddr,
+    /// URL clients use. Default `https://localhost:<port>` for loopback/unspecified `listen`, else `https://<ip>:<port>`.
+    pub base_url: Option<String>,
+    /// SQLite file, local CA and serving certificate. Default `./vacme-data`.
+    pub data_dir: PathBuf,
+    /// Largest request body accepted, in bytes. Default 65536.
+    pub max_body_bytes: usize,
+    /// Seconds a TLS handshake and request headers may take. Default 10.
+    pub header_timeout_secs: u64,
+    /// Seconds a graceful shutdown waits for in-flight requests. Default 10.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            base_url: None,
+            data_dir: PathBuf::from("vacme-data"),
+            max_body_bytes: 64 * 1024,
+            header_timeout_secs: 10,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Store URL. Default `sqlite://<data_dir>/vacme.db`.
+    pub url: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Names on the generated serving certificate. Default localhost, 127.0.0.1, ::1 and the base URL's host.
+    #[serde(deserialize_with = "string_or_list")]
+    pub names: Vec<String>,
+    /// PEM certificate chain to serve instead of the generated one. Default unset.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`. Default unset.
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// DNS suffixes that may be ordered (the name itself and names below it). Default `["localhost"]`.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_domains: Vec<String>,
+    /// Most identifiers in one order. Default 100.
+    pub max_identifiers: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { allowed_domains: vec!["localhost".into()], max_identifiers: 100 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Port vacme connects to for http-01. Default 80.
+    pub http01_port: u16,
+    /// DNS servers (`ip:port`, or `ip` for port 53) used to resolve names to validate. Default: the system resolver.
+    #[serde(deserialize_with = "string_or_list")]
+    pub nameservers: Vec<String>,
+    /// Concurrent validations. Default 16.
+    pub workers: usize,
+    /// Connect and read timeout of one validation attempt, in seconds. Default 10.
+    pub timeout_secs: u64,
+    /// http-01 redirects followed. Default 10.
+    pub max_redirects: usize,
+    /// A failing challenge is retried until this many seconds after it was answered. Default 45.
+    pub retry_window_secs: u64,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self {
+            http01_port: 80,
+            nameservers: Vec::new(),
+            workers: 16,
+            timeout_secs: 10,
+            max_redirects: 10,
+            retry_window_secs: 45,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IssuanceConfig {
+    /// Concurrent signing calls to the CA. Default 8.
+    pub workers: usize,
+    /// Lifetime of certificates from the local CA when the order names none, in days. Default 90.
+    pub local_default_days: u32,
+    /// Longest lifetime the local CA grants, in days. Default 365.
+    pub local_max_days: u32,
+    /// Seconds finalize waits for the CA before answering `processing`. Default 5.
+    pub finalize_wait_secs: u64,
+}
+
+impl Default for IssuanceConfig {
+    fn default() -> Self {
+        Self { workers: 8, local_default_days: 90, local_max_days: 365, finalize_wait_secs: 5 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// Vault or OpenBao address, e.g. `https://vault.lab.example:8200`. Required.
+    pub address: String,
+    /// PKI mount. Default `pki_int`.
+    #[serde(default = "default_mount")]
+    pub mount: String,
+    /// Role used for `sign`. Default `lab-internal`.
+    #[serde(default = "default_role")]
+    pub role: String,
+    /// CA bundle for Vault's TLS certificate. Default unset.
+    pub ca_bundle: Option<PathBuf>,
+    /// Vault Enterprise / OpenBao namespace. Default unset.
+    pub namespace: Option<String>,
+    /// Timeout of one Vault request, in seconds. Default 30.
+    #[serde(default = "default_vault_timeout")]
+    pub timeout_secs: u64,
+    #[serde(default)]
+    pub auth: VaultAuthConfig,
+}
+
+fn default_mount() -> String {
+    "pki_int".into()
+}
+fn default_role() -> String {
+    "lab-internal".into()
+}
+fn default_vault_timeout() -> u64 {
+    30
+}
+
+/// How vacme logs in to Vault.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultAuthMethod {
+    /// A token from `token_file`, `VACME_VAULT_TOKEN` or `VAULT_TOKEN`.
+    #[default]
+    Token,
+    /// AppRole login with role_id and a secret_id file.
+    Approle,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultAuthConfig {
+    /// `token` or `approle`. Default `token`.
+    pub method: VaultAuthMethod,
+    /// File holding the token. Default unset (then `VACME_VAULT_TOKEN`, then `VAULT_TOKEN`).
+    pub token_file: Option<PathBuf>,
+    /// AppRole role_id. Default unset.
+    pub role_id: Option<String>,
+    /// File holding the AppRole role_id. Default unset.
+    pub role_id_file: Option<PathBuf>,
+    /// File holding the AppRole secret_id. Default unset.
+    pub secret_id_file: Option<PathBuf>,
+    /// Mount path of the AppRole auth method. Default `approle`.
+    pub approle_mount: String,
+}
+
+impl Default for VaultAuthConfig {
+    fn default() -> Self {
+        Self {
+            method: VaultAuthMethod::Token,
+            token_file: None,
+            role_id: None,
+            role_id_file: None,
+            secret_id_file: None,
+            approle_mount: "approle".into(),
+        }
+    }
+}
+
+/// Why a configuration was refused; `vacme` exits 64 on any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Command-line overrides, applied last.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub http01_port: Option<u16>,
+}
+
+impl Config {
+    /// File (if any), then `VACME_*` variables from `env`, then `overrides`; then `validate`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut tree = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError::Parse(e.to_string()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            if let Some(path) = key.strip_prefix("VACME_") {
+                // Secrets read from the environment at login time, not config keys.
+                if path == "VAULT_TOKEN" || path.is_empty() || path.starts_with("TEST_") || !path.contains("__") {
+                    continue;
+                }
+                set_path(&mut tree, path, &value)?;
+            }
+        }
+        let mut config: Config =
+            toml::Value::Table(tree).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        if let Some(listen) = overrides.listen {
+            config.server.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.server.data_dir = dir.clone();
+        }
+        if let Some(port) = overrides.http01_port {
+            config.validation.http01_port = port;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Cross-field checks, before anything binds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.policy.allowed_domains.is_empty() {
+            return bad("policy.allowed_domains is empty: no name could ever be issued".into());
+        }
+        for d in &self.policy.allowed_domains {
+            if crate::acme::identifier::normalize_dns(d).is_err() && d != "localhost" {
+                return bad(format!("policy.allowed_domains: {d:?} is not a DNS name"));
+            }
+        }
+        if let Some(url) = &self.server.base_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return bad(format!("server.base_url {url:?} must start with https://"));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return bad("tls.cert_file and tls.key_file go together".into());
+        }
+        for ns in &self.validation.nameservers {
+            if parse_nameserver(ns).is_none() {
+                return bad(format!("validation.nameservers: {ns:?} is not ip or ip:port"));
+            }
+        }
+        if self.validation.workers == 0 || self.issuance.workers == 0 {
+            return bad("validation.workers and issuance.workers must be at least 1".into());
+        }
+        if self.validation.retry_window_secs > 55 {
+            return bad("validation.retry_window_secs must be at most 55: clients give up after about 60 s".into());
+        }
+        if self.issuance.local_default_days == 0 || self.issuance.local_default_days > self.issuance.local_max_days {
+            return bad("issuance.local_default_days must be between 1 and local_max_days".into());
+        }
+        if let Some(v) = &self.vault {
+            if !(v.address.starts_with("http://") || v.address.starts_with("https://")) {
+                return bad(format!("vault.address {:?} must be an http(s) URL", v.address));
+            }
+            if v.auth.method == VaultAuthMethod::Approle
+                && ((v.auth.role_id.is_none() && v.auth.role_id_file.is_none()) || v.auth.secret_id_file.is_none())
+            {
+                return bad("vault.auth: approle needs role_id (or role_id_file) and secret_id_file".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The public base URL, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        if let Some(url) = &self.server.base_url {
+            return url.trim_end_matches('/').to_owned();
+        }
+        let addr = self.server.listen;
+        let host = match addr.ip() {
+            ip if ip.is_loopback() || ip.is_unspecified() => "localhost".to_owned(),
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        format!("https://{host}:{}", addr.port())
+    }
+
+    /// The store URL.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.server.data_dir.join("vacme.db").display()),
+        }
+    }
+
+    /// Nameservers as socket addresses (validated already).
+    pub fn nameservers(&self) -> Vec<SocketAddr> {
+        self.validation.nameservers.iter().filter_map(|s| parse_nameserver(s)).collect()
+    }
+
+    pub fn validation_timeout(&self) -> Duration {
+        Duration::from_secs(self.validation.timeout_secs)
+    }
+
+    /// The effective configuration as TOML, for `check-config`. Holds no secrets: those live in files.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+fn parse_nameserver(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>().ok().or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+}
+
+/// Sets `a__b__c` (lower-cased) in the TOML tree to `value`, typed as a TOML literal when it parses as one.
+fn set_path(tree: &mut toml::Table, path: &str, value: &str) -> Result<(), ConfigError> {
+    let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+    let (last, parents) = keys.split_last().ok_or_else(|| ConfigError::Parse(format!("bad variable VACME_{path}")))?;
+    let mut table = tree;
+    for key in parents {
+        let entry = table.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Parse(format!("VACME_{path}: {key} is not a section")))?;
+    }
+    let typed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    table.insert(last.clone(), typed);
+    Ok(())
+}
+
+/// Accepts a TOML list or a comma-separated string (handy in environment variables).
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::One(s) => s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect(),
+        Either::Many(v) => v,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(toml.as_bytes()).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(Some(f.path()), env, &Overrides::default())
+    }
+
+    #[test]
+    fn defaults_are_the_zero_config() {
+        let c = Config::load(None, Vec::new(), &Overrides::default()).unwrap();
+        assert_eq!(c.base_url(), "https://localhost:8443");
+        assert_eq!(c.database_url(), "sqlite://vacme-data/vacme.db");
+        assert_eq!(c.policy.allowed_domains, vec!["localhost"]);
+        assert!(c.vault.is_none());
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let c = load(
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[vault]\naddress = \"http://127.0.0.1:8200\"\n",
+            &[
+                ("VACME_VAULT__ROLE", "other"),
+                ("VACME_POLICY__ALLOWED_DOMAINS", "lab.example, home.arpa"),
+                ("VACME_VALIDATION__HTTP01_PORT", "5002"),
+                ("VACME_VAULT_TOKEN", "s.secret"),
+            ],
+        )
+        .unwrap();
+        let v = c.vault.unwrap();
+        assert_eq!(v.role, "other");
+        assert_eq!(v.mount, "pki_int");
+        assert_eq!(c.policy.allowed_domains, vec!["lab.example", "home.arpa"]);
+        assert_eq!(c.validation.http01_port, 5002);
+
+        let o = Overrides { http01_port: Some(6000), ..Default::default() };
+        let c = Config::load(None, vec![("VACME_VALIDATION__HTTP01_PORT".into(), "5002".into())], &o).unwrap();
+        assert_eq!(c.validation.http01_port, 6000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(matches!(load("[server]\nlisten_addr = \"x\"\n", &[]), Err(ConfigError::Parse(_))));
+        assert!(matches!(load("[policy]\nallowed_domains = []\n", &[]), Err(ConfigError::Invalid(_))));
+        assert!(matches!(load("[validation]\nnameservers = [\"dns.lab\"]\n", &[]), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            load("[vault]\naddress = \"http://v:8200\"\n[vault.auth]\nmethod = \"approle\"\n", &[]),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(load("", &[("VACME_SERVER__NOPE", "1")]), Err(ConfigError::Parse(_))));
+    }
+
+    #[test]
+    fn nameserver_without_port_means_53() {
+        let c = load("[validation]\nnameservers = [\"10.0.0.53\", \"127.0.0.1:5353\"]\n", &[]).unwrap();
+        assert_eq!(c.nameservers(), vec!["10.0.0.53:53".parse().unwrap(), "127.0.0.1:5353".parse().unwrap()]);
+    }
+}

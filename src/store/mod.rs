@@ -1,0 +1,686 @@
+//! The only place with SQL. Every state change is one transaction; transitions are guarded
+//! updates (`WHERE status = ...`) checked by `rows_affected`, so several workers (or replicas)
+//! never move the same object twice.
+
+mod rows;
+
+use std::{str::FromStr, time::Duration};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use ring::rand::{SecureRandom, SystemRandom};
+use sqlx::{
+    Sqlite, SqlitePool, Transaction,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+pub use rows::{AccountRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge, OrderRow};
+
+use crate::acme::{Identifier, Problem, types::ChallengeType};
+
+/// What went wrong in the store. Clients only ever see `serverInternal`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row in {table}: {what}")]
+    Corrupt { table: &'static str, what: String },
+    #[error("no randomness available")]
+    Random,
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Self {
+        Problem::internal(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A new order's authorizations: one per identifier, each with its challenges.
+#[derive(Clone, Debug)]
+pub struct NewAuthz {
+    pub identifier: Identifier,
+    pub challenges: Vec<ChallengeType>,
+}
+
+/// A certificate to record when an order is issued.
+#[derive(Clone, Debug)]
+pub struct NewCertificate {
+    pub serial: String,
+    pub issuer: String,
+    pub chain_pem: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// Row counts, for tests and health output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub accounts: i64,
+    pub orders: i64,
+    pub authorizations: i64,
+    pub challenges: i64,
+    pub certificates: i64,
+}
+
+/// The protocol state: SQLite today.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    rng: SystemRandom,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl Store {
+    /// Opens (creating if missing) the database at `url` and runs migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an issued certificate or a redeemed nonce must survive a power cut.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        Self::with_pool(pool).await
+    }
+
+    /// A private in-memory database, for tests.
+    pub async fn memory() -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        // One connection: every connection to :memory: is a different database.
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        Self::with_pool(pool).await
+    }
+
+    async fn with_pool(pool: SqlitePool) -> Result<Self> {
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, rng: SystemRandom::new() })
+    }
+
+    /// 128 random bits, base64url: object IDs, nonces and challenge tokens.
+    pub fn random_id(&self) -> Result<String> {
+        let mut buf = [0u8; 16];
+        self.rng.fill(&mut buf).map_err(|_| StoreError::Random)?;
+        Ok(URL_SAFE_NO_PAD.encode(buf))
+    }
+
+    /// A challenge token: 256 random bits (RFC 8555 §8.3 asks for at least 128).
+    fn token(&self) -> Result<String> {
+        let mut buf = [0u8; 32];
+        self.rng.fill(&mut buf).map_err(|_| StoreError::Random)?;
+        Ok(URL_SAFE_NO_PAD.encode(buf))
+    }
+
+    // ---- nonces (RFC 8555 §6.5) ----
+
+    /// Issues a nonce that `redeem_nonce` accepts once until `expires_at`.
+    pub async fn new_nonce(&self, expires_at: i64) -> Result<String> {
+        let nonce = self.random_id()?;
+        sqlx::query("INSERT INTO nonces (value, expires_at) VALUES ($1, $2)")
+            .bind(&nonce)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(nonce)
+    }
+
+    /// `true` exactly once per issued, unexpired nonce, on any replica.
+    pub async fn redeem_nonce(&self, nonce: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM nonces WHERE value = $1 AND expires_at > $2")
+            .bind(nonce)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Drops expired nonces; returns how many.
+    pub async fn purge_nonces(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM nonces WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    // ---- accounts (RFC 8555 §7.3) ----
+
+    pub async fn account(&self, id: &str) -> Result<Option<AccountRow>> {
+        let row = sqlx::query_as::<_, rows::RawAccount>("SELECT * FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(AccountRow::try_from).transpose()
+    }
+
+    pub async fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AccountRow>> {
+        let row = sqlx::query_as::<_, rows::RawAccount>("SELECT * FROM accounts WHERE key_thumbprint = $1")
+            .bind(thumbprint)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(AccountRow::try_from).transpose()
+    }
+
+    /// Creates an account for a key, or returns the one that already has it (`false`: not created).
+    pub async fn create_account(
+        &self,
+        thumbprint: &str,
+        jwk: &serde_json::Value,
+        contact: &[String],
+        tos_agreed: bool,
+        now: i64,
+    ) -> Result<(AccountRow, bool)> {
+        let id = self.random_id()?;
+        let contact_json = serde_json::to_string(contact).unwrap_or_else(|_| "[]".into());
+        let inserted = sqlx::query(
+            "INSERT INTO accounts (id, key_thumbprint, jwk, status, contact, tos_agreed, created_at)
+             VALUES ($1, $2, $3, 'valid', $4, $5, $6) ON CONFLICT (key_thumbprint) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(thumbprint)
+        .bind(jwk.to_string())
+        .bind(contact_json)
+        .bind(tos_agreed)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let account = self.account_by_thumbprint(thumbprint).await?.ok_or(StoreError::Corrupt {
+            table: "accounts",
+            what: "account vanished right after insert".into(),
+        })?;
+        Ok((account, inserted.rows_affected() == 1))
+    }
+
+    pub async fn update_contact(&self, id: &str, contact: &[String]) -> Result<()> {
+        let contact_json = serde_json::to_string(contact).unwrap_or_else(|_| "[]".into());
+        sqlx::query("UPDATE accounts SET contact = $1 WHERE id = $2 AND status = 'valid'")
+            .bind(contact_json)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// RFC 8555 §7.3.6: deactivation is final; the account's pending authorizations go with it.
+    pub async fn deactivate_account(&self, id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE accounts SET status = 'deactivated' WHERE id = $1 AND status = 'valid'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE authorizations SET status = 'deactivated' WHERE account_id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- orders (RFC 8555 §7.4) ----
+
+    /// Creates an order with its authorizations and challenges, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_order(
+        &self,
+        account_id: &str,
+        identifiers: &[Identifier],
+        authzs: &[NewAuthz],
+        not_before: Option<i64>,
+        not_after: Option<i64>,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<OrderRow> {
+        let order_id = self.random_id()?;
+        let ids_json = serde_json::to_string(identifiers).map_err(|e| corrupt("orders", e))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO orders (id, account_id, status, expires_at, identifiers, not_before, not_after,
+                                 created_at, updated_at)
+             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $7)",
+        )
+        .bind(&order_id)
+        .bind(account_id)
+        .bind(expires_at)
+        .bind(&ids_json)
+        .bind(not_before)
+        .bind(not_after)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for (position, authz) in authzs.iter().enumerate() {
+            let authz_id = self.random_id()?;
+            let base = authz.identifier.base();
+            sqlx::query(
+                "INSERT INTO authorizations (id, order_id, account_id, identifier_type, identifier_value,
+                                             wildcard, status, expires_at, position)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)",
+            )
+            .bind(&authz_id)
+            .bind(&order_id)
+            .bind(account_id)
+            .bind(base.kind())
+            .bind(base.value())
+            .bind(authz.identifier.is_wildcard())
+            .bind(expires_at)
+            .bind(position as i64)
+            .execute(&mut *tx)
+            .await?;
+            for kind in &authz.challenges {
+                sqlx::query(
+                    "INSERT INTO challenges (id, authz_id, type, token, status) VALUES ($1, $2, $3, $4, 'pending')",
+                )
+                .bind(self.random_id()?)
+                .bind(&authz_id)
+                .bind(kind.as_str())
+                .bind(self.token()?)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let order = load_order(&mut tx, &order_id).await?.ok_or(StoreError::Corrupt {
+            table: "orders",
+            what: "order vanished right after insert".into(),
+        })?;
+        tx.commit().await?;
+        Ok(order)
+    }
+
+    pub async fn order(&self, id: &str) -> Result<Option<OrderRow>> {
+        let mut conn = self.pool.acquire().await?;
+        load_order(&mut conn, id).await
+    }
+
+    /// IDs of an account's orders, oldest first.
+    pub async fn order_ids_of_account(&self, account_id: &str) -> Result<Vec<String>> {
+        let ids = sqlx::query_scalar::<_, String>(
+            "SELECT id FROM orders WHERE account_id = $1 ORDER BY created_at, id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    // ---- authorizations and challenges (RFC 8555 §7.5) ----
+
+    pub async fn authorization(&self, id: &str) -> Result<Option<AuthzRow>> {
+        let mut conn = self.pool.acquire().await?;
+        load_authz(&mut conn, id).await
+    }
+
+    /// The challenge with its authorization.
+    pub async fn challenge(&self, id: &str) -> Result<Option<(ChallengeRow, AuthzRow)>> {
+        let mut conn = self.pool.acquire().await?;
+        let authz_id = sqlx::query_scalar::<_, String>("SELECT authz_id FROM challenges WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some(authz_id) = authz_id else { return Ok(None) };
+        let Some(authz) = load_authz(&mut conn, &authz_id).await? else { return Ok(None) };
+        let chall = authz.challenges.iter().find(|c| c.id == id).cloned();
+        Ok(chall.map(|c| (c, authz)))
+    }
+
+    /// RFC 8555 §7.5.1: the client says "ready". Moves a pending challenge of a pending, unexpired
+    /// authorization to `processing`, due now. `false` when nothing moved.
+    pub async fn start_challenge(&self, id: &str, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE challenges SET status = 'processing', started_at = $2, next_attempt_at = $2, attempts = 0
+             WHERE id = $1 AND status = 'pending'
+               AND authz_id IN (SELECT id FROM authorizations WHERE status = 'pending' AND expires_at > $2)
+               AND NOT EXISTS (SELECT 1 FROM challenges o WHERE o.authz_id = challenges.authz_id
+                               AND o.id <> challenges.id AND o.status <> 'pending')",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Leases up to `limit` due challenges to this worker until `lease_until`.
+    pub async fn claim_due_challenges(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<ClaimedChallenge>> {
+        let mut tx = self.pool.begin().await?;
+        let candidates = sqlx::query_as::<_, rows::RawClaim>(
+            "SELECT c.id, c.type, c.token, c.started_at, c.attempts, a.identifier_type, a.identifier_value,
+                    a.order_id, acc.key_thumbprint
+             FROM challenges c
+             JOIN authorizations a ON a.id = c.authz_id
+             JOIN accounts acc ON acc.id = a.account_id
+             WHERE c.status = 'processing' AND c.next_attempt_at <= $1
+               AND (c.claimed_until IS NULL OR c.claimed_until < $1)
+             ORDER BY c.next_attempt_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(candidates.len());
+        for raw in candidates {
+            let done = sqlx::query(
+                "UPDATE challenges SET claimed_until = $2 WHERE id = $1 AND status = 'processing'
+                   AND (claimed_until IS NULL OR claimed_until < $3)",
+            )
+            .bind(&raw.id)
+            .bind(lease_until)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                claimed.push(ClaimedChallenge::try_from(raw)?);
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// The challenge passed: challenge and authorization `valid`; the order `ready` once all its
+    /// authorizations are.
+    pub async fn challenge_succeeded(&self, id: &str, now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE challenges SET status = 'valid', validated_at = $2, error = NULL, claimed_until = NULL
+             WHERE id = $1 AND status = 'processing'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            let (authz_id, order_id) = authz_and_order_of(&mut tx, id).await?;
+            sqlx::query("UPDATE authorizations SET status = 'valid' WHERE id = $1 AND status = 'pending'")
+                .bind(&authz_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE orders SET status = 'ready', updated_at = $2
+                 WHERE id = $1 AND status = 'pending'
+                   AND NOT EXISTS (SELECT 1 FROM authorizations WHERE order_id = $1 AND status <> 'valid')",
+            )
+            .bind(&order_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The attempt failed but the window is open: keep the error for the client, try again at `next_at`.
+    pub async fn challenge_retry(&self, id: &str, problem: &serde_json::Value, next_at: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE challenges SET error = $2, attempts = attempts + 1, next_attempt_at = $3, claimed_until = NULL
+             WHERE id = $1 AND status = 'processing'",
+        )
+        .bind(id)
+        .bind(problem.to_string())
+        .bind(next_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The challenge failed for good: challenge, authorization and order become `invalid`
+    /// (RFC 8555 §7.1.6); the order's error names the identifier.
+    pub async fn challenge_failed(
+        &self,
+        id: &str,
+        problem: &serde_json::Value,
+        order_problem: &serde_json::Value,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE challenges SET status = 'invalid', error = $2, attempts = attempts + 1, claimed_until = NULL
+             WHERE id = $1 AND status = 'processing'",
+        )
+        .bind(id)
+        .bind(problem.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            let (authz_id, order_id) = authz_and_order_of(&mut tx, id).await?;
+            sqlx::query("UPDATE authorizations SET status = 'invalid' WHERE id = $1 AND status = 'pending'")
+                .bind(&authz_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE orders SET status = 'invalid', error = $2, updated_at = $3
+                 WHERE id = $1 AND status IN ('pending', 'ready')",
+            )
+            .bind(&order_id)
+            .bind(order_problem.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- issuance ----
+
+    /// finalize: `ready` -> `processing` with the checked CSR, due now. `false` if the order was not ready.
+    pub async fn begin_issuance(&self, order_id: &str, csr_der: &[u8], now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE orders SET status = 'processing', csr = $2, attempts = 0, next_attempt_at = $3, updated_at = $3
+             WHERE id = $1 AND status = 'ready' AND expires_at > $3",
+        )
+        .bind(order_id)
+        .bind(csr_der)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Leases up to `limit` orders due for signing.
+    pub async fn claim_due_issuances(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OrderRow>> {
+        let mut tx = self.pool.begin().await?;
+        let ids = sqlx::query_scalar::<_, String>(
+            "SELECT id FROM orders WHERE status = 'processing' AND next_attempt_at <= $1
+               AND (claimed_until IS NULL OR claimed_until < $1)
+             ORDER BY next_attempt_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let done = sqlx::query(
+                "UPDATE orders SET claimed_until = $2 WHERE id = $1 AND status = 'processing'
+                   AND (claimed_until IS NULL OR claimed_until < $3)",
+            )
+            .bind(&id)
+            .bind(lease_until)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1
+                && let Some(order) = load_order(&mut tx, &id).await?
+            {
+                claimed.push(order);
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Records the certificate and makes the order `valid`, in one transaction.
+    pub async fn issuance_succeeded(&self, order: &OrderRow, cert: &NewCertificate, now: i64) -> Result<String> {
+        let cert_id = self.random_id()?;
+        let ids_json = serde_json::to_string(&order.identifiers).map_err(|e| corrupt("orders", e))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO certificates (id, order_id, account_id, serial, issuer, identifiers, chain_pem,
+                                       not_before, not_after, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&cert_id)
+        .bind(&order.id)
+        .bind(&order.account_id)
+        .bind(&cert.serial)
+        .bind(&cert.issuer)
+        .bind(ids_json)
+        .bind(&cert.chain_pem)
+        .bind(cert.not_before)
+        .bind(cert.not_after)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(
+            "UPDATE orders SET status = 'valid', certificate_id = $2, claimed_until = NULL, updated_at = $3
+             WHERE id = $1 AND status = 'processing'",
+        )
+        .bind(&order.id)
+        .bind(&cert_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Corrupt { table: "orders", what: format!("order {} left processing", order.id) });
+        }
+        tx.commit().await?;
+        Ok(cert_id)
+    }
+
+    /// The CA could not be reached: try again at `next_at`.
+    pub async fn issuance_retry(&self, order_id: &str, next_at: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE orders SET attempts = attempts + 1, next_attempt_at = $2, claimed_until = NULL
+             WHERE id = $1 AND status = 'processing'",
+        )
+        .bind(order_id)
+        .bind(next_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The CA refused: the order is `invalid` with `problem`.
+    pub async fn issuance_failed(&self, order_id: &str, problem: &serde_json::Value, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE orders SET status = 'invalid', error = $2, claimed_until = NULL, updated_at = $3
+             WHERE id = $1 AND status = 'processing'",
+        )
+        .bind(order_id)
+        .bind(problem.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Earliest time any worker has something to do (challenge or issuance), if any.
+    pub async fn next_due(&self) -> Result<(Option<i64>, Option<i64>)> {
+        let chall = sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM challenges WHERE status = 'processing'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let order = sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM orders WHERE status = 'processing'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((chall, order))
+    }
+
+    // ---- certificates ----
+
+    pub async fn certificate(&self, id: &str) -> Result<Option<CertificateRow>> {
+        let row = sqlx::query_as::<_, rows::RawCertificate>("SELECT * FROM certificates WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(CertificateRow::try_from).transpose()
+    }
+
+    /// Row counts of every table that holds client-visible state.
+    pub async fn counts(&self) -> Result<Counts> {
+        let count = |table: &'static str| {
+            let pool = self.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&pool).await
+            }
+        };
+        Ok(Counts {
+            accounts: count("accounts").await?,
+            orders: count("orders").await?,
+            authorizations: count("authorizations").await?,
+            challenges: count("challenges").await?,
+            certificates: count("certificates").await?,
+        })
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, flushing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn corrupt(table: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt { table, what: e.to_string() }
+}
+
+async fn authz_and_order_of(tx: &mut Transaction<'_, Sqlite>, challenge_id: &str) -> Result<(String, String)> {
+    let row = sqlx::query_as::<_, (String, String)>(
+        "SELECT a.id, a.order_id FROM challenges c JOIN authorizations a ON a.id = c.authz_id WHERE c.id = $1",
+    )
+    .bind(challenge_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(row)
+}
+
+async fn load_order(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<OrderRow>> {
+    let Some(raw) = sqlx::query_as::<_, rows::RawOrder>("SELECT * FROM orders WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let authz_ids = sqlx::query_scalar::<_, String>(
+        "SELECT id FROM authorizations WHERE order_id = $1 ORDER BY position",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    OrderRow::from_raw(raw, authz_ids).map(Some)
+}
+
+async fn load_authz(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<AuthzRow>> {
+    let Some(raw) = sqlx::query_as::<_, rows::RawAuthz>("SELECT * FROM authorizations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let challs = sqlx::query_as::<_, rows::RawChallenge>("SELECT * FROM challenges WHERE authz_id = $1 ORDER BY type")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+    AuthzRow::from_raw(raw, challs).map(Some)
+}
+
+/// Parses a status column.
+fn status<T>(table: &'static str, s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    parse(s).ok_or_else(|| StoreError::Corrupt { table, what: format!("unknown status {s:?}") })
+}
+
+#[cfg(test)]
+mod tests;

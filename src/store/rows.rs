@@ -1,0 +1,304 @@
+//! Rows as stored, and the checked domain rows built from them.
+
+use std::net::IpAddr;
+
+use sqlx::FromRow;
+
+use super::{Result, StoreError, corrupt, status};
+use crate::acme::{
+    Identifier,
+    types::{AccountStatus, AuthorizationStatus, ChallengeStatus, ChallengeType, OrderStatus},
+};
+
+#[derive(FromRow)]
+pub(super) struct RawAccount {
+    id: String,
+    key_thumbprint: String,
+    jwk: String,
+    status: String,
+    contact: String,
+    tos_agreed: bool,
+    created_at: i64,
+}
+
+/// An ACME account.
+#[derive(Clone, Debug)]
+pub struct AccountRow {
+    pub id: String,
+    pub thumbprint: String,
+    pub jwk: serde_json::Value,
+    pub status: AccountStatus,
+    pub contact: Vec<String>,
+    pub tos_agreed: bool,
+    pub created_at: i64,
+}
+
+impl TryFrom<RawAccount> for AccountRow {
+    type Error = StoreError;
+    fn try_from(r: RawAccount) -> Result<Self> {
+        Ok(Self {
+            jwk: serde_json::from_str(&r.jwk).map_err(|e| corrupt("accounts", e))?,
+            status: status("accounts", &r.status, AccountStatus::from_db)?,
+            contact: serde_json::from_str(&r.contact).map_err(|e| corrupt("accounts", e))?,
+            id: r.id,
+            thumbprint: r.key_thumbprint,
+            tos_agreed: r.tos_agreed,
+            created_at: r.created_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct RawOrder {
+    id: String,
+    account_id: String,
+    status: String,
+    expires_at: i64,
+    identifiers: String,
+    not_before: Option<i64>,
+    not_after: Option<i64>,
+    error: Option<String>,
+    csr: Option<Vec<u8>>,
+    certificate_id: Option<String>,
+    attempts: i64,
+    next_attempt_at: Option<i64>,
+    #[allow(dead_code)]
+    claimed_until: Option<i64>,
+    created_at: i64,
+    #[allow(dead_code)]
+    updated_at: i64,
+}
+
+/// An order with the IDs of its authorizations, in identifier order.
+#[derive(Clone, Debug)]
+pub struct OrderRow {
+    pub id: String,
+    pub account_id: String,
+    pub status: OrderStatus,
+    pub expires_at: i64,
+    pub identifiers: Vec<Identifier>,
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+    pub error: Option<serde_json::Value>,
+    pub csr: Option<Vec<u8>>,
+    pub certificate_id: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub authz_ids: Vec<String>,
+}
+
+impl OrderRow {
+    pub(super) fn from_raw(r: RawOrder, authz_ids: Vec<String>) -> Result<Self> {
+        Ok(Self {
+            status: status("orders", &r.status, OrderStatus::from_db)?,
+            identifiers: serde_json::from_str(&r.identifiers).map_err(|e| corrupt("orders", e))?,
+            error: r.error.as_deref().map(serde_json::from_str).transpose().map_err(|e| corrupt("orders", e))?,
+            id: r.id,
+            account_id: r.account_id,
+            expires_at: r.expires_at,
+            not_before: r.not_before,
+            not_after: r.not_after,
+            csr: r.csr,
+            certificate_id: r.certificate_id,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            created_at: r.created_at,
+            authz_ids,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct RawAuthz {
+    id: String,
+    order_id: String,
+    account_id: String,
+    identifier_type: String,
+    identifier_value: String,
+    wildcard: bool,
+    status: String,
+    expires_at: i64,
+    #[allow(dead_code)]
+    position: i64,
+}
+
+/// An authorization with its challenges.
+#[derive(Clone, Debug)]
+pub struct AuthzRow {
+    pub id: String,
+    pub order_id: String,
+    pub account_id: String,
+    /// The identifier whose control is proven (a wildcard's base domain).
+    pub identifier: Identifier,
+    pub wildcard: bool,
+    pub status: AuthorizationStatus,
+    pub expires_at: i64,
+    pub challenges: Vec<ChallengeRow>,
+}
+
+impl AuthzRow {
+    pub(super) fn from_raw(r: RawAuthz, challs: Vec<RawChallenge>) -> Result<Self> {
+        Ok(Self {
+            identifier: identifier(&r.identifier_type, &r.identifier_value)?,
+            status: status("authorizations", &r.status, AuthorizationStatus::from_db)?,
+            challenges: challs.into_iter().map(ChallengeRow::try_from).collect::<Result<_>>()?,
+            id: r.id,
+            order_id: r.order_id,
+            account_id: r.account_id,
+            wildcard: r.wildcard,
+            expires_at: r.expires_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct RawChallenge {
+    id: String,
+    #[allow(dead_code)]
+    authz_id: String,
+    #[sqlx(rename = "type")]
+    kind: String,
+    token: String,
+    status: String,
+    validated_at: Option<i64>,
+    error: Option<String>,
+    attempts: i64,
+    #[allow(dead_code)]
+    started_at: Option<i64>,
+    #[allow(dead_code)]
+    next_attempt_at: Option<i64>,
+    #[allow(dead_code)]
+    claimed_until: Option<i64>,
+}
+
+/// One challenge of an authorization.
+#[derive(Clone, Debug)]
+pub struct ChallengeRow {
+    pub id: String,
+    pub kind: ChallengeType,
+    pub token: String,
+    pub status: ChallengeStatus,
+    pub validated_at: Option<i64>,
+    pub error: Option<serde_json::Value>,
+    pub attempts: i64,
+}
+
+impl TryFrom<RawChallenge> for ChallengeRow {
+    type Error = StoreError;
+    fn try_from(r: RawChallenge) -> Result<Self> {
+        Ok(Self {
+            kind: status("challenges", &r.kind, ChallengeType::from_db)?,
+            status: status("challenges", &r.status, ChallengeStatus::from_db)?,
+            error: r.error.as_deref().map(serde_json::from_str).transpose().map_err(|e| corrupt("challenges", e))?,
+            id: r.id,
+            token: r.token,
+            validated_at: r.validated_at,
+            attempts: r.attempts,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct RawClaim {
+    pub(super) id: String,
+    #[sqlx(rename = "type")]
+    kind: String,
+    token: String,
+    started_at: Option<i64>,
+    attempts: i64,
+    identifier_type: String,
+    identifier_value: String,
+    order_id: String,
+    key_thumbprint: String,
+}
+
+/// A challenge leased to a validation worker, with what it needs to check it.
+#[derive(Clone, Debug)]
+pub struct ClaimedChallenge {
+    pub id: String,
+    pub kind: ChallengeType,
+    pub token: String,
+    pub started_at: i64,
+    pub attempts: i64,
+    pub identifier: Identifier,
+    pub order_id: String,
+    pub account_thumbprint: String,
+}
+
+impl TryFrom<RawClaim> for ClaimedChallenge {
+    type Error = StoreError;
+    fn try_from(r: RawClaim) -> Result<Self> {
+        Ok(Self {
+            kind: status("challenges", &r.kind, ChallengeType::from_db)?,
+            identifier: identifier(&r.identifier_type, &r.identifier_value)?,
+            started_at: r.started_at.unwrap_or(0),
+            id: r.id,
+            token: r.token,
+            attempts: r.attempts,
+            order_id: r.order_id,
+            account_thumbprint: r.key_thumbprint,
+        })
+    }
+}
+
+#[derive(FromRow)]
+pub(super) struct RawCertificate {
+    id: String,
+    order_id: String,
+    account_id: String,
+    serial: String,
+    issuer: String,
+    identifiers: String,
+    chain_pem: String,
+    not_before: i64,
+    not_after: i64,
+    revoked_at: Option<i64>,
+    revocation_reason: Option<i64>,
+    created_at: i64,
+}
+
+/// An issued certificate.
+#[derive(Clone, Debug)]
+pub struct CertificateRow {
+    pub id: String,
+    pub order_id: String,
+    pub account_id: String,
+    pub serial: String,
+    pub issuer: String,
+    pub identifiers: Vec<Identifier>,
+    pub chain_pem: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub revoked_at: Option<i64>,
+    pub revocation_reason: Option<i64>,
+    pub created_at: i64,
+}
+
+impl TryFrom<RawCertificate> for CertificateRow {
+    type Error = StoreError;
+    fn try_from(r: RawCertificate) -> Result<Self> {
+        Ok(Self {
+            identifiers: serde_json::from_str(&r.identifiers).map_err(|e| corrupt("certificates", e))?,
+            id: r.id,
+            order_id: r.order_id,
+            account_id: r.account_id,
+            serial: r.serial,
+            issuer: r.issuer,
+            chain_pem: r.chain_pem,
+            not_before: r.not_before,
+            not_after: r.not_after,
+            revoked_at: r.revoked_at,
+            revocation_reason: r.revocation_reason,
+            created_at: r.created_at,
+        })
+    }
+}
+
+fn identifier(kind: &str, value: &str) -> Result<Identifier> {
+    match kind {
+        "dns" => Ok(Identifier::Dns(value.to_owned())),
+        "ip" => value.parse::<IpAddr>().map(Identifier::Ip).map_err(|e| corrupt("authorizations", e)),
+        other => Err(corrupt("authorizations", format!("unknown identifier type {other:?}"))),
+    }
+}
