@@ -313,12 +313,13 @@ impl Config {
         Ok(())
     }
 
-    /// The public base URL, without a trailing slash.
-    pub fn base_url(&self) -> String {
+    /// The public base URL, without a trailing slash, for a listener bound to `bound`
+    /// (which differs from `server.listen` when that asks for port 0).
+    pub fn base_url(&self, bound: SocketAddr) -> String {
         if let Some(url) = &self.server.base_url {
             return url.trim_end_matches('/').to_owned();
         }
-        let addr = self.server.listen;
+        let addr = bound;
         let host = match addr.ip() {
             ip if ip.is_loopback() || ip.is_unspecified() => "localhost".to_owned(),
             IpAddr::V4(ip) => ip.to_string(),
@@ -361,9 +362,8 @@ fn set_path(tree: &mut toml::Table, path: &str, value: &str) -> Result<(), Confi
     let mut table = tree;
     for key in parents {
         let entry = table.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry
-            .as_table_mut()
-            .ok_or_else(|| ConfigError::Parse(format!("VACME_{path}: {key} is not a section")))?;
+        table =
+            entry.as_table_mut().ok_or_else(|| ConfigError::Parse(format!("VACME_{path}: {key} is not a section")))?;
     }
     let typed = format!("v = {value}")
         .parse::<toml::Table>()
@@ -404,7 +404,7 @@ mod tests {
     #[test]
     fn defaults_are_the_zero_config() {
         let c = Config::load(None, Vec::new(), &Overrides::default()).unwrap();
-        assert_eq!(c.base_url(), "https://localhost:8443");
+        assert_eq!(c.base_url(c.server.listen), "https://localhost:8443");
         assert_eq!(c.database_url(), "sqlite://vacme-data/vacme.db");
         assert_eq!(c.policy.allowed_domains, vec!["localhost"]);
         assert!(c.vault.is_none());

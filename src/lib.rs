@@ -2,5 +2,17 @@
 #![forbid(unsafe_code)]
 
 pub mod acme;
+pub mod api;
+pub mod app;
+pub mod clock;
 pub mod config;
+pub mod issuer;
+pub mod jws;
+pub mod policy;
+pub mod secret;
+pub mod state;
 pub mod store;
+pub mod telemetry;
+pub mod validation;
+
+pub use app::App;

@@ -33,9 +33,7 @@ impl Identifier {
                 .parse::<IpAddr>()
                 .map(Identifier::Ip)
                 .map_err(|_| Problem::malformed(format!("{:?} is not an IP address", raw.value))),
-            other => Err(Problem::unsupported_identifier(format!(
-                "identifier type {other:?} is not supported"
-            ))),
+            other => Err(Problem::unsupported_identifier(format!("identifier type {other:?} is not supported"))),
         }
     }
 
@@ -152,9 +150,25 @@ mod tests {
         let long_label = format!("{}.example", "a".repeat(64));
         let long_name = format!("{}example", "abcdefghi.".repeat(26));
         for bad in [
-            "", ".", "a..b", "-a.example", "a-.example", "a_b.example", "bücher.example", "*.*.example",
-            "a.*.example", "*a.example", "1.2.3.4", "example", "a.123", "ab--c.example", "a b.example",
-            long_label.as_str(), long_name.as_str(), "*.", "example..",
+            "",
+            ".",
+            "a..b",
+            "-a.example",
+            "a-.example",
+            "a_b.example",
+            "bücher.example",
+            "*.*.example",
+            "a.*.example",
+            "*a.example",
+            "1.2.3.4",
+            "example",
+            "a.123",
+            "ab--c.example",
+            "a b.example",
+            long_label.as_str(),
+            long_name.as_str(),
+            "*.",
+            "example..",
         ] {
             let p = dns(bad).expect_err(bad);
             assert_eq!(p.kind.code(), "rejectedIdentifier", "{bad}");

@@ -3,6 +3,8 @@
 pub mod identifier;
 pub mod problem;
 pub mod types;
+pub mod urls;
 
 pub use identifier::{Identifier, RawIdentifier};
 pub use problem::{Problem, ProblemType, Subproblem};
+pub use urls::Urls;

@@ -44,7 +44,7 @@ pub enum ProblemType {
     MethodNotAllowed,
     /// Not a §6.7 type: the body is larger than the server accepts.
     PayloadTooLarge,
-    /// Not a §6.7 type: the request did not use `application/jose+json`.
+    /// Not a §6.7 type: the request did not use `application/jose+json` (400, as DESIGN.md's table says).
     UnsupportedMediaType,
 }
 
@@ -76,9 +76,7 @@ impl ProblemType {
             Self::UnsupportedIdentifier => "unsupportedIdentifier",
             Self::UserActionRequired => "userActionRequired",
             // RFC 8555 has no "not found"; `malformed` is what pebble and boulder send with a 404.
-            Self::NotFound | Self::MethodNotAllowed | Self::PayloadTooLarge | Self::UnsupportedMediaType => {
-                "malformed"
-            }
+            Self::NotFound | Self::MethodNotAllowed | Self::PayloadTooLarge | Self::UnsupportedMediaType => "malformed",
         }
     }
 
@@ -95,7 +93,6 @@ impl ProblemType {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::OrderNotReady | Self::AlreadyRevoked => StatusCode::FORBIDDEN,
             Self::UserActionRequired | Self::ExternalAccountRequired => StatusCode::FORBIDDEN,

@@ -14,7 +14,9 @@ pub struct Directory {
     pub new_nonce: String,
     pub new_account: String,
     pub new_order: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub revoke_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_change: Option<String>,
     pub meta: DirectoryMeta,
 }

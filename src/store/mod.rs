@@ -185,10 +185,10 @@ impl Store {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        let account = self.account_by_thumbprint(thumbprint).await?.ok_or(StoreError::Corrupt {
-            table: "accounts",
-            what: "account vanished right after insert".into(),
-        })?;
+        let account = self
+            .account_by_thumbprint(thumbprint)
+            .await?
+            .ok_or(StoreError::Corrupt { table: "accounts", what: "account vanished right after insert".into() })?;
         Ok((account, inserted.rows_affected() == 1))
     }
 
@@ -209,12 +209,10 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "UPDATE authorizations SET status = 'deactivated' WHERE account_id = $1 AND status = 'pending'",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE authorizations SET status = 'deactivated' WHERE account_id = $1 AND status = 'pending'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -280,10 +278,9 @@ impl Store {
                 .await?;
             }
         }
-        let order = load_order(&mut tx, &order_id).await?.ok_or(StoreError::Corrupt {
-            table: "orders",
-            what: "order vanished right after insert".into(),
-        })?;
+        let order = load_order(&mut tx, &order_id)
+            .await?
+            .ok_or(StoreError::Corrupt { table: "orders", what: "order vanished right after insert".into() })?;
         tx.commit().await?;
         Ok(order)
     }
@@ -295,12 +292,11 @@ impl Store {
 
     /// IDs of an account's orders, oldest first.
     pub async fn order_ids_of_account(&self, account_id: &str) -> Result<Vec<String>> {
-        let ids = sqlx::query_scalar::<_, String>(
-            "SELECT id FROM orders WHERE account_id = $1 ORDER BY created_at, id",
-        )
-        .bind(account_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let ids =
+            sqlx::query_scalar::<_, String>("SELECT id FROM orders WHERE account_id = $1 ORDER BY created_at, id")
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(ids)
     }
 
@@ -318,8 +314,12 @@ impl Store {
             .bind(id)
             .fetch_optional(&mut *conn)
             .await?;
-        let Some(authz_id) = authz_id else { return Ok(None) };
-        let Some(authz) = load_authz(&mut conn, &authz_id).await? else { return Ok(None) };
+        let Some(authz_id) = authz_id else {
+            return Ok(None);
+        };
+        let Some(authz) = load_authz(&mut conn, &authz_id).await? else {
+            return Ok(None);
+        };
         let chall = authz.challenges.iter().find(|c| c.id == id).cloned();
         Ok(chall.map(|c| (c, authz)))
     }
@@ -606,9 +606,7 @@ impl Store {
     pub async fn counts(&self) -> Result<Counts> {
         let count = |table: &'static str| {
             let pool = self.pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&pool).await
-            }
+            async move { sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&pool).await }
         };
         Ok(Counts {
             accounts: count("accounts").await?,
@@ -653,12 +651,11 @@ async fn load_order(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Optio
     else {
         return Ok(None);
     };
-    let authz_ids = sqlx::query_scalar::<_, String>(
-        "SELECT id FROM authorizations WHERE order_id = $1 ORDER BY position",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let authz_ids =
+        sqlx::query_scalar::<_, String>("SELECT id FROM authorizations WHERE order_id = $1 ORDER BY position")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
     OrderRow::from_raw(raw, authz_ids).map(Some)
 }
 

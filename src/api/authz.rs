@@ -1,0 +1,65 @@
+//! Authorizations and challenges (RFC 8555 §7.5).
+
+use axum::extract::{Path, State};
+use http::StatusCode;
+use tracing::Span;
+
+use crate::{
+    acme::{
+        Problem,
+        types::{AuthorizationStatus, ChallengeStatus},
+    },
+    api::{AcmeResponse, render},
+    jws::extract::SignedOrGet,
+    state::AppState,
+    store::AuthzRow,
+};
+
+async fn own_authz(st: &AppState, account_id: &str, id: &str) -> Result<AuthzRow, Problem> {
+    match st.store.authorization(id).await? {
+        Some(a) if a.account_id == account_id => Ok(a),
+        _ => Err(Problem::not_found("no such authorization")),
+    }
+}
+
+/// POST-as-GET /acme/authz/{id}.
+pub async fn authz(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: SignedOrGet,
+) -> Result<AcmeResponse, Problem> {
+    Span::current().record("account_id", req.account.id.as_str());
+    if req.payload.is_some() {
+        return Err(Problem::malformed("authorization updates are not supported; use POST-as-GET"));
+    }
+    let authz = own_authz(&st, &req.account.id, &id).await?;
+    let res = AcmeResponse::json(StatusCode::OK, &render::authz(&authz, &st.urls, st.clock.unix()));
+    let busy = authz.status == AuthorizationStatus::Pending
+        && authz.challenges.iter().any(|c| c.status == ChallengeStatus::Processing);
+    Ok(if busy { res.retry_after(st.limits.retry_after_secs) } else { res })
+}
+
+/// POST /acme/chall/{id}: any JSON object means "ready, validate now" (old clients send leftover
+/// fields); an empty payload reads the challenge.
+pub async fn challenge(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: SignedOrGet,
+) -> Result<AcmeResponse, Problem> {
+    Span::current().record("account_id", req.account.id.as_str());
+    let Some((_, authz)) = st.store.challenge(&id).await?.filter(|(_, a)| a.account_id == req.account.id) else {
+        return Err(Problem::not_found("no such challenge"));
+    };
+    if let Some(payload) = &req.payload {
+        if !payload.is_object() {
+            return Err(Problem::malformed("a challenge response must be a JSON object"));
+        }
+        if st.store.start_challenge(&id, st.clock.unix()).await? {
+            st.wake.validation.notify_one();
+        }
+    }
+    let (chall, _) = st.store.challenge(&id).await?.ok_or_else(|| Problem::not_found("no such challenge"))?;
+    let res =
+        AcmeResponse::json(StatusCode::OK, &render::challenge(&chall, &st.urls)).link(&st.urls.authz(&authz.id), "up");
+    Ok(if chall.status == ChallengeStatus::Processing { res.retry_after(st.limits.retry_after_secs) } else { res })
+}

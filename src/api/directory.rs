@@ -1,0 +1,29 @@
+//! The directory and newNonce (RFC 8555 §7.1.1, §7.2).
+
+use axum::{extract::State, response::IntoResponse};
+use http::{Method, StatusCode, header};
+
+use crate::{
+    acme::types::{Directory, DirectoryMeta},
+    api::AcmeResponse,
+    state::AppState,
+};
+
+/// GET /directory: advertises only what is implemented.
+pub async fn directory(State(st): State<AppState>) -> AcmeResponse {
+    let dir = Directory {
+        new_nonce: st.urls.new_nonce(),
+        new_account: st.urls.new_account(),
+        new_order: st.urls.new_order(),
+        revoke_cert: None,
+        key_change: None,
+        meta: DirectoryMeta { website: None, caa_identities: Vec::new(), external_account_required: false },
+    };
+    AcmeResponse::json(StatusCode::OK, &dir)
+}
+
+/// HEAD (200) or GET (204) /acme/new-nonce; the nonce itself is added by the nonce layer.
+pub async fn new_nonce(method: Method) -> impl IntoResponse {
+    let status = if method == Method::HEAD { StatusCode::OK } else { StatusCode::NO_CONTENT };
+    (status, [(header::CACHE_CONTROL, "no-store")])
+}

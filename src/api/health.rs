@@ -1,0 +1,32 @@
+//! Liveness and readiness, outside ACME.
+
+use axum::{Json, extract::State, response::IntoResponse};
+use http::StatusCode;
+use serde_json::json;
+
+use crate::state::AppState;
+
+/// GET /healthz: the process answers.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// GET /readyz: the store and the CA answer. 503 with the failing part otherwise.
+pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+    let store = st.store.ping().await.map_err(|e| e.to_string());
+    let issuer = st.issuer.health().await.map_err(|e| e.to_string());
+    let ready = store.is_ok() && issuer.is_ok();
+    if let Err(e) = &issuer {
+        tracing::warn!(issuer = st.issuer.name(), error = %e, "CA not ready");
+    }
+    if let Err(e) = &store {
+        tracing::warn!(error = %e, "store not ready");
+    }
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "ready": ready,
+        "store": if store.is_ok() { "ok" } else { "unavailable" },
+        "issuer": { "kind": st.issuer.name(), "state": if issuer.is_ok() { "ok" } else { "unavailable" } },
+    });
+    (status, Json(body))
+}

@@ -1,0 +1,122 @@
+//! Routes and the layers that apply to every ACME response: a fresh `Replay-Nonce`,
+//! `Link: <directory>;rel="index"`, `Cache-Control: no-store`, problem logging, and a
+//! panic catcher that answers `serverInternal` instead of dropping the connection.
+
+mod account;
+mod authz;
+mod certificate;
+mod directory;
+mod health;
+mod order;
+mod render;
+mod response;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::{
+    Router,
+    extract::{MatchedPath, Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use http::{HeaderValue, header};
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use tracing::{Level, field::Empty};
+
+pub use response::AcmeResponse;
+
+use crate::{
+    acme::{Problem, ProblemType, urls::ACME},
+    state::AppState,
+};
+
+/// The whole HTTP surface of vacme.
+pub fn router(state: AppState) -> Router {
+    let acme = Router::new()
+        .route("/directory", get(directory::directory).fallback(method_not_allowed))
+        .route(
+            &format!("{ACME}/new-nonce"),
+            get(directory::new_nonce).head(directory::new_nonce).fallback(method_not_allowed),
+        )
+        .route(&format!("{ACME}/new-account"), post(account::new_account).fallback(method_not_allowed))
+        .route(&format!("{ACME}/new-order"), post(order::new_order).fallback(method_not_allowed))
+        .route(&format!("{ACME}/acct/{{id}}"), post(account::account).fallback(method_not_allowed))
+        .route(&format!("{ACME}/acct/{{id}}/orders"), post(account::orders).fallback(method_not_allowed))
+        .route(&format!("{ACME}/order/{{id}}"), post(order::order).fallback(method_not_allowed))
+        .route(&format!("{ACME}/order/{{id}}/finalize"), post(order::finalize).fallback(method_not_allowed))
+        .route(&format!("{ACME}/authz/{{id}}"), post(authz::authz).fallback(method_not_allowed))
+        .route(&format!("{ACME}/chall/{{id}}"), post(authz::challenge).fallback(method_not_allowed))
+        .route(&format!("{ACME}/cert/{{id}}"), post(certificate::certificate).fallback(method_not_allowed))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), acme_headers));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(acme)
+        .layer(middleware::from_fn(log_problems))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(CatchPanicLayer::custom(|_| {
+            Problem::internal(std::io::Error::other("a request handler panicked")).into_response()
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such resource")
+}
+
+async fn method_not_allowed() -> Response {
+    let mut res = Problem::new(ProblemType::MethodNotAllowed, "method not allowed on this resource").into_response();
+    res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    res
+}
+
+fn request_span(req: &Request) -> tracing::Span {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let path = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
+    tracing::span!(
+        Level::INFO,
+        "request",
+        method = %req.method(),
+        matched_path = path,
+        request_id = NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        account_id = Empty,
+        order_id = Empty,
+    )
+}
+
+/// RFC 8555 §6.5 (a fresh nonce on every response, including errors, so `badNonce` can be retried),
+/// §7.1 (`Link` to the directory) and no caching of protocol state.
+async fn acme_headers(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let expires = st.clock.unix() + st.limits.nonce_ttl_secs;
+    match st.store.new_nonce(expires).await {
+        Ok(nonce) => {
+            if let Ok(v) = HeaderValue::from_str(&nonce) {
+                res.headers_mut().insert("replay-nonce", v);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot issue a nonce"),
+    }
+    let index = format!("<{}>;rel=\"index\"", st.urls.directory());
+    if let Ok(v) = HeaderValue::from_str(&index) {
+        res.headers_mut().append(header::LINK, v);
+    }
+    res.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Logs each problem once, inside the request span: 4xx at debug, `serverInternal` at error with its cause.
+async fn log_problems(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    if let Some(p) = res.extensions().get::<Problem>() {
+        if p.kind == ProblemType::ServerInternal {
+            let cause = p.source_error().map(|e| e.to_string()).unwrap_or_default();
+            tracing::error!(problem_type = p.kind.code(), cause = %cause, "request failed");
+        } else {
+            tracing::debug!(problem_type = p.kind.code(), status = p.status, detail = %p.detail, "problem");
+        }
+    }
+    res
+}

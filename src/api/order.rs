@@ -1,0 +1,151 @@
+//! newOrder, order and finalize (RFC 8555 §7.4). The CA is never called from here: finalize
+//! records the checked CSR and the issuance worker signs it.
+
+use std::collections::BTreeSet;
+
+use axum::extract::{Path, State};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use http::StatusCode;
+use tracing::Span;
+
+use crate::{
+    acme::{
+        Identifier, Problem, Subproblem,
+        types::{FinalizeRequest, NewOrderRequest, OrderStatus},
+    },
+    api::{AcmeResponse, render},
+    issuer::IssuanceRequest,
+    jws::extract::{PostAsGet, Signed},
+    state::AppState,
+    store::{NewAuthz, OrderRow},
+};
+
+/// POST /acme/new-order.
+pub async fn new_order(State(st): State<AppState>, req: Signed<NewOrderRequest>) -> Result<AcmeResponse, Problem> {
+    Span::current().record("account_id", req.account.id.as_str());
+    let identifiers = parse_identifiers(&req.payload, st.policy.max_identifiers())?;
+    st.policy.check(&identifiers)?;
+    let authzs: Vec<NewAuthz> = identifiers
+        .iter()
+        .map(|id| NewAuthz { identifier: id.clone(), challenges: st.policy.challenges_for(id) })
+        .collect();
+    let now = st.clock.unix();
+    // Never rejected (cert-manager always sends them): kept, and clamped by the CA at issuance.
+    let not_before = req.payload.not_before.map(|t| t.unix_timestamp());
+    let not_after = req.payload.not_after.map(|t| t.unix_timestamp());
+    let order = st
+        .store
+        .create_order(
+            &req.account.id,
+            &identifiers,
+            &authzs,
+            not_before,
+            not_after,
+            now,
+            now + st.limits.order_ttl_secs,
+        )
+        .await?;
+    Span::current().record("order_id", order.id.as_str());
+    Ok(AcmeResponse::json(StatusCode::CREATED, &render::order(&order, &st.urls, now))
+        .location(st.urls.order(&order.id)))
+}
+
+/// Parses, normalises, de-duplicates and sorts; every bad identifier becomes a subproblem.
+fn parse_identifiers(req: &NewOrderRequest, max: usize) -> Result<Vec<Identifier>, Problem> {
+    if req.identifiers.is_empty() {
+        return Err(Problem::malformed("an order needs at least one identifier"));
+    }
+    if req.identifiers.len() > max {
+        return Err(Problem::rejected_identifier(format!("an order may have at most {max} identifiers")));
+    }
+    let mut ok = BTreeSet::new();
+    let mut bad = Vec::new();
+    for raw in &req.identifiers {
+        match Identifier::parse(raw) {
+            Ok(id) => {
+                ok.insert(id);
+            }
+            Err(p) => bad.push(Subproblem { kind: p.kind, detail: p.detail, identifier: None }),
+        }
+    }
+    match bad.len() {
+        0 => Ok(ok.into_iter().collect()),
+        1 => {
+            let first = bad.remove(0);
+            Err(Problem::new(first.kind, first.detail))
+        }
+        n => Err(Problem::rejected_identifier(format!("{n} identifiers are not valid")).with_subproblems(bad)),
+    }
+}
+
+/// The caller's order, or 404: another account's order is indistinguishable from none.
+pub(crate) async fn own_order(st: &AppState, account_id: &str, id: &str) -> Result<OrderRow, Problem> {
+    match st.store.order(id).await? {
+        Some(o) if o.account_id == account_id => Ok(o),
+        _ => Err(Problem::not_found("no such order")),
+    }
+}
+
+fn respond(st: &AppState, order: &OrderRow) -> AcmeResponse {
+    let res = AcmeResponse::json(StatusCode::OK, &render::order(order, &st.urls, st.clock.unix()))
+        .location(st.urls.order(&order.id));
+    if order.status == OrderStatus::Processing { res.retry_after(st.limits.retry_after_secs) } else { res }
+}
+
+/// POST-as-GET /acme/order/{id}.
+pub async fn order(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: PostAsGet,
+) -> Result<AcmeResponse, Problem> {
+    Span::current().record("order_id", id.as_str());
+    let order = own_order(&st, &req.account.id, &id).await?;
+    Ok(respond(&st, &order))
+}
+
+/// POST /acme/order/{id}/finalize.
+pub async fn finalize(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: Signed<FinalizeRequest>,
+) -> Result<AcmeResponse, Problem> {
+    Span::current().record("order_id", id.as_str());
+    let order = own_order(&st, &req.account.id, &id).await?;
+    let now = st.clock.unix();
+    if render::order(&order, &st.urls, now).status != OrderStatus::Ready {
+        return Err(Problem::order_not_ready(format!("order is {}, not ready", order.status)));
+    }
+    let der = URL_SAFE_NO_PAD
+        .decode(req.payload.csr.trim_end_matches('='))
+        .map_err(|_| Problem::malformed("csr is not base64url"))?;
+    let nb = order.not_before.map(crate::clock::from_unix);
+    let na = order.not_after.map(crate::clock::from_unix);
+    // badCSR here, before anything is written: the CA only ever sees checked requests.
+    IssuanceRequest::new(&order.identifiers, &der, &st.limits.key_policy, nb, na)?;
+    let mut issued = st.wake.issued.subscribe();
+    if !st.store.begin_issuance(&id, &der, now).await? {
+        return Err(Problem::order_not_ready("order is no longer ready"));
+    }
+    st.wake.issuance.notify_one();
+    let order = wait_for_issuance(&st, &id, &mut issued).await?;
+    Ok(respond(&st, &order))
+}
+
+/// Waits (briefly) for the worker, so a healthy CA answers `valid` without a poll round trip.
+async fn wait_for_issuance(
+    st: &AppState,
+    id: &str,
+    issued: &mut tokio::sync::watch::Receiver<u64>,
+) -> Result<OrderRow, Problem> {
+    let deadline = tokio::time::Instant::now() + st.limits.finalize_wait;
+    loop {
+        let order = st.store.order(id).await?.ok_or_else(|| Problem::not_found("no such order"))?;
+        if order.status != OrderStatus::Processing {
+            return Ok(order);
+        }
+        match tokio::time::timeout_at(deadline, issued.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Ok(order),
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Building the application from a `Config`, and serving it over HTTPS until a shutdown signal.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use axum::Router;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    acme::Urls,
+    api,
+    clock::{Clock, SystemClock},
+    config::{Config, VaultAuthMethod},
+    issuer::{
+        IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, VaultAuth, VaultIssuer, VaultSettings,
+        worker::IssuanceWorker,
+    },
+    policy::Policy,
+    secret::Secret,
+    state::{AppState, Limits, Wake},
+    store::Store,
+    validation::{
+        NetValidator, ValidationSettings, Validator,
+        worker::{ValidationWorker, ValidationWorkerSettings},
+    },
+};
+
+/// Why vacme could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("local CA: {0}")]
+    LocalCa(String),
+    #[error("Vault: {0}")]
+    Vault(String),
+    #[error("validation: {0}")]
+    Validation(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Most TLS connections served at once; more wait in the kernel's accept queue.
+const MAX_CONNECTIONS: usize = 4096;
+
+/// A built vacme: store open, CA ready, listener bound, workers not yet running.
+pub struct App {
+    state: AppState,
+    router: Router,
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    validator: Arc<dyn Validator>,
+    config: Config,
+    ca_bundle: PathBuf,
+}
+
+impl App {
+    /// Opens the store, prepares the CA and the serving certificate, and binds the listener.
+    pub async fn build(config: Config) -> Result<App, AppError> {
+        let data_dir = &config.server.data_dir;
+        std::fs::create_dir_all(data_dir)?;
+        restrict_dir(data_dir)?;
+        let store = Store::connect(&config.database_url()).await?;
+        let local_ca =
+            Arc::new(LocalCa::load_or_create(&data_dir.join("ca")).map_err(|e| AppError::LocalCa(e.to_string()))?);
+        let issuer: Arc<dyn Issuer> = match &config.vault {
+            Some(v) => {
+                Arc::new(VaultIssuer::new(vault_settings(v)?).await.map_err(|e| AppError::Vault(e.to_string()))?)
+            }
+            None => Arc::new(LocalIssuer::new(
+                local_ca.clone(),
+                Duration::from_secs(u64::from(config.issuance.local_default_days) * 86_400),
+                Duration::from_secs(u64::from(config.issuance.local_max_days) * 86_400),
+            )),
+        };
+        match issuer.health().await {
+            Ok(()) => tracing::info!(issuer = issuer.name(), "CA reachable"),
+            Err(e) => {
+                tracing::warn!(issuer = issuer.name(), error = %e, "CA not reachable yet; orders wait in processing")
+            }
+        }
+        let validator: Arc<dyn Validator> = Arc::new(
+            NetValidator::new(ValidationSettings {
+                http01_port: config.validation.http01_port,
+                nameservers: config.nameservers(),
+                timeout: config.validation_timeout(),
+                max_redirects: config.validation.max_redirects,
+                max_body: 8 * 1024,
+            })
+            .map_err(|e| AppError::Validation(e.to_string()))?,
+        );
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| AppError::Listen { addr: config.server.listen, source })?;
+        let urls = Urls::new(config.base_url(listener.local_addr()?));
+        let tls = Arc::new(server_tls(&config, &local_ca, &urls)?);
+        let state = AppState {
+            store,
+            issuer,
+            urls: Arc::new(urls),
+            policy: Arc::new(Policy::new(&config.policy)),
+            clock: Arc::new(SystemClock) as Arc<dyn Clock>,
+            limits: Arc::new(Limits {
+                max_body_bytes: config.server.max_body_bytes,
+                finalize_wait: Duration::from_secs(config.issuance.finalize_wait_secs),
+                key_policy: KeyPolicy::default(),
+                ..Limits::default()
+            }),
+            wake: Arc::new(Wake::default()),
+        };
+        Ok(App {
+            router: api::router(state.clone()),
+            state,
+            listener,
+            tls,
+            validator,
+            ca_bundle: local_ca.ca_path(),
+            config,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The directory URL clients are pointed at.
+    pub fn directory_url(&self) -> String {
+        self.state.urls.directory()
+    }
+
+    /// The PEM file clients must trust for vacme's own HTTPS.
+    pub fn ca_bundle(&self) -> &PathBuf {
+        &self.ca_bundle
+    }
+
+    /// Shared state, for tests that inspect the store.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, drains requests and parks the
+    /// workers within the grace period.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), AppError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let st = &self.state;
+        let mut workers = JoinSet::new();
+        workers.spawn(
+            ValidationWorker {
+                store: st.store.clone(),
+                validator: self.validator.clone(),
+                clock: st.clock.clone(),
+                wake: st.wake.clone(),
+                settings: ValidationWorkerSettings {
+                    workers: self.config.validation.workers,
+                    retry_window_secs: self.config.validation.retry_window_secs as i64,
+                    lease_secs: self.config.validation.timeout_secs as i64 * 3 + 10,
+                },
+            }
+            .run(stopped(stop_rx.clone())),
+        );
+        workers.spawn(
+            IssuanceWorker {
+                store: st.store.clone(),
+                issuer: st.issuer.clone(),
+                clock: st.clock.clone(),
+                wake: st.wake.clone(),
+                key_policy: st.limits.key_policy.clone(),
+                workers: self.config.issuance.workers,
+                lease_secs: self.config.vault.as_ref().map_or(30, |v| v.timeout_secs as i64 * 2 + 10),
+            }
+            .run(stopped(stop_rx.clone())),
+        );
+        workers.spawn(purge_nonces(st.store.clone(), st.clock.clone(), stopped(stop_rx.clone())));
+
+        let acceptor = TlsAcceptor::from(self.tls.clone());
+        let graceful = GracefulShutdown::new();
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let header_timeout = Duration::from_secs(self.config.server.header_timeout_secs);
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            };
+            let (tcp, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let acceptor = acceptor.clone();
+            let service = TowerToHyperService::new(self.router.clone());
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let tls = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+                builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64);
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        tracing::info!("shutting down: no new connections");
+        drop(self.listener);
+        let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!("grace period over; closing remaining connections");
+        }
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await.is_err() {
+            tracing::warn!("workers did not park within the grace period; their leases will expire");
+        }
+        self.state.store.close().await;
+        Ok(())
+    }
+}
+
+async fn purge_nonces(store: Store, clock: Arc<dyn Clock>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(Duration::from_secs(300)) => {
+                if let Err(e) = store.purge_nonces(clock.unix()).await {
+                    tracing::warn!(error = %e, "cannot purge expired nonces");
+                }
+            }
+        }
+    }
+}
+
+fn vault_settings(v: &crate::config::VaultConfig) -> Result<VaultSettings, AppError> {
+    let auth = match v.auth.method {
+        VaultAuthMethod::Token => match &v.auth.token_file {
+            Some(path) => VaultAuth::TokenFile(path.clone()),
+            None => {
+                let token =
+                    std::env::var("VACME_VAULT_TOKEN").or_else(|_| std::env::var("VAULT_TOKEN")).map_err(|_| {
+                        AppError::Vault("no token: set vault.auth.token_file, VACME_VAULT_TOKEN or VAULT_TOKEN".into())
+                    })?;
+                VaultAuth::Token(Secret::new(token.trim().to_owned()))
+            }
+        },
+        VaultAuthMethod::Approle => {
+            let role_id = match (&v.auth.role_id, &v.auth.role_id_file) {
+                (Some(id), _) => id.clone(),
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .map_err(|e| AppError::Vault(format!("cannot read {}: {e}", path.display())))?
+                    .trim()
+                    .to_owned(),
+                (None, None) => {
+                    return Err(AppError::Vault("approle needs role_id or role_id_file".into()));
+                }
+            };
+            let secret_id_file =
+                v.auth.secret_id_file.clone().ok_or_else(|| AppError::Vault("approle needs secret_id_file".into()))?;
+            VaultAuth::AppRole { mount: v.auth.approle_mount.clone(), role_id, secret_id_file }
+        }
+    };
+    Ok(VaultSettings {
+        address: v.address.clone(),
+        mount: v.mount.clone(),
+        role: v.role.clone(),
+        ca_bundle: v.ca_bundle.clone(),
+        namespace: v.namespace.clone(),
+        timeout: Duration::from_secs(v.timeout_secs),
+        auth,
+    })
+}
+
+/// The serving certificate: from files, or made by the local CA for `tls.names`.
+fn server_tls(config: &Config, ca: &LocalCa, urls: &Urls) -> Result<ServerConfig, AppError> {
+    let tls_err = |e: &dyn std::fmt::Display| AppError::Tls(e.to_string());
+    let (chain_pem, key_pem) = match (&config.tls.cert_file, &config.tls.key_file) {
+        (Some(cert), Some(key)) => (std::fs::read_to_string(cert)?, std::fs::read_to_string(key)?),
+        _ => {
+            let mut names = if config.tls.names.is_empty() {
+                vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()]
+            } else {
+                config.tls.names.clone()
+            };
+            if let Some(host) = host_of(urls.base())
+                && !names.contains(&host)
+            {
+                names.push(host);
+            }
+            ca.issue_serving(&names).map_err(|e| tls_err(&e))?
+        }
+    };
+    let certs =
+        CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| tls_err(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls_err(&e))?;
+    let mut cfg =
+        ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| tls_err(&e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+fn host_of(base: &str) -> Option<String> {
+    let rest = base.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+#[cfg(unix)]
+fn restrict_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+#[cfg(not(unix))]
+fn restrict_dir(_: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+impl From<IssueError> for AppError {
+    fn from(e: IssueError) -> Self {
+        AppError::Vault(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_of_base_url() {
+        assert_eq!(host_of("https://localhost:8443").as_deref(), Some("localhost"));
+        assert_eq!(host_of("https://[::1]:8443/").as_deref(), Some("::1"));
+        assert_eq!(host_of("https://acme.lab.example").as_deref(), Some("acme.lab.example"));
+    }
+}

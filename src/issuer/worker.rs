@@ -1,0 +1,135 @@
+//! Signs orders in `processing`: claims them from the store, asks the CA, and records the
+//! certificate. A CA that is down leaves the order `processing` and is retried with backoff;
+//! a CA that refuses makes the order `invalid`.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::json;
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use crate::{
+    acme::Problem,
+    clock::Clock,
+    issuer::{IssuanceRequest, IssueError, Issuer, KeyPolicy},
+    state::Wake,
+    store::{NewCertificate, OrderRow, Store},
+};
+
+/// The issuance worker and its dependencies.
+#[derive(Clone, Debug)]
+pub struct IssuanceWorker {
+    pub store: Store,
+    pub issuer: Arc<dyn Issuer>,
+    pub clock: Arc<dyn Clock>,
+    pub wake: Arc<Wake>,
+    pub key_policy: KeyPolicy,
+    pub workers: usize,
+    /// Lease on a claimed order; longer than one CA call can take.
+    pub lease_secs: i64,
+}
+
+const POLL: Duration = Duration::from_secs(1);
+
+impl IssuanceWorker {
+    /// Runs until `shutdown` resolves, then waits for in-flight signing calls.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let slots = Arc::new(Semaphore::new(self.workers));
+        let mut running = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let free = slots.available_permits();
+            if free > 0 {
+                let now = self.clock.unix();
+                match self.store.claim_due_issuances(now, now + self.lease_secs, free as i64).await {
+                    Ok(claimed) => {
+                        for order in claimed {
+                            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            let me = self.clone();
+                            running.spawn(async move {
+                                me.issue(order).await;
+                                drop(permit);
+                                me.wake.issued();
+                                me.wake.issuance.notify_one();
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot claim orders to issue"),
+                }
+            }
+            while running.try_join_next().is_some() {}
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.wake.issuance.notified() => {}
+                () = tokio::time::sleep(self.until_next_due().await) => {}
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        match self.store.next_due().await {
+            Ok((_, Some(due))) => {
+                let secs = (due - self.clock.unix()).clamp(0, POLL.as_secs() as i64);
+                Duration::from_secs(secs as u64).max(Duration::from_millis(50))
+            }
+            _ => POLL,
+        }
+    }
+
+    async fn issue(&self, order: OrderRow) {
+        let now = self.clock.unix();
+        let result = match self.request(&order) {
+            Ok(req) => self.issuer.sign(&req).await,
+            Err(p) => Err(IssueError::Refused(p.detail)),
+        };
+        let outcome = match result {
+            Ok(issued) => {
+                let cert = NewCertificate {
+                    serial: issued.serial.clone(),
+                    issuer: self.issuer.name().to_owned(),
+                    chain_pem: issued.full_chain_pem(),
+                    not_before: issued.not_before.unix_timestamp(),
+                    not_after: issued.not_after.unix_timestamp(),
+                };
+                tracing::info!(order_id = %order.id, serial = %issued.serial, issuer = self.issuer.name(),
+                    identifiers = ?order.identifiers.iter().map(|i| i.value()).collect::<Vec<_>>(), "certificate issued");
+                self.store.issuance_succeeded(&order, &cert, now).await.map(|_| ())
+            }
+            Err(IssueError::Refused(why)) => {
+                tracing::warn!(order_id = %order.id, reason = %why, "CA refused the order");
+                let p = Problem::bad_csr(format!("the CA refused to sign: {why}"));
+                self.store
+                    .issuance_failed(&order.id, &serde_json::to_value(&p).unwrap_or_else(|_| json!({})), now)
+                    .await
+            }
+            Err(IssueError::Unavailable(e)) => {
+                let delay = backoff(order.attempts);
+                tracing::warn!(order_id = %order.id, error = %e, retry_in_secs = delay, "CA unavailable; order stays processing");
+                self.store.issuance_retry(&order.id, now + delay).await
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
+        }
+    }
+
+    /// Rebuilds the checked request from the stored CSR (it was checked at finalize; this is the
+    /// same check, so a changed policy can't be bypassed by an order queued before the change).
+    fn request(&self, order: &OrderRow) -> Result<IssuanceRequest, Problem> {
+        let csr = order.csr.as_deref().ok_or_else(|| Problem::bad_csr("order has no CSR"))?;
+        IssuanceRequest::new(
+            &order.identifiers,
+            csr,
+            &self.key_policy,
+            order.not_before.map(crate::clock::from_unix),
+            order.not_after.map(crate::clock::from_unix),
+        )
+    }
+}
+
+/// 1, 2, 4, ... up to 60 seconds between attempts while the CA is down.
+fn backoff(attempts: i64) -> i64 {
+    1i64.checked_shl(attempts.clamp(0, 6) as u32).unwrap_or(60).min(60)
+}

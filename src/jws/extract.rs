@@ -1,0 +1,148 @@
+//! The axum extractors that turn a POST body into an authenticated request. A value of any of
+//! these types exists only after the JWS shape, nonce, url and signature were checked
+//! (RFC 8555 §6.2-6.5); the extractor's type names the authentication mode.
+
+use axum::extract::{FromRequest, Request};
+use http::header::CONTENT_TYPE;
+use serde::de::DeserializeOwned;
+
+use crate::{
+    acme::{Problem, ProblemType, types::AccountStatus},
+    jws::{Jws, KeySource, PublicJwk, parse},
+    state::AppState,
+    store::AccountRow,
+};
+
+/// Signed by an existing, valid account (`kid`), with a JSON payload.
+#[derive(Debug)]
+pub struct Signed<T> {
+    pub account: AccountRow,
+    pub payload: T,
+}
+
+/// Signed by a key given inline (`jwk`): newAccount (and revocation by certificate key).
+#[derive(Debug)]
+pub struct SignedJwk<T> {
+    pub jwk: PublicJwk,
+    pub payload: T,
+    /// The request URL, which an inner JWS (EAB, key change) must repeat.
+    pub url: String,
+}
+
+/// A POST-as-GET (RFC 8555 §6.3): signed by a valid account, empty payload.
+#[derive(Debug)]
+pub struct PostAsGet {
+    pub account: AccountRow,
+}
+
+/// Signed by a valid account; `None` for POST-as-GET, else the JSON payload (challenge, account and
+/// authorization URLs take both).
+#[derive(Debug)]
+pub struct SignedOrGet {
+    pub account: AccountRow,
+    pub payload: Option<serde_json::Value>,
+}
+
+/// Content type, body size, JWS shape, nonce and url: everything but the key.
+async fn read(req: Request, state: &AppState) -> Result<Jws, Problem> {
+    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/jose+json") {
+        return Err(Problem::new(ProblemType::UnsupportedMediaType, "Content-Type must be application/jose+json"));
+    }
+    let path = req.uri().path().to_owned();
+    let body = axum::body::to_bytes(req.into_body(), state.limits.max_body_bytes).await.map_err(|_| {
+        Problem::new(
+            ProblemType::PayloadTooLarge,
+            format!("request body larger than {} bytes or unreadable", state.limits.max_body_bytes),
+        )
+    })?;
+    let jws = parse(&body)?;
+    // RFC 8555 §6.5: every request carries a nonce, accepted once, on any replica.
+    let nonce = jws.protected.nonce.as_deref().ok_or_else(Problem::bad_nonce)?;
+    if !state.store.redeem_nonce(nonce, state.clock.unix()).await? {
+        return Err(Problem::bad_nonce());
+    }
+    // RFC 8555 §6.4: the signed url must be this request's URL, so a signature can't be replayed elsewhere.
+    if jws.protected.url != state.urls.absolute(&path) {
+        return Err(Problem::unauthorized("JWS url header does not match the request URL"));
+    }
+    Ok(jws)
+}
+
+/// The valid account named by `kid`, whose key signed the request.
+async fn by_kid(jws: &Jws, state: &AppState) -> Result<AccountRow, Problem> {
+    let kid = match &jws.protected.key {
+        KeySource::Kid(kid) => kid,
+        KeySource::Jwk(_) => {
+            return Err(Problem::malformed("this request must be signed with kid, not jwk"));
+        }
+    };
+    let id = state
+        .urls
+        .account_id_of_kid(kid)
+        .ok_or_else(|| Problem::account_does_not_exist("kid is not an account URL of this server"))?;
+    let account =
+        state.store.account(id).await?.ok_or_else(|| Problem::account_does_not_exist("no account with this kid"))?;
+    let key = PublicJwk::from_json(&account.jwk).map_err(Problem::internal)?;
+    jws.verify(&key)?;
+    // Checked after the signature, so the answer tells nothing to someone without the key.
+    if account.status != AccountStatus::Valid {
+        return Err(Problem::unauthorized(format!("account is {}", account.status)));
+    }
+    Ok(account)
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for Signed<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+        let jws = read(req, state).await?;
+        let account = by_kid(&jws, state).await?;
+        if jws.is_post_as_get() {
+            return Err(Problem::malformed("this request needs a JSON payload, not POST-as-GET"));
+        }
+        Ok(Self { account, payload: jws.payload_json()? })
+    }
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for SignedJwk<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+        let jws = read(req, state).await?;
+        let jwk = match &jws.protected.key {
+            KeySource::Jwk(jwk) => jwk.clone(),
+            KeySource::Kid(_) => {
+                return Err(Problem::malformed("this request must be signed with jwk, not kid"));
+            }
+        };
+        jws.verify(&jwk)?;
+        let url = jws.protected.url.clone();
+        Ok(Self { jwk, payload: jws.payload_json()?, url })
+    }
+}
+
+impl FromRequest<AppState> for PostAsGet {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+        let jws = read(req, state).await?;
+        let account = by_kid(&jws, state).await?;
+        if !jws.is_post_as_get() {
+            return Err(Problem::malformed("POST-as-GET requests must have an empty payload"));
+        }
+        Ok(Self { account })
+    }
+}
+
+impl FromRequest<AppState> for SignedOrGet {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+        let jws = read(req, state).await?;
+        let account = by_kid(&jws, state).await?;
+        let payload = if jws.is_post_as_get() { None } else { Some(jws.payload_json()?) };
+        Ok(Self { account, payload })
+    }
+}

@@ -1,0 +1,12 @@
+//! Request authentication (RFC 8555 §6.2, RFC 7515/7517/7638): bytes in, a checked JWS or a Problem out.
+//! Verification uses `ring` directly; no JOSE library sees the request first.
+
+pub mod extract;
+mod jwk;
+mod parse;
+
+pub use jwk::PublicJwk;
+pub use parse::{Alg, Jws, KeySource, Protected, parse};
+
+/// What vacme accepts, in the order advertised in `badSignatureAlgorithm` problems.
+pub const ALGORITHMS: &[&str] = &["ES256", "ES384", "RS256", "PS256", "EdDSA"];

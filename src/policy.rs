@@ -1,0 +1,105 @@
+//! Which identifiers may be ordered, and which challenges prove them.
+
+use crate::{
+    acme::{Identifier, Problem, ProblemType, Subproblem, types::ChallengeType},
+    config::PolicyConfig,
+};
+
+/// The issuance policy of this server.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    allowed_domains: Vec<String>,
+    max_identifiers: usize,
+}
+
+impl Policy {
+    pub fn new(cfg: &PolicyConfig) -> Self {
+        let allowed_domains = cfg
+            .allowed_domains
+            .iter()
+            .map(|d| d.trim_end_matches('.').trim_start_matches("*.").to_ascii_lowercase())
+            .collect();
+        Self { allowed_domains, max_identifiers: cfg.max_identifiers }
+    }
+
+    /// Most identifiers in one order.
+    pub fn max_identifiers(&self) -> usize {
+        self.max_identifiers
+    }
+
+    /// `rejectedIdentifier` with one subproblem per refused identifier, or Ok.
+    pub fn check(&self, identifiers: &[Identifier]) -> Result<(), Problem> {
+        let refused: Vec<Subproblem> = identifiers
+            .iter()
+            .filter_map(|id| {
+                self.refusal(id).map(|detail| Subproblem {
+                    kind: ProblemType::RejectedIdentifier,
+                    detail,
+                    identifier: Some(id.clone()),
+                })
+            })
+            .collect();
+        match refused.as_slice() {
+            [] => Ok(()),
+            [one] => Err(Problem::rejected_identifier(one.detail.clone()).with_subproblems(refused)),
+            _ => Err(Problem::rejected_identifier(format!(
+                "{} of the order's identifiers are refused by policy",
+                refused.len()
+            ))
+            .with_subproblems(refused)),
+        }
+    }
+
+    fn refusal(&self, id: &Identifier) -> Option<String> {
+        match id {
+            Identifier::Dns(name) if id.is_wildcard() => {
+                Some(format!("{name}: wildcard names are not issued by this server"))
+            }
+            Identifier::Dns(name) => {
+                let allowed = self.allowed_domains.iter().any(|d| name == d || name.ends_with(&format!(".{d}")));
+                (!allowed).then(|| {
+                    format!("{name} is not in a domain this server issues for ({})", self.allowed_domains.join(", "))
+                })
+            }
+            Identifier::Ip(ip) => Some(format!("{ip}: IP address identifiers are not issued by this server")),
+        }
+    }
+
+    /// The challenges offered for an identifier (RFC 8555 §8).
+    pub fn challenges_for(&self, _id: &Identifier) -> Vec<ChallengeType> {
+        vec![ChallengeType::Http01]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::new(&PolicyConfig { allowed_domains: vec!["Lab.Example.".into()], max_identifiers: 10 })
+    }
+
+    #[test]
+    fn suffix_match_is_on_label_boundaries() {
+        let p = policy();
+        assert!(p.check(&[Identifier::Dns("lab.example".into())]).is_ok());
+        assert!(p.check(&[Identifier::Dns("nas.lab.example".into())]).is_ok());
+        for bad in ["evillab.example", "lab.example.evil", "example"] {
+            let e = p.check(&[Identifier::Dns(bad.into())]).unwrap_err();
+            assert_eq!(e.kind, ProblemType::RejectedIdentifier, "{bad}");
+        }
+    }
+
+    #[test]
+    fn each_refused_identifier_gets_a_subproblem() {
+        let e = policy()
+            .check(&[
+                Identifier::Dns("ok.lab.example".into()),
+                Identifier::Dns("a.other".into()),
+                Identifier::Ip("10.0.0.1".parse().unwrap()),
+            ])
+            .unwrap_err();
+        assert_eq!(e.subproblems.len(), 2);
+        assert_eq!(e.subproblems[0].identifier, Some(Identifier::Dns("a.other".into())));
+    }
+}

@@ -1,0 +1,77 @@
+//! What every handler and worker shares.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{Notify, watch};
+
+use crate::{
+    acme::Urls,
+    clock::Clock,
+    issuer::{Issuer, KeyPolicy},
+    policy::Policy,
+    store::Store,
+};
+
+/// Shared application state: cheap to clone, everything behind `Arc`.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub issuer: Arc<dyn Issuer>,
+    pub urls: Arc<Urls>,
+    pub policy: Arc<Policy>,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Arc<Limits>,
+    pub wake: Arc<Wake>,
+}
+
+/// Fixed limits and timings, from the configuration.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Seconds a nonce stays redeemable.
+    pub nonce_ttl_secs: i64,
+    /// Seconds an order (and its authorizations) stays open.
+    pub order_ttl_secs: i64,
+    /// Largest JWS body accepted.
+    pub max_body_bytes: usize,
+    /// How long finalize waits for the CA before answering `processing`.
+    pub finalize_wait: Duration,
+    /// `Retry-After` on objects that are still being worked on.
+    pub retry_after_secs: u64,
+    /// CSR keys accepted at finalize.
+    pub key_policy: KeyPolicy,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            nonce_ttl_secs: 3600,
+            order_ttl_secs: 7 * 24 * 3600,
+            max_body_bytes: 64 * 1024,
+            finalize_wait: Duration::from_secs(5),
+            retry_after_secs: 1,
+            key_policy: KeyPolicy::default(),
+        }
+    }
+}
+
+/// How handlers tell workers there is work, and workers tell handlers it is done.
+#[derive(Debug)]
+pub struct Wake {
+    pub validation: Notify,
+    pub issuance: Notify,
+    /// Bumped after every finished issuance, so finalize can wait for its order.
+    pub issued: watch::Sender<u64>,
+}
+
+impl Default for Wake {
+    fn default() -> Self {
+        Self { validation: Notify::new(), issuance: Notify::new(), issued: watch::Sender::new(0) }
+    }
+}
+
+impl Wake {
+    /// Signals that an issuance finished (whatever its outcome).
+    pub fn issued(&self) {
+        self.issued.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}

@@ -1,0 +1,80 @@
+//! Challenge validation (RFC 8555 §8): checks run by background workers, never inside a request.
+//! A failed check is data: a Problem worded for the domain owner, stored on the challenge.
+
+mod http01;
+mod resolver;
+pub mod worker;
+
+use std::{fmt, net::SocketAddr, time::Duration};
+
+pub use resolver::Resolver;
+
+use crate::acme::{Identifier, Problem, ProblemType, types::ChallengeType};
+
+/// How validation connects.
+#[derive(Clone, Debug)]
+pub struct ValidationSettings {
+    /// Port for http-01 (80 in production).
+    pub http01_port: u16,
+    /// DNS servers; empty means the system resolver.
+    pub nameservers: Vec<SocketAddr>,
+    /// Connect and overall timeout of one attempt.
+    pub timeout: Duration,
+    /// http-01 redirects followed.
+    pub max_redirects: usize,
+    /// Most bytes of an http-01 response read.
+    pub max_body: usize,
+}
+
+/// Checks one challenge response.
+#[async_trait::async_trait]
+pub trait Validator: fmt::Debug + Send + Sync {
+    /// Ok when the response is right; otherwise a problem describing what was seen. Never panics.
+    async fn validate(
+        &self,
+        kind: ChallengeType,
+        identifier: &Identifier,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), Problem>;
+}
+
+/// Why the validator could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationSetupError {
+    #[error("DNS resolver: {0}")]
+    Resolver(String),
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+/// The network validator: one shared resolver and one shared HTTP client.
+#[derive(Debug)]
+pub struct NetValidator {
+    http01: http01::Http01,
+}
+
+impl NetValidator {
+    pub fn new(settings: ValidationSettings) -> Result<Self, ValidationSetupError> {
+        let resolver = std::sync::Arc::new(Resolver::new(&settings.nameservers, settings.timeout)?);
+        Ok(Self { http01: http01::Http01::new(&settings, resolver)? })
+    }
+}
+
+#[async_trait::async_trait]
+impl Validator for NetValidator {
+    async fn validate(
+        &self,
+        kind: ChallengeType,
+        identifier: &Identifier,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), Problem> {
+        match kind {
+            ChallengeType::Http01 => self.http01.validate(identifier, token, key_authorization).await,
+            other => {
+                Err(Problem::new(ProblemType::Malformed, format!("{other} validation is not supported by this server")))
+            }
+        }
+    }
+}

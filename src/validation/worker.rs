@@ -1,0 +1,143 @@
+//! Validates answered challenges in the background: claims due challenges from the store (so any
+//! replica can do it and a restart resumes it), runs at most `workers` at once, retries a failing
+//! challenge with backoff inside the retry window, then records the final result.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::json;
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use crate::{
+    acme::{Problem, Subproblem},
+    clock::Clock,
+    state::Wake,
+    store::{ClaimedChallenge, Store},
+    validation::Validator,
+};
+
+/// How the validation worker runs.
+#[derive(Clone, Debug)]
+pub struct ValidationWorkerSettings {
+    pub workers: usize,
+    /// A challenge is retried until this long after it was answered.
+    pub retry_window_secs: i64,
+    /// Lease on a claimed challenge; longer than one attempt can take.
+    pub lease_secs: i64,
+}
+
+/// The validation worker's dependencies.
+#[derive(Clone, Debug)]
+pub struct ValidationWorker {
+    pub store: Store,
+    pub validator: Arc<dyn Validator>,
+    pub clock: Arc<dyn Clock>,
+    pub wake: Arc<Wake>,
+    pub settings: ValidationWorkerSettings,
+}
+
+/// Longest sleep between store polls, so work left by another replica or a crash is picked up.
+const POLL: Duration = Duration::from_secs(1);
+
+impl ValidationWorker {
+    /// Runs until `shutdown` resolves, then waits for in-flight attempts.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let slots = Arc::new(Semaphore::new(self.settings.workers));
+        let mut running = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let free = slots.available_permits();
+            if free > 0 {
+                let now = self.clock.unix();
+                match self.store.claim_due_challenges(now, now + self.settings.lease_secs, free as i64).await {
+                    Ok(claimed) => {
+                        for chall in claimed {
+                            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                                break;
+                            };
+                            let me = self.clone();
+                            running.spawn(async move {
+                                me.attempt(chall).await;
+                                drop(permit);
+                                me.wake.validation.notify_one();
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot claim challenges"),
+                }
+            }
+            while running.try_join_next().is_some() {}
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.wake.validation.notified() => {}
+                () = tokio::time::sleep(self.until_next_due().await) => {}
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    async fn until_next_due(&self) -> Duration {
+        match self.store.next_due().await {
+            Ok((Some(due), _)) => {
+                let secs = (due - self.clock.unix()).clamp(0, POLL.as_secs() as i64);
+                Duration::from_secs(secs as u64).max(Duration::from_millis(50))
+            }
+            _ => POLL,
+        }
+    }
+
+    /// One attempt at one challenge, and its outcome written to the store.
+    async fn attempt(&self, chall: ClaimedChallenge) {
+        let key_authz = format!("{}.{}", chall.token, chall.account_thumbprint);
+        let result = self.validator.validate(chall.kind, &chall.identifier, &chall.token, &key_authz).await;
+        let now = self.clock.unix();
+        let outcome = match result {
+            Ok(()) => {
+                tracing::info!(challenge_type = %chall.kind, identifier = %chall.identifier, "challenge valid");
+                self.store.challenge_succeeded(&chall.id, now).await
+            }
+            Err(problem) => {
+                let delay = backoff(chall.attempts);
+                let wire = serde_json::to_value(&problem).unwrap_or_else(|_| json!({}));
+                if now + delay - chall.started_at <= self.settings.retry_window_secs {
+                    tracing::debug!(challenge_type = %chall.kind, identifier = %chall.identifier,
+                        detail = %problem.detail, "challenge attempt failed; retrying");
+                    self.store.challenge_retry(&chall.id, &wire, now + delay).await
+                } else {
+                    tracing::info!(challenge_type = %chall.kind, identifier = %chall.identifier,
+                        detail = %problem.detail, "challenge invalid");
+                    let order_problem = order_problem(&chall, &problem);
+                    self.store.challenge_failed(&chall.id, &wire, &order_problem, now).await
+                }
+            }
+        };
+        if let Err(e) = outcome {
+            // The lease runs out and the challenge is tried again.
+            tracing::error!(error = %e, challenge = %chall.id, "cannot record a validation result");
+        }
+    }
+}
+
+/// 1, 2, 4, 8, then 10 seconds between attempts.
+fn backoff(attempts: i64) -> i64 {
+    1i64.checked_shl(attempts.clamp(0, 8) as u32).unwrap_or(10).min(10)
+}
+
+/// RFC 8555 §7.1.3/§6.7.1: the order's error names the identifier that failed.
+fn order_problem(chall: &ClaimedChallenge, problem: &Problem) -> serde_json::Value {
+    let sub =
+        Subproblem { kind: problem.kind, detail: problem.detail.clone(), identifier: Some(chall.identifier.clone()) };
+    let order =
+        Problem::new(problem.kind, format!("validation of {} failed: {}", chall.identifier.value(), problem.detail))
+            .with_subproblems(vec![sub]);
+    serde_json::to_value(&order).unwrap_or_else(|_| json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded() {
+        assert_eq!((0..12).map(backoff).collect::<Vec<_>>(), vec![1, 2, 4, 8, 10, 10, 10, 10, 10, 10, 10, 10]);
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the production router and workers, a real SQLite store, the local CA,
+//! and instant-acme (or hand-made JWS) as the client. Names under `.localhost` resolve to
+//! loopback, where each test runs its own http-01 responder.
+
+// A test binary: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_input;
+mod env;
+mod flow;
