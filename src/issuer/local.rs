@@ -153,7 +153,9 @@ impl LocalCa {
             dn.push(DnType::CommonName, req.common_name.clone());
         }
         params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
+        // No basicConstraints at all: rcgen's explicit cA=FALSE is a DER DEFAULT value, which
+        // strict parsers (Python's cryptography, so certbot) refuse.
+        params.is_ca = IsCa::NoCa;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.use_authority_key_identifier_extension = true;
@@ -166,7 +168,8 @@ impl LocalCa {
         Ok(Issued {
             serial: normalize_serial(&serial_hex),
             leaf_pem: cert.pem(),
-            chain_pem: Vec::new(), // the CA is the root: clients trust it, it is not sent
+            // The CA is the root, but certbot refuses a chain of one certificate, so it is sent.
+            chain_pem: vec![self.ca_pem.clone()],
             not_before,
             not_after,
         })
@@ -235,6 +238,7 @@ impl Issuer for LocalIssuer {
     }
 
     async fn chain(&self) -> Result<Vec<String>, IssueError> {
+        // Same as the chain sent with each certificate.
         Ok(vec![self.ca.ca_pem().to_owned()])
     }
 
@@ -291,6 +295,10 @@ mod tests {
         let sans = &leaf.subject_alternative_name().unwrap().unwrap().value.general_names;
         assert_eq!(sans.len(), 2);
         assert!(!leaf.is_ca());
+        assert!(
+            leaf.basic_constraints().unwrap().is_none(),
+            "no explicit cA=FALSE (a DER default that certbot refuses)"
+        );
         let eku = leaf.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.server_auth && eku.client_auth);
         let days = (issued.not_after - OffsetDateTime::now_utc()).whole_days();

@@ -343,39 +343,39 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Leases up to `limit` due challenges to this worker until `lease_until`.
+    /// Leases up to `limit` due challenges to this worker until `lease_until`. One statement, so
+    /// the claim is atomic without a read-then-write transaction (which SQLite cannot upgrade
+    /// under contention).
     pub async fn claim_due_challenges(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<ClaimedChallenge>> {
-        let mut tx = self.pool.begin().await?;
-        let candidates = sqlx::query_as::<_, rows::RawClaim>(
-            "SELECT c.id, c.type, c.token, c.started_at, c.attempts, a.identifier_type, a.identifier_value,
-                    a.order_id, acc.key_thumbprint
-             FROM challenges c
-             JOIN authorizations a ON a.id = c.authz_id
-             JOIN accounts acc ON acc.id = a.account_id
-             WHERE c.status = 'processing' AND c.next_attempt_at <= $1
-               AND (c.claimed_until IS NULL OR c.claimed_until < $1)
-             ORDER BY c.next_attempt_at LIMIT $2",
+        let ids = sqlx::query_scalar::<_, String>(
+            "UPDATE challenges SET claimed_until = $2
+             WHERE id IN (SELECT id FROM challenges
+                          WHERE status = 'processing' AND next_attempt_at <= $1
+                            AND (claimed_until IS NULL OR claimed_until < $1)
+                          ORDER BY next_attempt_at LIMIT $3)
+               AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
+             RETURNING id",
         )
         .bind(now)
+        .bind(lease_until)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        let mut claimed = Vec::with_capacity(candidates.len());
-        for raw in candidates {
-            let done = sqlx::query(
-                "UPDATE challenges SET claimed_until = $2 WHERE id = $1 AND status = 'processing'
-                   AND (claimed_until IS NULL OR claimed_until < $3)",
+        let mut claimed = Vec::with_capacity(ids.len());
+        for id in ids {
+            let raw = sqlx::query_as::<_, rows::RawClaim>(
+                "SELECT c.id, c.type, c.token, c.started_at, c.attempts, a.identifier_type, a.identifier_value,
+                        a.order_id, acc.key_thumbprint
+                 FROM challenges c
+                 JOIN authorizations a ON a.id = c.authz_id
+                 JOIN accounts acc ON acc.id = a.account_id
+                 WHERE c.id = $1",
             )
-            .bind(&raw.id)
-            .bind(lease_until)
-            .bind(now)
-            .execute(&mut *tx)
+            .bind(&id)
+            .fetch_one(&self.pool)
             .await?;
-            if done.rows_affected() == 1 {
-                claimed.push(ClaimedChallenge::try_from(raw)?);
-            }
+            claimed.push(ClaimedChallenge::try_from(raw)?);
         }
-        tx.commit().await?;
         Ok(claimed)
     }
 
@@ -479,36 +479,28 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Leases up to `limit` orders due for signing.
+    /// Leases up to `limit` orders due for signing (one atomic statement, as for challenges).
     pub async fn claim_due_issuances(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OrderRow>> {
-        let mut tx = self.pool.begin().await?;
         let ids = sqlx::query_scalar::<_, String>(
-            "SELECT id FROM orders WHERE status = 'processing' AND next_attempt_at <= $1
-               AND (claimed_until IS NULL OR claimed_until < $1)
-             ORDER BY next_attempt_at LIMIT $2",
+            "UPDATE orders SET claimed_until = $2
+             WHERE id IN (SELECT id FROM orders
+                          WHERE status = 'processing' AND next_attempt_at <= $1
+                            AND (claimed_until IS NULL OR claimed_until < $1)
+                          ORDER BY next_attempt_at LIMIT $3)
+               AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
+             RETURNING id",
         )
         .bind(now)
+        .bind(lease_until)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
-            let done = sqlx::query(
-                "UPDATE orders SET claimed_until = $2 WHERE id = $1 AND status = 'processing'
-                   AND (claimed_until IS NULL OR claimed_until < $3)",
-            )
-            .bind(&id)
-            .bind(lease_until)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1
-                && let Some(order) = load_order(&mut tx, &id).await?
-            {
+            if let Some(order) = self.order(&id).await? {
                 claimed.push(order);
             }
         }
-        tx.commit().await?;
         Ok(claimed)
     }
 

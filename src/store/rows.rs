@@ -201,7 +201,7 @@ impl TryFrom<RawChallenge> for ChallengeRow {
 
 #[derive(FromRow)]
 pub(super) struct RawClaim {
-    pub(super) id: String,
+    id: String,
     #[sqlx(rename = "type")]
     kind: String,
     token: String,

@@ -1,0 +1,147 @@
+//! A real OpenBao dev server, configured like the homelab: root `pki/`, intermediate `pki_int/`
+//! signed by it, role `lab-internal` (EC P-256), and a `vacme` policy that may only sign with that
+//! role and revoke, handed out as a token and as an AppRole.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use crate::procs::{Subprocess, free_port, wait_until};
+
+pub const ZONE: &str = "lab.test";
+
+pub struct Bao {
+    pub addr: String,
+    pub root_pem: String,
+    pub token_file: PathBuf,
+    pub role_id_file: PathBuf,
+    pub secret_id_file: PathBuf,
+    http: reqwest::Client,
+    pub process: Subprocess,
+}
+
+const ROOT_TOKEN: &str = "vacme-test-root";
+
+const POLICY: &str = r#"
+path "pki_int/sign/lab-internal" { capabilities = ["update"] }
+path "pki_int/revoke"            { capabilities = ["update"] }
+"#;
+
+impl Bao {
+    pub async fn start(tools: &Path, dir: &Path) -> Bao {
+        let port = free_port();
+        let addr = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(tools.join("bao"));
+        cmd.args([
+            "server",
+            "-dev",
+            &format!("-dev-root-token-id={ROOT_TOKEN}"),
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+        ])
+        .env("HOME", dir)
+        .env_remove("VAULT_TOKEN")
+        .env_remove("BAO_TOKEN");
+        let process = Subprocess::spawn("bao", &mut cmd, dir);
+        let http = reqwest::Client::new();
+        let health = format!("{addr}/v1/sys/health");
+        let up = wait_until(Duration::from_secs(60), || {
+            let (http, health) = (http.clone(), health.clone());
+            async move { http.get(&health).send().await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        assert!(up, "bao did not start\n{}", process.output());
+        let mut bao = Bao {
+            addr,
+            root_pem: String::new(),
+            token_file: dir.join("vault-token"),
+            role_id_file: dir.join("role-id"),
+            secret_id_file: dir.join("secret-id"),
+            http,
+            process,
+        };
+        bao.configure().await;
+        bao
+    }
+
+    /// A call with the root token; panics with Vault's answer on failure.
+    pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req =
+            self.http.request(method.clone(), format!("{}/v1/{path}", self.addr)).header("X-Vault-Token", ROOT_TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status}: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.api(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn configure(&mut self) {
+        self.post("sys/mounts/pki", json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})).await;
+        let root = self
+            .post(
+                "pki/root/generate/internal",
+                json!({"common_name": "Lab Root CA", "key_type": "ec", "key_bits": 256, "ttl": "87600h"}),
+            )
+            .await;
+        self.root_pem = root["data"]["certificate"].as_str().unwrap().to_owned();
+        self.post("sys/mounts/pki_int", json!({"type": "pki", "config": {"max_lease_ttl": "43800h"}})).await;
+        let csr = self
+            .post(
+                "pki_int/intermediate/generate/internal",
+                json!({"common_name": "Lab Intermediate CA", "key_type": "ec", "key_bits": 256}),
+            )
+            .await;
+        let signed = self
+            .post(
+                "pki/root/sign-intermediate",
+                json!({"csr": csr["data"]["csr"], "format": "pem_bundle", "ttl": "43800h"}),
+            )
+            .await;
+        self.post("pki_int/intermediate/set-signed", json!({"certificate": signed["data"]["certificate"]})).await;
+        self.post(
+            "pki_int/roles/lab-internal",
+            json!({
+                "allowed_domains": ZONE, "allow_subdomains": true, "allow_ip_sans": true,
+                "key_type": "ec", "key_bits": 256, "ttl": "2160h", "max_ttl": "8760h",
+            }),
+        )
+        .await;
+        self.api(reqwest::Method::PUT, "sys/policies/acl/vacme", Some(json!({"policy": POLICY}))).await;
+        let token = self
+            .post("auth/token/create", json!({"policies": ["vacme"], "ttl": "2h", "no_default_policy": true}))
+            .await;
+        write_private(&self.token_file, token["auth"]["client_token"].as_str().unwrap());
+        self.post("sys/auth/approle", json!({"type": "approle"})).await;
+        self.post("auth/approle/role/vacme", json!({"token_policies": ["vacme"], "token_ttl": "1h"})).await;
+        let role_id = self.api(reqwest::Method::GET, "auth/approle/role/vacme/role-id", None).await;
+        write_private(&self.role_id_file, role_id["data"]["role_id"].as_str().unwrap());
+        let secret_id = self.post("auth/approle/role/vacme/secret-id", json!({})).await;
+        write_private(&self.secret_id_file, secret_id["data"]["secret_id"].as_str().unwrap());
+    }
+
+    /// Serials (colon form) of certificates OpenBao has issued from pki_int.
+    #[allow(dead_code)]
+    pub async fn issued_serials(&self) -> Vec<String> {
+        let v = self.api(reqwest::Method::from_bytes(b"LIST").unwrap(), "pki_int/certs", None).await;
+        v["data"]["keys"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn write_private(path: &Path, value: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).unwrap();
+    std::io::Write::write_all(&mut f, value.as_bytes()).unwrap();
+}

@@ -1,0 +1,240 @@
+//! Interop: real clients (certbot) against the real `vacme` binary, fronting a real OpenBao dev
+//! server set up like the homelab, with test names resolved by a DNS server this test runs.
+//! Loopback only. Each test has its own ports and folders, so they run in parallel.
+
+// A test binary: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bao;
+mod dns;
+mod procs;
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use x509_parser::{pem::Pem, prelude::*};
+
+use crate::{
+    bao::{Bao, ZONE},
+    dns::TestDns,
+    procs::{Subprocess, free_port, tools_bin, wait_until},
+};
+
+/// The `vacme` binary cargo built for this test run.
+const VACME: &str = env!("CARGO_BIN_EXE_vacme");
+
+struct Vacme {
+    process: Subprocess,
+    port: u16,
+    data_dir: PathBuf,
+    args: Vec<String>,
+    log_dir: PathBuf,
+}
+
+impl Vacme {
+    /// Runs `vacme serve <args>` and waits until its HTTPS directory answers.
+    async fn start(args: Vec<String>, port: u16, data_dir: &Path, log_dir: &Path) -> Vacme {
+        let mut cmd = Command::new(VACME);
+        cmd.arg("serve").args(&args).env("VACME_LOG", "info,vacme=debug");
+        let process = Subprocess::spawn(&format!("vacme-{port}"), &mut cmd, log_dir);
+        let me = Vacme { process, port, data_dir: data_dir.to_owned(), args, log_dir: log_dir.to_owned() };
+        let ca = me.ca_bundle();
+        let url = me.directory();
+        let up = wait_until(Duration::from_secs(30), || {
+            let (ca, url) = (ca.clone(), url.clone());
+            async move {
+                let Ok(pem) = std::fs::read(&ca) else { return false };
+                let client = reqwest::Client::builder()
+                    .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+                    .build()
+                    .unwrap();
+                client.get(&url).send().await.is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        assert!(up, "vacme did not come up\n{}", me.process.output());
+        me
+    }
+
+    fn directory(&self) -> String {
+        format!("https://localhost:{}/directory", self.port)
+    }
+
+    fn ca_bundle(&self) -> PathBuf {
+        self.data_dir.join("ca/ca.pem")
+    }
+
+    async fn restart(mut self) -> Vacme {
+        self.process.stop(Duration::from_secs(15));
+        Vacme::start(self.args.clone(), self.port, &self.data_dir.clone(), &self.log_dir.clone()).await
+    }
+}
+
+/// Writes a config file for vacme on `port` and returns the `serve` arguments.
+fn config_args(dir: &Path, port: u16, http01_port: u16, dns: &TestDns, vault: &str) -> Vec<String> {
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n\n\
+         [policy]\nallowed_domains = [\"{ZONE}\"]\n\n\
+         [validation]\nhttp01_port = {http01_port}\nnameservers = [\"{ns}\"]\n\n{vault}",
+        data = dir.join("data").display(),
+        ns = dns.addr(),
+    );
+    let path = dir.join("vacme.toml");
+    std::fs::write(&path, toml).unwrap();
+    vec!["--config".into(), path.display().to_string()]
+}
+
+/// certbot certonly --standalone; returns the live/ folder of the first name. Runs on a blocking
+/// thread so the test's in-process DNS server keeps answering.
+async fn certbot(tools: &Path, dir: &Path, vacme: &Vacme, http01_port: u16, names: &[&str]) -> PathBuf {
+    let le = dir.join("certbot");
+    let mut cmd = Command::new(tools.join("certbot"));
+    cmd.args(["certonly", "--standalone", "--non-interactive", "--agree-tos", "--register-unsafely-without-email"])
+        .args(["--http-01-port", &http01_port.to_string(), "--http-01-address", "127.0.0.1"])
+        .args(["--server", &vacme.directory()])
+        .args(["--config-dir", &le.join("config").display().to_string()])
+        .args(["--work-dir", &le.join("work").display().to_string()])
+        .args(["--logs-dir", &le.join("logs").display().to_string()])
+        .env("REQUESTS_CA_BUNDLE", vacme.ca_bundle());
+    for n in names {
+        cmd.args(["-d", n]);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    if !out.status.success() {
+        let log = std::fs::read_to_string(le.join("logs/letsencrypt.log")).unwrap_or_default();
+        let tail: String =
+            log.lines().rev().take(80).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        panic!(
+            "certbot failed\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- certbot log (tail) ---\n{tail}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            vacme.process.output()
+        );
+    }
+    le.join("config/live").join(names[0])
+}
+
+/// Checks fullchain.pem: each certificate signed by the next, the last by `root_pem`, and returns
+/// (sorted leaf DNS SANs, leaf issuer CN).
+fn verify_chain(fullchain: &Path, root_pem: &str) -> (Vec<String>, String) {
+    let text = std::fs::read_to_string(fullchain).unwrap();
+    let pems: Vec<Pem> = Pem::iter_from_buffer(text.as_bytes()).map(|p| p.unwrap()).collect();
+    let root = Pem::iter_from_buffer(root_pem.as_bytes()).next().unwrap().unwrap();
+    let mut certs: Vec<X509Certificate> = pems.iter().map(|p| p.parse_x509().unwrap()).collect();
+    let root = root.parse_x509().unwrap();
+    // A served chain ends below the root, or (local CA, no intermediate) with the root itself.
+    if certs.last().unwrap().subject() != root.subject() {
+        certs.push(root);
+    }
+    for pair in certs.windows(2) {
+        pair[0].verify_signature(Some(pair[1].public_key())).expect("chain verifies to the root");
+        assert_eq!(pair[0].issuer(), pair[1].subject());
+        assert!(pair[0].validity().is_valid());
+    }
+    let leaf = &certs[0];
+    let mut sans: Vec<String> = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| match n {
+            GeneralName::DNSName(d) => d.to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    sans.sort();
+    let issuer_cn = leaf.issuer().iter_common_name().next().unwrap().as_str().unwrap().to_owned();
+    (sans, issuer_cn)
+}
+
+fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+async fn certbot_through_openbao(test: &str, auth: impl Fn(&Bao) -> String) {
+    let Some(tools) = tools_bin(test) else { return };
+    install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start(&tools, dir.path()).await;
+    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
+    let (port, http01) = (free_port(), free_port());
+    let vault = format!(
+        "[vault]\naddress = \"{}\"\nmount = \"pki_int\"\nrole = \"lab-internal\"\n\n[vault.auth]\n{}",
+        bao.addr,
+        auth(&bao)
+    );
+    let vacme =
+        Vacme::start(config_args(dir.path(), port, http01, &dns, &vault), port, &dir.path().join("data"), dir.path())
+            .await;
+    let live = certbot(&tools, dir.path(), &vacme, http01, &["nas.lab.test", "s3.lab.test"]).await;
+    let (sans, issuer) = verify_chain(&live.join("fullchain.pem"), &bao.root_pem);
+    assert_eq!(sans, vec!["nas.lab.test", "s3.lab.test"], "leaf SANs are exactly the order's names");
+    assert_eq!(issuer, "Lab Intermediate CA", "signed by OpenBao's pki_int");
+    assert_eq!(bao.issued_serials().await.len(), 1, "OpenBao signed exactly one certificate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certbot_gets_a_certificate_signed_by_openbao_with_token_auth() {
+    certbot_through_openbao("certbot_gets_a_certificate_signed_by_openbao_with_token_auth", |b| {
+        format!("method = \"token\"\ntoken_file = \"{}\"\n", b.token_file.display())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certbot_gets_a_certificate_signed_by_openbao_with_approle_auth() {
+    certbot_through_openbao("certbot_gets_a_certificate_signed_by_openbao_with_approle_auth", |b| {
+        format!(
+            "method = \"approle\"\nrole_id_file = \"{}\"\nsecret_id_file = \"{}\"\n",
+            b.role_id_file.display(),
+            b.secret_id_file.display()
+        )
+    })
+    .await;
+}
+
+/// README step 1: no configuration file at all, certbot for `host.localhost`, then a restart
+/// keeps the CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_config_quickstart_with_certbot() {
+    let Some(tools) = tools_bin("zero_config_quickstart_with_certbot") else { return };
+    install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, http01) = (free_port(), free_port());
+    let data = dir.path().join("vacme-data");
+    let args = vec![
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".to_owned(),
+        data.display().to_string(),
+        "--http01-port".to_owned(),
+        http01.to_string(),
+    ];
+    let vacme = Vacme::start(args, port, &data, dir.path()).await;
+    let live = certbot(&tools, dir.path(), &vacme, http01, &["host.localhost"]).await;
+    let ca = std::fs::read_to_string(vacme.ca_bundle()).unwrap();
+    let (sans, _) = verify_chain(&live.join("fullchain.pem"), &ca);
+    assert_eq!(sans, vec!["host.localhost"]);
+    let stdout = std::fs::read_to_string(&vacme.process.stdout).unwrap();
+    assert!(stdout.contains(&format!("directory: https://localhost:{port}/directory")), "{stdout}");
+    assert!(stdout.contains(&format!("CA bundle: {}", vacme.ca_bundle().display())), "{stdout}");
+
+    let vacme = vacme.restart().await;
+    assert_eq!(std::fs::read_to_string(vacme.ca_bundle()).unwrap(), ca, "the local CA is reused after a restart");
+}
+
+/// The test zone's responder answers vacme's own validation resolver.
+#[tokio::test]
+async fn test_dns_answers_the_validation_resolver() {
+    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
+    let resolver = vacme::validation::Resolver::new(&[dns.addr()], Duration::from_secs(2)).unwrap();
+    assert_eq!(resolver.lookup_ips("nas.lab.test").await.unwrap(), vec![std::net::IpAddr::from(Ipv4Addr::LOCALHOST)]);
+    let p = resolver.lookup_ips("nas.elsewhere.test").await.unwrap_err();
+    assert_eq!(p.kind.code(), "dns");
+}
