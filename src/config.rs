@@ -451,3 +451,53 @@ mod tests {
         assert_eq!(c.nameservers(), vec!["10.0.0.53:53".parse().unwrap(), "127.0.0.1:5353".parse().unwrap()]);
     }
 }
+
+#[cfg(test)]
+mod docs_tests {
+    use super::*;
+
+    /// docs/configuration.md names every key `check-config` prints, in its section.
+    #[test]
+    fn configuration_doc_covers_every_key() {
+        let doc = include_str!("../docs/configuration.md");
+        let mut config = Config::default();
+        config.vault = Some(VaultConfig {
+            address: "http://v".into(),
+            mount: default_mount(),
+            role: default_role(),
+            ca_bundle: Some("x".into()),
+            namespace: Some("n".into()),
+            timeout_secs: 30,
+            auth: VaultAuthConfig {
+                token_file: Some("t".into()),
+                role_id: Some("r".into()),
+                role_id_file: Some("r".into()),
+                secret_id_file: Some("s".into()),
+                ..VaultAuthConfig::default()
+            },
+        });
+        config.server.base_url = Some("https://x".into());
+        config.database.url = Some("sqlite://x".into());
+        config.tls.cert_file = Some("c".into());
+        config.tls.key_file = Some("k".into());
+        let rendered: toml::Table = config.to_toml().parse().unwrap();
+        let mut missing = Vec::new();
+        fn walk(prefix: &str, t: &toml::Table, doc: &str, missing: &mut Vec<String>) {
+            for (k, v) in t {
+                match v {
+                    toml::Value::Table(sub) => {
+                        let section = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        if !doc.contains(&format!("`[{section}]`")) {
+                            missing.push(format!("[{section}]"));
+                        }
+                        walk(&section, sub, doc, missing);
+                    }
+                    _ if !doc.contains(&format!("`{k}`")) => missing.push(format!("{prefix}.{k}")),
+                    _ => {}
+                }
+            }
+        }
+        walk("", &rendered, doc, &mut missing);
+        assert!(missing.is_empty(), "docs/configuration.md lacks {missing:?}");
+    }
+}

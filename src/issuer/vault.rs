@@ -1,7 +1,11 @@
 //! Vault / OpenBao PKI as the CA: `POST <mount>/sign/<role>` over one pooled HTTP client.
 //! The token lives only in this struct (as a `Secret`) and in the `X-Vault-Token` header.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -46,6 +50,10 @@ pub struct VaultIssuer {
     http: reqwest::Client,
     token: RwLock<Option<Secret>>,
     login: Mutex<()>,
+    /// Set when a call failed in transport (timeout, connection, 5xx). A `sign` that timed out may
+    /// still run when Vault wakes up, so no further `sign` is sent until `sys/health` answers:
+    /// an outage costs at most the requests in flight when it began, not one per retry.
+    suspect: AtomicBool,
 }
 
 /// Vault's error answers: `{"errors": ["..."]}`.
@@ -79,7 +87,7 @@ impl VaultIssuer {
             }
         }
         let http = builder.build().map_err(|e| IssueError::unavailable(format!("HTTP client: {e}")))?;
-        Ok(Self { settings, http, token: RwLock::new(None), login: Mutex::new(()) })
+        Ok(Self { settings, http, token: RwLock::new(None), login: Mutex::new(()), suspect: AtomicBool::new(false) })
     }
 
     fn url(&self, path: &str) -> String {
@@ -146,8 +154,14 @@ impl VaultIssuer {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let res = req.send().await.map_err(|e| IssueError::unavailable(format!("{path}: {}", without_url(&e))))?;
+            let res = req.send().await.map_err(|e| {
+                self.suspect.store(true, Ordering::Relaxed);
+                IssueError::unavailable(format!("{path}: {}", without_url(&e)))
+            })?;
             let status = res.status();
+            if status.is_server_error() {
+                self.suspect.store(true, Ordering::Relaxed);
+            }
             let text = res.text().await.unwrap_or_default();
             match status {
                 s if s.is_success() => {
@@ -239,6 +253,9 @@ fn is_self_signed(pem: &str) -> bool {
 #[async_trait::async_trait]
 impl Issuer for VaultIssuer {
     async fn sign(&self, req: &IssuanceRequest) -> Result<Issued, IssueError> {
+        if self.suspect.load(Ordering::Relaxed) {
+            self.health().await?;
+        }
         let dns: Vec<String> = req
             .identifiers
             .iter()
@@ -317,17 +334,21 @@ impl Issuer for VaultIssuer {
     }
 
     async fn health(&self) -> Result<(), IssueError> {
-        let res = self
-            .request(Method::GET, "sys/health?standbyok=true&perfstandbyok=true")
-            .send()
-            .await
-            .map_err(|e| IssueError::unavailable(format!("sys/health: {}", without_url(&e))))?;
-        match res.status().as_u16() {
+        let res =
+            self.request(Method::GET, "sys/health?standbyok=true&perfstandbyok=true").send().await.map_err(|e| {
+                self.suspect.store(true, Ordering::Relaxed);
+                IssueError::unavailable(format!("sys/health: {}", without_url(&e)))
+            })?;
+        let healthy = match res.status().as_u16() {
             200 | 429 | 472 | 473 => self.token().await.map(|_| ()),
             503 => Err(IssueError::unavailable("Vault is sealed")),
             501 => Err(IssueError::unavailable("Vault is not initialized")),
             s => Err(IssueError::unavailable(format!("sys/health: HTTP {s}"))),
+        };
+        if healthy.is_ok() {
+            self.suspect.store(false, Ordering::Relaxed);
         }
+        healthy
     }
 
     fn name(&self) -> &'static str {
@@ -470,6 +491,16 @@ mod tests {
         assert!(matches!(issuer.sign(&request()).await, Err(IssueError::Unavailable(_))));
         let (issuer, _, _dir) = fake(vec![], true).await;
         assert!(matches!(issuer.sign(&request()).await, Err(IssueError::Refused(_))));
+    }
+
+    #[tokio::test]
+    async fn after_an_outage_no_sign_is_sent_until_health_answers() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (issuer, f, _dir) = fake(vec![503, 503], false).await;
+        assert!(matches!(issuer.sign(&request()).await, Err(IssueError::Unavailable(_))));
+        // The fake has no sys/health (404): the second attempt stops at the probe.
+        assert!(matches!(issuer.sign(&request()).await, Err(IssueError::Unavailable(_))));
+        assert_eq!(f.script.lock().unwrap().len(), 1, "the second sign never reached Vault");
     }
 
     #[tokio::test]

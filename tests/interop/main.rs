@@ -238,3 +238,84 @@ async fn test_dns_answers_the_validation_resolver() {
     let p = resolver.lookup_ips("nas.elsewhere.test").await.unwrap_err();
     assert_eq!(p.kind.code(), "dns");
 }
+
+/// DESIGN.md: "Vault down: order stays processing with Retry-After, and is issued when Vault is
+/// back; readiness reports it". OpenBao is frozen (SIGSTOP) between ready and finalize.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_outage_during_finalize_keeps_the_order_and_issues_after() {
+    use instant_acme::{Account, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+
+    let Some(tools) = tools_bin("vault_outage_during_finalize_keeps_the_order_and_issues_after") else { return };
+    install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start(&tools, dir.path()).await;
+    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
+    let (port, http01) = (free_port(), free_port());
+    let vault = format!(
+        "[issuance]\nfinalize_wait_secs = 1\n\n[vault]\naddress = \"{}\"\ntimeout_secs = 2\n\n[vault.auth]\ntoken_file = \"{}\"\n",
+        bao.addr,
+        bao.token_file.display()
+    );
+    let vacme =
+        Vacme::start(config_args(dir.path(), port, http01, &dns, &vault), port, &dir.path().join("data"), dir.path())
+            .await;
+
+    // An http-01 responder on the validation port.
+    let answers: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>> = Default::default();
+    let shared = answers.clone();
+    let app = axum::Router::new().route(
+        "/.well-known/acme-challenge/{token}",
+        axum::routing::get(move |axum::extract::Path(t): axum::extract::Path<String>| {
+            let v = shared.lock().unwrap().get(&t).cloned().unwrap_or_default();
+            async move { v }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", http01)).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (account, _) = Account::builder_with_root(vacme.ca_bundle())
+        .unwrap()
+        .create(
+            &NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false },
+            vacme.directory(),
+            None,
+        )
+        .await
+        .unwrap();
+    let ids = [Identifier::Dns("pi.lab.test".into())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+    {
+        let mut authzs = order.authorizations();
+        let mut authz = authzs.next().await.unwrap().unwrap();
+        let mut chall = authz.challenge(ChallengeType::Http01).unwrap();
+        answers.lock().unwrap().insert(chall.token.clone(), chall.key_authorization().as_str().to_owned());
+        chall.set_ready().await.unwrap();
+    }
+    assert_eq!(order.poll_ready(&RetryPolicy::default()).await.unwrap(), OrderStatus::Ready);
+
+    bao.process.signal("STOP");
+    order.finalize().await.unwrap();
+    assert_eq!(order.state().status, OrderStatus::Processing, "finalize answers processing while Vault is down");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(vacme.ca_bundle()).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let ready = client.get(format!("https://localhost:{port}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "readiness reports the CA down");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(order.refresh().await.unwrap().status, OrderStatus::Processing, "nothing lost, nothing failed");
+
+    bao.process.signal("CONT");
+    let chain =
+        order.poll_certificate(&RetryPolicy::default().timeout(Duration::from_secs(90)).backoff(1.2)).await.unwrap();
+    let path = dir.path().join("pi.pem");
+    std::fs::write(&path, chain).unwrap();
+    let (sans, issuer) = verify_chain(&path, &bao.root_pem);
+    assert_eq!((sans, issuer.as_str()), (vec!["pi.lab.test".to_owned()], "Lab Intermediate CA"));
+    // The sign request in flight when OpenBao froze times out at vacme but still runs when it
+    // wakes; after that vacme sends no sign until sys/health answers, so retries add nothing.
+    let signed = bao.issued_serials().await.len();
+    assert!((1..=2).contains(&signed), "{signed} certificates signed for one order");
+    let ready = client.get(format!("https://localhost:{port}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}

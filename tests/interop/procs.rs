@@ -40,6 +40,12 @@ impl Subprocess {
         )
     }
 
+    /// Sends a signal (e.g. `STOP`, `CONT`) to this child.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         let pid = self.child.id().to_string();
