@@ -458,6 +458,7 @@ mod docs_tests {
 
     /// docs/configuration.md names every key `check-config` prints, in its section.
     #[test]
+    #[allow(clippy::field_reassign_with_default)]
     fn configuration_doc_covers_every_key() {
         let doc = include_str!("../docs/configuration.md");
         let mut config = Config::default();
