@@ -313,6 +313,34 @@ mod tests {
     }
 
     #[test]
+    fn rs256_and_ps256() {
+        use ring::signature::{RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaKeyPair};
+        let pair = RsaKeyPair::from_pkcs8(include_bytes!("testdata/rsa2048.pk8.der")).unwrap();
+        let public = pair.public();
+        let n = public.modulus().big_endian_without_leading_zero();
+        let e = public.exponent().big_endian_without_leading_zero();
+        let jwk = json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode(e)});
+        for (alg, padding) in
+            [("RS256", &RSA_PKCS1_SHA256 as &'static dyn ring::signature::RsaEncoding), ("PS256", &RSA_PSS_SHA256)]
+        {
+            let p = URL_SAFE_NO_PAD.encode(json!({"alg": alg, "url": "u", "jwk": jwk}).to_string());
+            let b = URL_SAFE_NO_PAD.encode("{}");
+            let mut sig = vec![0; pair.public().modulus_len()];
+            pair.sign(padding, &SystemRandom::new(), format!("{p}.{b}").as_bytes(), &mut sig).unwrap();
+            let body = json!({"protected": p, "payload": b, "signature": URL_SAFE_NO_PAD.encode(&sig)}).to_string();
+            let parsed = parse(body.as_bytes()).unwrap();
+            let KeySource::Jwk(key) = &parsed.protected.key else { panic!() };
+            parsed.verify(key).unwrap_or_else(|p| panic!("{alg}: {p}"));
+            // The same signature claimed as the other RSA algorithm fails.
+            let other = if alg == "RS256" { "PS256" } else { "RS256" };
+            let p2 = URL_SAFE_NO_PAD.encode(json!({"alg": other, "url": "u", "jwk": jwk}).to_string());
+            let body = json!({"protected": p2, "payload": b, "signature": URL_SAFE_NO_PAD.encode(&sig)}).to_string();
+            let parsed = parse(body.as_bytes()).unwrap();
+            assert!(parsed.verify(key).is_err());
+        }
+    }
+
+    #[test]
     fn private_jwk_is_refused() {
         let key = Key::p256();
         let mut jwk = key.jwk();

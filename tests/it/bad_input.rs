@@ -285,3 +285,17 @@ async fn oversized_bodies_wrong_methods_and_unknown_paths() {
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     assert_eq!(env.counts().await, before);
 }
+
+#[tokio::test]
+async fn slow_clients_are_disconnected() {
+    let env = TestEnv::start_with(|c| c.server.header_timeout_secs = 1).await;
+    // A TCP connection that never starts the TLS handshake.
+    let mut idle = tokio::net::TcpStream::connect(env.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(10), tokio::io::AsyncReadExt::read(&mut idle, &mut buf))
+            .await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the server closes the idle connection");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "closed after the header timeout, not held");
+}
