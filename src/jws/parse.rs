@@ -316,10 +316,8 @@ mod tests {
     fn rs256_and_ps256() {
         use ring::signature::{RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaKeyPair};
         let pair = RsaKeyPair::from_pkcs8(include_bytes!("testdata/rsa2048.pk8.der")).unwrap();
-        let public = pair.public();
-        let n = public.modulus().big_endian_without_leading_zero();
-        let e = public.exponent().big_endian_without_leading_zero();
-        let jwk = json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode(e)});
+        let parts = ring::rsa::PublicKeyComponents::<Vec<u8>>::from(pair.public());
+        let jwk = json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(&parts.n), "e": URL_SAFE_NO_PAD.encode(&parts.e)});
         for (alg, padding) in
             [("RS256", &RSA_PKCS1_SHA256 as &'static dyn ring::signature::RsaEncoding), ("PS256", &RSA_PSS_SHA256)]
         {
