@@ -78,11 +78,13 @@ pub struct PolicyConfig {
     pub allowed_domains: Vec<String>,
     /// Most identifiers in one order. Default 100.
     pub max_identifiers: usize,
+    /// Whether `*.<allowed domain>` may be ordered (proven by dns-01 only). Default false.
+    pub allow_wildcards: bool,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { allowed_domains: vec!["localhost".into()], max_identifiers: 100 }
+        Self { allowed_domains: vec!["localhost".into()], max_identifiers: 100, allow_wildcards: false }
     }
 }
 

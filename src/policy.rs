@@ -10,6 +10,7 @@ use crate::{
 pub struct Policy {
     allowed_domains: Vec<String>,
     max_identifiers: usize,
+    allow_wildcards: bool,
 }
 
 impl Policy {
@@ -19,7 +20,7 @@ impl Policy {
             .iter()
             .map(|d| d.trim_end_matches('.').trim_start_matches("*.").to_ascii_lowercase())
             .collect();
-        Self { allowed_domains, max_identifiers: cfg.max_identifiers }
+        Self { allowed_domains, max_identifiers: cfg.max_identifiers, allow_wildcards: cfg.allow_wildcards }
     }
 
     /// Most identifiers in one order.
@@ -52,11 +53,13 @@ impl Policy {
 
     fn refusal(&self, id: &Identifier) -> Option<String> {
         match id {
-            Identifier::Dns(name) if id.is_wildcard() => {
+            Identifier::Dns(name) if id.is_wildcard() && !self.allow_wildcards => {
                 Some(format!("{name}: wildcard names are not issued by this server"))
             }
             Identifier::Dns(name) => {
-                let allowed = self.allowed_domains.iter().any(|d| name == d || name.ends_with(&format!(".{d}")));
+                // A wildcard is checked by its base name: `*.lab.example` needs `lab.example` allowed.
+                let base = name.strip_prefix("*.").unwrap_or(name);
+                let allowed = self.allowed_domains.iter().any(|d| base == d || base.ends_with(&format!(".{d}")));
                 (!allowed).then(|| {
                     format!("{name} is not in a domain this server issues for ({})", self.allowed_domains.join(", "))
                 })
@@ -65,9 +68,10 @@ impl Policy {
         }
     }
 
-    /// The challenges offered for an identifier (RFC 8555 §8).
-    pub fn challenges_for(&self, _id: &Identifier) -> Vec<ChallengeType> {
-        vec![ChallengeType::Http01]
+    /// The challenges offered for an identifier (RFC 8555 §8). A wildcard can only be proven
+    /// in DNS (RFC 8555 §7.1.3): controlling one host says nothing about every name below it.
+    pub fn challenges_for(&self, id: &Identifier) -> Vec<ChallengeType> {
+        if id.is_wildcard() { vec![ChallengeType::Dns01] } else { vec![ChallengeType::Http01, ChallengeType::Dns01] }
     }
 }
 
@@ -76,7 +80,11 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        Policy::new(&PolicyConfig { allowed_domains: vec!["Lab.Example.".into()], max_identifiers: 10 })
+        Policy::new(&PolicyConfig {
+            allowed_domains: vec!["Lab.Example.".into()],
+            max_identifiers: 10,
+            allow_wildcards: false,
+        })
     }
 
     #[test]
@@ -88,6 +96,21 @@ mod tests {
             let e = p.check(&[Identifier::Dns(bad.into())]).unwrap_err();
             assert_eq!(e.kind, ProblemType::RejectedIdentifier, "{bad}");
         }
+    }
+
+    #[test]
+    fn wildcards_only_when_allowed_and_only_by_dns01() {
+        let wild = Identifier::Dns("*.lab.example".into());
+        assert_eq!(policy().check(std::slice::from_ref(&wild)).unwrap_err().kind, ProblemType::RejectedIdentifier);
+        let p = Policy::new(&PolicyConfig {
+            allowed_domains: vec!["lab.example".into()],
+            max_identifiers: 10,
+            allow_wildcards: true,
+        });
+        assert!(p.check(std::slice::from_ref(&wild)).is_ok());
+        assert!(p.check(&[Identifier::Dns("*.other.example".into())]).is_err());
+        assert_eq!(p.challenges_for(&wild), vec![ChallengeType::Dns01]);
+        assert!(p.challenges_for(&Identifier::Dns("a.lab.example".into())).contains(&ChallengeType::Http01));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Challenge validation (RFC 8555 §8): checks run by background workers, never inside a request.
 //! A failed check is data: a Problem worded for the domain owner, stored on the challenge.
 
+mod dns01;
 mod http01;
 mod resolver;
 pub mod worker;
@@ -52,12 +53,13 @@ pub enum ValidationSetupError {
 #[derive(Debug)]
 pub struct NetValidator {
     http01: http01::Http01,
+    resolver: std::sync::Arc<Resolver>,
 }
 
 impl NetValidator {
     pub fn new(settings: ValidationSettings) -> Result<Self, ValidationSetupError> {
         let resolver = std::sync::Arc::new(Resolver::new(&settings.nameservers, settings.timeout)?);
-        Ok(Self { http01: http01::Http01::new(&settings, resolver)? })
+        Ok(Self { http01: http01::Http01::new(&settings, resolver.clone())?, resolver })
     }
 }
 
@@ -72,6 +74,7 @@ impl Validator for NetValidator {
     ) -> Result<(), Problem> {
         match kind {
             ChallengeType::Http01 => self.http01.validate(identifier, token, key_authorization).await,
+            ChallengeType::Dns01 => dns01::validate(&self.resolver, identifier, key_authorization).await,
             other => {
                 Err(Problem::new(ProblemType::Malformed, format!("{other} validation is not supported by this server")))
             }

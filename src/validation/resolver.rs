@@ -10,6 +10,7 @@ use hickory_resolver::{
     TokioResolver,
     config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig},
     net::runtime::TokioRuntimeProvider,
+    proto::rr::{RData, RecordType},
 };
 
 use super::ValidationSetupError;
@@ -53,6 +54,26 @@ impl Resolver {
         opts.use_hosts_file = ResolveHosts::Never;
         let inner = builder.build().map_err(|e| setup(&e))?;
         Ok(Self { inner })
+    }
+
+    /// TXT values at `name` (CNAMEs followed), each value's strings joined. An empty list when
+    /// the name has none; a `dns` problem when the lookup itself failed.
+    pub async fn lookup_txt(&self, name: &str) -> Result<Vec<String>, Problem> {
+        let fqdn = format!("{name}.");
+        match self.inner.lookup(fqdn.as_str(), RecordType::TXT).await {
+            Ok(found) => Ok(found
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(txt) => {
+                        Some(txt.txt_data.iter().map(|part| String::from_utf8_lossy(part)).collect::<String>())
+                    }
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(Problem::new(ProblemType::Dns, format!("DNS problem looking up TXT for {name}: {e}"))),
+        }
     }
 
     /// A and AAAA records of `name`, or a `dns` problem that says what went wrong.

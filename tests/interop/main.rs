@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bao;
+#[path = "../support/dns.rs"]
 mod dns;
 mod procs;
 

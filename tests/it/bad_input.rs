@@ -233,7 +233,17 @@ async fn finalize_before_ready_and_with_a_bad_csr() {
     // Make it ready through the real validation path.
     let order_id = order.rsplit('/').next().unwrap().to_owned();
     let authz = env.state.store.order(&order_id).await.unwrap().unwrap().authz_ids[0].clone();
-    let chall = env.state.store.authorization(&authz).await.unwrap().unwrap().challenges[0].clone();
+    let chall = env
+        .state
+        .store
+        .authorization(&authz)
+        .await
+        .unwrap()
+        .unwrap()
+        .challenges
+        .into_iter()
+        .find(|c| c.kind == vacme::acme::types::ChallengeType::Http01)
+        .unwrap();
     let thumb = env.state.store.account(kid.rsplit('/').next().unwrap()).await.unwrap().unwrap().thumbprint;
     env.responder.set(&chall.token, &format!("{}.{thumb}", chall.token));
     let r = raw

@@ -6,5 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_input;
+mod challenges;
+#[path = "../support/dns.rs"]
+mod dns;
 mod env;
 mod flow;

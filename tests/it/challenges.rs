@@ -1,0 +1,91 @@
+//! dns-01 and wildcards, through a DNS server the test runs on loopback.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use instant_acme::{ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy};
+
+use crate::{dns::TestDns, env::TestEnv};
+
+async fn env_with_dns(dns: &TestDns) -> TestEnv {
+    let ns = dns.addr().to_string();
+    TestEnv::start_with(move |c| {
+        c.policy.allowed_domains = vec!["lab.test".into()];
+        c.policy.allow_wildcards = true;
+        c.validation.nameservers = vec![ns];
+        c.validation.retry_window_secs = 10;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn wildcard_and_base_by_dns01_with_a_record_published_late() {
+    let dns = TestDns::with_zone("lab.test", Ipv4Addr::LOCALHOST).await;
+    let env = env_with_dns(&dns).await;
+    let (account, _) = env.account().await;
+    let ids = [Identifier::Dns("*.lab.test".into()), Identifier::Dns("lab.test".into())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+    let mut values = Vec::new();
+    {
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz.unwrap();
+            let wildcard = authz.wildcard;
+            let offered: Vec<_> = authz.challenges.iter().map(|c| c.r#type.clone()).collect();
+            if wildcard {
+                assert_eq!(offered, vec![ChallengeType::Dns01], "a wildcard is proven by dns-01 only");
+            } else {
+                assert!(offered.contains(&ChallengeType::Http01) && offered.contains(&ChallengeType::Dns01));
+            }
+            let mut chall = authz.challenge(ChallengeType::Dns01).unwrap();
+            values.push(chall.key_authorization().dns_value());
+            // Answered before the record exists: the first attempt fails and is retried.
+            chall.set_ready().await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(order.refresh().await.unwrap().status, OrderStatus::Pending, "still retrying, not failed");
+    // Both authorizations share _acme-challenge.lab.test: two TXT values at one name.
+    for v in &values {
+        dns.add_txt("_acme-challenge.lab.test", v);
+    }
+    let status = order.poll_ready(&RetryPolicy::default().timeout(Duration::from_secs(20))).await.unwrap();
+    assert_eq!(status, OrderStatus::Ready);
+    order.finalize().await.unwrap();
+    let chain = order.poll_certificate(&RetryPolicy::default()).await.unwrap();
+    let pem = x509_parser::pem::Pem::iter_from_buffer(chain.as_bytes()).next().unwrap().unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let mut sans: Vec<String> =
+        cert.subject_alternative_name().unwrap().unwrap().value.general_names.iter().map(|n| format!("{n}")).collect();
+    sans.sort();
+    assert_eq!(sans, vec!["DNSName(*.lab.test)", "DNSName(lab.test)"]);
+}
+
+#[tokio::test]
+async fn wrong_txt_record_fails_with_what_was_found() {
+    let dns = TestDns::with_zone("lab.test", Ipv4Addr::LOCALHOST).await;
+    let env = TestEnv::start_with({
+        let ns = dns.addr().to_string();
+        move |c| {
+            c.policy.allowed_domains = vec!["lab.test".into()];
+            c.validation.nameservers = vec![ns];
+            c.validation.retry_window_secs = 2;
+        }
+    })
+    .await;
+    dns.add_txt("_acme-challenge.nas.lab.test", "not-the-right-value");
+    let (account, _) = env.account().await;
+    let ids = [Identifier::Dns("nas.lab.test".into())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+    {
+        let mut authzs = order.authorizations();
+        let mut authz = authzs.next().await.unwrap().unwrap();
+        authz.challenge(ChallengeType::Dns01).unwrap().set_ready().await.unwrap();
+    }
+    let err = match order.poll_ready(&RetryPolicy::default().timeout(Duration::from_secs(20))).await {
+        Err(instant_acme::Error::Api(p)) => p,
+        other => panic!("expected the order's problem, got {other:?}"),
+    };
+    let detail = err.detail.unwrap();
+    assert!(detail.contains("Incorrect TXT record \"not-the-right-value\""), "{detail}");
+    assert!(detail.contains("_acme-challenge.nas.lab.test"), "{detail}");
+}
