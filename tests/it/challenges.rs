@@ -89,3 +89,23 @@ async fn wrong_txt_record_fails_with_what_was_found() {
     assert!(detail.contains("Incorrect TXT record \"not-the-right-value\""), "{detail}");
     assert!(detail.contains("_acme-challenge.nas.lab.test"), "{detail}");
 }
+
+#[tokio::test]
+async fn dns01_follows_a_cname_to_a_delegated_name() {
+    let dns = TestDns::with_zone("lab.test", Ipv4Addr::LOCALHOST).await;
+    // acme-dns style: the owner points _acme-challenge at a name another system updates.
+    dns.set_cname("_acme-challenge.nas.lab.test", "f00d.acme-dns.lab.test");
+    let env = env_with_dns(&dns).await;
+    let (account, _) = env.account().await;
+    let ids = [Identifier::Dns("nas.lab.test".into())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+    {
+        let mut authzs = order.authorizations();
+        let mut authz = authzs.next().await.unwrap().unwrap();
+        let mut chall = authz.challenge(ChallengeType::Dns01).unwrap();
+        dns.add_txt("f00d.acme-dns.lab.test", &chall.key_authorization().dns_value());
+        chall.set_ready().await.unwrap();
+    }
+    let status = order.poll_ready(&RetryPolicy::default().timeout(Duration::from_secs(20))).await.unwrap();
+    assert_eq!(status, OrderStatus::Ready);
+}

@@ -14,6 +14,10 @@ struct Zone {
     suffix: String,
     default_a: Option<Ipv4Addr>,
     txt: HashMap<String, Vec<String>>,
+    cname: HashMap<String, String>,
+    /// TXT values are also read from `<dir>/<name>` (one per line), so a client's hook
+    /// script in another process can publish records.
+    txt_dir: Option<std::path::PathBuf>,
 }
 
 pub struct TestDns {
@@ -24,6 +28,17 @@ pub struct TestDns {
 
 const TYPE_A: u16 = 1;
 const TYPE_TXT: u16 = 16;
+const TYPE_CNAME: u16 = 5;
+
+fn encode_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
+}
 
 impl TestDns {
     /// Serves `zone`, answering A `a` for the zone apex and every name below it.
@@ -31,7 +46,7 @@ impl TestDns {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let zone =
-            Arc::new(Mutex::new(Zone { suffix: zone.to_ascii_lowercase(), default_a: Some(a), txt: HashMap::new() }));
+            Arc::new(Mutex::new(Zone { suffix: zone.to_ascii_lowercase(), default_a: Some(a), ..Zone::default() }));
         let shared = zone.clone();
         let task = tokio::spawn(async move {
             let mut buf = [0u8; 1500];
@@ -50,9 +65,21 @@ impl TestDns {
         self.addr
     }
 
-    #[allow(dead_code)] // the interop binary uses only A records
+    #[allow(dead_code)]
     pub fn add_txt(&self, name: &str, value: &str) {
         self.zone.lock().unwrap().txt.entry(name.to_ascii_lowercase()).or_default().push(value.to_owned());
+    }
+
+    /// `name` becomes a CNAME for `target` (acme-dns style delegation).
+    #[allow(dead_code)]
+    pub fn set_cname(&self, name: &str, target: &str) {
+        self.zone.lock().unwrap().cname.insert(name.to_ascii_lowercase(), target.to_ascii_lowercase());
+    }
+
+    /// Also serve TXT values from files in `dir`.
+    #[allow(dead_code)]
+    pub fn serve_txt_from(&self, dir: &std::path::Path) {
+        self.zone.lock().unwrap().txt_dir = Some(dir.to_owned());
     }
 }
 
@@ -83,26 +110,40 @@ fn respond(q: &[u8], zone: &Zone) -> Option<Vec<u8>> {
     }
     let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
     let question_end = i + 4;
-    let name = labels.join(".");
-    let in_zone = name == zone.suffix || name.ends_with(&format!(".{}", zone.suffix));
-    let mut answers: Vec<(u16, Vec<u8>)> = Vec::new();
-    if in_zone {
+    let qname = labels.join(".");
+    let in_zone = |n: &str| n == zone.suffix || n.ends_with(&format!(".{}", zone.suffix));
+    // (owner name, type, rdata); owners are written in full, not compressed.
+    let mut answers: Vec<(String, u16, Vec<u8>)> = Vec::new();
+    let mut name = qname.clone();
+    if in_zone(&name) {
+        // Like a recursive server: the CNAME, then the target's records.
+        if let Some(target) = zone.cname.get(&name) {
+            answers.push((name.clone(), TYPE_CNAME, encode_name(target)));
+            name = target.clone();
+        }
         match qtype {
             TYPE_A => {
                 if let Some(a) = zone.default_a {
-                    answers.push((TYPE_A, a.octets().to_vec()));
+                    answers.push((name.clone(), TYPE_A, a.octets().to_vec()));
                 }
             }
             TYPE_TXT => {
-                for v in zone.txt.get(&name).into_iter().flatten() {
+                let mut values = zone.txt.get(&name).cloned().unwrap_or_default();
+                if let Some(dir) = &zone.txt_dir
+                    && let Ok(text) = std::fs::read_to_string(dir.join(&name))
+                {
+                    values.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned));
+                }
+                for v in values {
                     let mut rdata = vec![v.len() as u8];
                     rdata.extend_from_slice(v.as_bytes());
-                    answers.push((TYPE_TXT, rdata));
+                    answers.push((name.clone(), TYPE_TXT, rdata));
                 }
             }
             _ => {}
         }
     }
+    let in_zone = in_zone(&qname);
     let rcode: u8 = if in_zone { 0 } else { 3 };
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(&q[0..2]);
@@ -112,8 +153,8 @@ fn respond(q: &[u8], zone: &Zone) -> Option<Vec<u8>> {
     out.extend_from_slice(&(answers.len() as u16).to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, 0]);
     out.extend_from_slice(q.get(12..question_end)?);
-    for (kind, rdata) in answers {
-        out.extend_from_slice(&[0xc0, 0x0c]);
+    for (owner, kind, rdata) in answers {
+        out.extend_from_slice(&encode_name(&owner));
         out.extend_from_slice(&kind.to_be_bytes());
         out.extend_from_slice(&1u16.to_be_bytes());
         out.extend_from_slice(&0u32.to_be_bytes());
