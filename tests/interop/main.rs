@@ -89,14 +89,38 @@ fn config_args(dir: &Path, port: u16, http01_port: u16, dns: &TestDns, vault: &s
     vec!["--config".into(), path.display().to_string()]
 }
 
-/// certbot certonly --standalone; returns the live/ folder of the first name. Runs on a blocking
-/// thread so the test's in-process DNS server keeps answering.
-async fn certbot(tools: &Path, dir: &Path, vacme: &Vacme, http01_port: u16, names: &[&str]) -> PathBuf {
+/// How certbot proves control.
+enum Auth<'a> {
+    /// `--standalone` http-01 on this port.
+    Standalone(u16),
+    /// `--manual` dns-01 with an auth hook that writes TXT values into this folder, which the
+    /// test's DNS server reads.
+    DnsHook(&'a Path),
+}
+
+/// certbot certonly; returns the live/ folder of the first name. Runs on a blocking thread so
+/// the test's in-process DNS server keeps answering.
+async fn certbot(tools: &Path, dir: &Path, vacme: &Vacme, auth: Auth<'_>, names: &[&str]) -> PathBuf {
     let le = dir.join("certbot");
     let mut cmd = Command::new(tools.join("certbot"));
-    cmd.args(["certonly", "--standalone", "--non-interactive", "--agree-tos", "--register-unsafely-without-email"])
-        .args(["--http-01-port", &http01_port.to_string(), "--http-01-address", "127.0.0.1"])
-        .args(["--server", &vacme.directory()])
+    cmd.args(["certonly", "--non-interactive", "--agree-tos", "--register-unsafely-without-email"]);
+    match auth {
+        Auth::Standalone(port) => {
+            cmd.args(["--standalone", "--http-01-port", &port.to_string(), "--http-01-address", "127.0.0.1"]);
+        }
+        Auth::DnsHook(txt_dir) => {
+            let hook = dir.join("dns-hook.sh");
+            // CERTBOT_DOMAIN is the base name for a wildcard.
+            let script = format!(
+                "#!/bin/sh\necho \"$CERTBOT_VALIDATION\" >> \"{}/_acme-challenge.${{CERTBOT_DOMAIN#\\*.}}\"\n",
+                txt_dir.display()
+            );
+            std::fs::write(&hook, script).unwrap();
+            std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            cmd.args(["--manual", "--preferred-challenges", "dns", "--manual-auth-hook", &hook.display().to_string()]);
+        }
+    }
+    cmd.args(["--server", &vacme.directory()])
         .args(["--config-dir", &le.join("config").display().to_string()])
         .args(["--work-dir", &le.join("work").display().to_string()])
         .args(["--logs-dir", &le.join("logs").display().to_string()])
@@ -116,7 +140,8 @@ async fn certbot(tools: &Path, dir: &Path, vacme: &Vacme, http01_port: u16, name
             vacme.process.output()
         );
     }
-    le.join("config/live").join(names[0])
+    // certbot names the lineage after the first name, without a wildcard's "*.".
+    le.join("config/live").join(names[0].trim_start_matches("*."))
 }
 
 /// Checks fullchain.pem: each certificate signed by the next, the last by `root_pem`, and returns
@@ -173,7 +198,7 @@ async fn certbot_through_openbao(test: &str, auth: impl Fn(&Bao) -> String) {
     let vacme =
         Vacme::start(config_args(dir.path(), port, http01, &dns, &vault), port, &dir.path().join("data"), dir.path())
             .await;
-    let live = certbot(&tools, dir.path(), &vacme, http01, &["nas.lab.test", "s3.lab.test"]).await;
+    let live = certbot(&tools, dir.path(), &vacme, Auth::Standalone(http01), &["nas.lab.test", "s3.lab.test"]).await;
     let (sans, issuer) = verify_chain(&live.join("fullchain.pem"), &bao.root_pem);
     assert_eq!(sans, vec!["nas.lab.test", "s3.lab.test"], "leaf SANs are exactly the order's names");
     assert_eq!(issuer, "Lab Intermediate CA", "signed by OpenBao's pki_int");
@@ -218,7 +243,7 @@ async fn zero_config_quickstart_with_certbot() {
         http01.to_string(),
     ];
     let vacme = Vacme::start(args, port, &data, dir.path()).await;
-    let live = certbot(&tools, dir.path(), &vacme, http01, &["host.localhost"]).await;
+    let live = certbot(&tools, dir.path(), &vacme, Auth::Standalone(http01), &["host.localhost"]).await;
     let ca = std::fs::read_to_string(vacme.ca_bundle()).unwrap();
     let (sans, _) = verify_chain(&live.join("fullchain.pem"), &ca);
     assert_eq!(sans, vec!["host.localhost"]);
@@ -319,4 +344,30 @@ async fn vault_outage_during_finalize_keeps_the_order_and_issues_after() {
     assert!((1..=2).contains(&signed), "{signed} certificates signed for one order");
     let ready = client.get(format!("https://localhost:{port}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+}
+
+/// A NAS that can only do DNS-01: certbot's manual hook publishes the TXT records, and the
+/// wildcard certificate comes from OpenBao's pki_int.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certbot_dns01_wildcard_from_openbao() {
+    let Some(tools) = tools_bin("certbot_dns01_wildcard_from_openbao") else { return };
+    install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start(&tools, dir.path()).await;
+    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
+    let txt_dir = dir.path().join("txt");
+    std::fs::create_dir_all(&txt_dir).unwrap();
+    dns.serve_txt_from(&txt_dir);
+    let port = free_port();
+    let extra =
+        format!("[vault]\naddress = \"{}\"\n\n[vault.auth]\ntoken_file = \"{}\"\n", bao.addr, bao.token_file.display());
+    let mut args = config_args(dir.path(), port, free_port(), &dns, &extra);
+    let cfg = std::fs::read_to_string(&args[1]).unwrap().replace("[policy]\n", "[policy]\nallow_wildcards = true\n");
+    std::fs::write(&args[1], cfg).unwrap();
+    args.truncate(2);
+    let vacme = Vacme::start(args, port, &dir.path().join("data"), dir.path()).await;
+    let live = certbot(&tools, dir.path(), &vacme, Auth::DnsHook(&txt_dir), &["*.lab.test", "gw.lab.test"]).await;
+    let (sans, issuer) = verify_chain(&live.join("fullchain.pem"), &bao.root_pem);
+    assert_eq!(sans, vec!["*.lab.test", "gw.lab.test"]);
+    assert_eq!(issuer, "Lab Intermediate CA");
 }
