@@ -97,6 +97,7 @@ impl App {
                 timeout: config.validation_timeout(),
                 max_redirects: config.validation.max_redirects,
                 max_body: 8 * 1024,
+                allowed_targets: config.allowed_targets(),
             })
             .map_err(|e| AppError::Validation(e.to_string()))?,
         );

@@ -80,11 +80,19 @@ pub struct PolicyConfig {
     pub max_identifiers: usize,
     /// Whether `*.<allowed domain>` may be ordered (proven by dns-01 only). Default false.
     pub allow_wildcards: bool,
+    /// CIDRs (or single addresses) that may be ordered as `ip` identifiers. Default none.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_ips: Vec<String>,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        Self { allowed_domains: vec!["localhost".into()], max_identifiers: 100, allow_wildcards: false }
+        Self {
+            allowed_domains: vec!["localhost".into()],
+            max_identifiers: 100,
+            allow_wildcards: false,
+            allowed_ips: Vec::new(),
+        }
     }
 }
 
@@ -104,6 +112,9 @@ pub struct ValidationConfig {
     pub max_redirects: usize,
     /// A failing challenge is retried until this many seconds after it was answered. Default 45.
     pub retry_window_secs: u64,
+    /// Loopback and private ranges validation may connect to. Default `["127.0.0.0/8", "::1/128"]`.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_targets: Vec<String>,
 }
 
 impl Default for ValidationConfig {
@@ -115,6 +126,7 @@ impl Default for ValidationConfig {
             timeout_secs: 10,
             max_redirects: 10,
             retry_window_secs: 45,
+            allowed_targets: vec!["127.0.0.0/8".into(), "::1/128".into()],
         }
     }
 }
@@ -288,6 +300,16 @@ impl Config {
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return bad("tls.cert_file and tls.key_file go together".into());
         }
+        for (key, list) in [
+            ("policy.allowed_ips", &self.policy.allowed_ips),
+            ("validation.allowed_targets", &self.validation.allowed_targets),
+        ] {
+            for net in list {
+                if parse_net(net).is_none() {
+                    return bad(format!("{key}: {net:?} is not a CIDR or an IP address"));
+                }
+            }
+        }
         for ns in &self.validation.nameservers {
             if parse_nameserver(ns).is_none() {
                 return bad(format!("validation.nameservers: {ns:?} is not ip or ip:port"));
@@ -343,6 +365,11 @@ impl Config {
         self.validation.nameservers.iter().filter_map(|s| parse_nameserver(s)).collect()
     }
 
+    /// `validation.allowed_targets` parsed (validated already).
+    pub fn allowed_targets(&self) -> Vec<ipnet::IpNet> {
+        self.validation.allowed_targets.iter().filter_map(|s| parse_net(s)).collect()
+    }
+
     pub fn validation_timeout(&self) -> Duration {
         Duration::from_secs(self.validation.timeout_secs)
     }
@@ -351,6 +378,11 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
+}
+
+/// A CIDR, or a single address as its /32 or /128.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>().ok().or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 fn parse_nameserver(s: &str) -> Option<SocketAddr> {

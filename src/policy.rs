@@ -11,6 +11,7 @@ pub struct Policy {
     allowed_domains: Vec<String>,
     max_identifiers: usize,
     allow_wildcards: bool,
+    allowed_ips: Vec<ipnet::IpNet>,
 }
 
 impl Policy {
@@ -20,7 +21,12 @@ impl Policy {
             .iter()
             .map(|d| d.trim_end_matches('.').trim_start_matches("*.").to_ascii_lowercase())
             .collect();
-        Self { allowed_domains, max_identifiers: cfg.max_identifiers, allow_wildcards: cfg.allow_wildcards }
+        Self {
+            allowed_domains,
+            max_identifiers: cfg.max_identifiers,
+            allow_wildcards: cfg.allow_wildcards,
+            allowed_ips: cfg.allowed_ips.iter().filter_map(|s| crate::config::parse_net(s)).collect(),
+        }
     }
 
     /// Most identifiers in one order.
@@ -64,14 +70,21 @@ impl Policy {
                     format!("{name} is not in a domain this server issues for ({})", self.allowed_domains.join(", "))
                 })
             }
-            Identifier::Ip(ip) => Some(format!("{ip}: IP address identifiers are not issued by this server")),
+            // RFC 8738: IP identifiers only inside the configured ranges.
+            Identifier::Ip(ip) => (!self.allowed_ips.iter().any(|n| n.contains(ip)))
+                .then(|| format!("{ip} is not in an address range this server issues for")),
         }
     }
 
     /// The challenges offered for an identifier (RFC 8555 §8). A wildcard can only be proven
     /// in DNS (RFC 8555 §7.1.3): controlling one host says nothing about every name below it.
     pub fn challenges_for(&self, id: &Identifier) -> Vec<ChallengeType> {
-        if id.is_wildcard() { vec![ChallengeType::Dns01] } else { vec![ChallengeType::Http01, ChallengeType::Dns01] }
+        match id {
+            _ if id.is_wildcard() => vec![ChallengeType::Dns01],
+            // RFC 8738 §7: dns-01 cannot prove an IP address.
+            Identifier::Ip(_) => vec![ChallengeType::Http01],
+            Identifier::Dns(_) => vec![ChallengeType::Http01, ChallengeType::Dns01],
+        }
     }
 }
 
@@ -84,6 +97,7 @@ mod tests {
             allowed_domains: vec!["Lab.Example.".into()],
             max_identifiers: 10,
             allow_wildcards: false,
+            allowed_ips: vec![],
         })
     }
 
@@ -106,6 +120,7 @@ mod tests {
             allowed_domains: vec!["lab.example".into()],
             max_identifiers: 10,
             allow_wildcards: true,
+            allowed_ips: vec![],
         });
         assert!(p.check(std::slice::from_ref(&wild)).is_ok());
         assert!(p.check(&[Identifier::Dns("*.other.example".into())]).is_err());

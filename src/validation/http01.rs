@@ -11,22 +11,26 @@ use reqwest::{
     redirect::Policy,
 };
 
-use super::{Resolver, ValidationSettings, ValidationSetupError};
+use super::{Resolver, TargetPolicy, ValidationSettings, ValidationSetupError};
 use crate::acme::{Identifier, Problem, ProblemType};
 
 /// Every hop of an http-01 fetch resolves through the validation resolver.
 struct ViaResolver {
     resolver: Arc<Resolver>,
+    targets: Arc<TargetPolicy>,
 }
 
 impl Resolve for ViaResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let resolver = self.resolver.clone();
+        let (resolver, targets) = (self.resolver.clone(), self.targets.clone());
         Box::pin(async move {
             let ips = resolver
                 .lookup_ips(name.as_str())
                 .await
                 .map_err(|p| -> Box<dyn std::error::Error + Send + Sync> { p.detail.into() })?;
+            // Checked here too, so a redirect or a changed DNS answer cannot reach a refused address.
+            let ips =
+                allowed(&targets, ips).map_err(|why| -> Box<dyn std::error::Error + Send + Sync> { why.into() })?;
             // reqwest replaces port 0 with the URL's port.
             let addrs: Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
@@ -39,6 +43,7 @@ impl Resolve for ViaResolver {
 pub struct Http01 {
     client: reqwest::Client,
     resolver: Arc<Resolver>,
+    targets: Arc<TargetPolicy>,
     port: u16,
     max_body: usize,
 }
@@ -53,6 +58,8 @@ impl Http01 {
     pub fn new(settings: &ValidationSettings, resolver: Arc<Resolver>) -> Result<Self, ValidationSetupError> {
         let max = settings.max_redirects;
         let port = settings.http01_port;
+        let targets = Arc::new(TargetPolicy::new(settings.allowed_targets.clone()));
+        let redirect_targets = targets.clone();
         let policy = Policy::custom(move |attempt| {
             if attempt.previous().len() > max {
                 return attempt.error(format!("more than {max} redirects"));
@@ -65,7 +72,17 @@ impl Http01 {
                 _ => false,
             };
             let shown = url.to_string();
-            if allowed { attempt.follow() } else { attempt.error(format!("redirect to a disallowed URL {shown}")) }
+            // A literal address skips the resolver, so it is checked here.
+            let literal = url
+                .host_str()
+                .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+                .and_then(|h| h.parse::<IpAddr>().ok())
+                .and_then(|ip| redirect_targets.check(ip).err());
+            match (allowed, literal) {
+                (true, None) => attempt.follow(),
+                (true, Some(why)) => attempt.error(format!("redirect to {shown}: {why}")),
+                (false, _) => attempt.error(format!("redirect to a disallowed URL {shown}")),
+            }
         });
         let client = reqwest::Client::builder()
             .redirect(policy)
@@ -73,25 +90,32 @@ impl Http01 {
             .connect_timeout(settings.timeout)
             .no_proxy()
             .user_agent(concat!("vacme-validation/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(ViaResolver { resolver: resolver.clone() }))
+            .dns_resolver(Arc::new(ViaResolver { resolver: resolver.clone(), targets: targets.clone() }))
             // A redirect to https is followed without certificate checks: the certificate is
             // not what http-01 proves (as Let's Encrypt does).
             .danger_accept_invalid_certs(true)
             .use_rustls_tls()
             .build()
             .map_err(|e| ValidationSetupError::Http(e.to_string()))?;
-        Ok(Self { client, resolver, port: settings.http01_port, max_body: settings.max_body })
+        Ok(Self { client, resolver, targets, port: settings.http01_port, max_body: settings.max_body })
     }
 
     pub async fn validate(&self, id: &Identifier, token: &str, key_authorization: &str) -> Result<(), Problem> {
         let host = match id {
             Identifier::Dns(name) => {
-                // Resolve first, so a DNS failure is reported as one.
-                self.resolver.lookup_ips(name).await?;
+                // Resolve and check first, so DNS failures and refused targets are reported as such.
+                let ips = self.resolver.lookup_ips(name).await?;
+                allowed(&self.targets, ips)
+                    .map_err(|why| Problem::new(ProblemType::Connection, format!("{name}: {why}")))?;
                 name.clone()
             }
-            Identifier::Ip(IpAddr::V4(ip)) => ip.to_string(),
-            Identifier::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+            Identifier::Ip(ip) => {
+                self.targets.check(*ip).map_err(|why| Problem::new(ProblemType::Connection, why))?;
+                match ip {
+                    IpAddr::V4(v4) => v4.to_string(),
+                    IpAddr::V6(v6) => format!("[{v6}]"),
+                }
+            }
         };
         let url = if self.port == 80 {
             format!("http://{host}/.well-known/acme-challenge/{token}")
@@ -124,6 +148,25 @@ impl Http01 {
                 format!("The key authorization file from {final_url} is wrong: got {:?}", shorten(got)),
             ))
         }
+    }
+}
+
+/// The addresses the target policy allows, or the first refusal when none is.
+fn allowed(targets: &TargetPolicy, ips: Vec<IpAddr>) -> Result<Vec<IpAddr>, String> {
+    let mut refusal = None;
+    let ok: Vec<IpAddr> = ips
+        .into_iter()
+        .filter(|ip| match targets.check(*ip) {
+            Ok(()) => true,
+            Err(why) => {
+                refusal.get_or_insert(why);
+                false
+            }
+        })
+        .collect();
+    match (ok.is_empty(), refusal) {
+        (true, Some(why)) => Err(why),
+        _ => Ok(ok),
     }
 }
 
@@ -168,6 +211,10 @@ mod tests {
     }
 
     fn checker(port: u16) -> Http01 {
+        checker_with_targets(port, vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
+    }
+
+    fn checker_with_targets(port: u16, allowed_targets: Vec<ipnet::IpNet>) -> Http01 {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let settings = ValidationSettings {
             http01_port: port,
@@ -175,6 +222,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             max_redirects: 3,
             max_body: 8192,
+            allowed_targets,
         };
         let resolver = Arc::new(Resolver::new(&settings.nameservers, settings.timeout).unwrap());
         Http01::new(&settings, resolver).unwrap()
@@ -232,5 +280,29 @@ mod tests {
         // Nameserver 127.0.0.1:1 answers nothing: a dns problem, within the timeout.
         let p = c.validate(&dns("nas.lab.test"), "t", "t.x").await.unwrap_err();
         assert_eq!(p.kind.code(), "dns", "{}", p.detail);
+    }
+
+    #[tokio::test]
+    async fn target_policy_refuses_before_connecting() {
+        let c = checker_with_targets(1, vec![]);
+        let p = c.validate(&Identifier::Ip("169.254.169.254".parse().unwrap()), "t", "t.x").await.unwrap_err();
+        assert_eq!(p.kind.code(), "connection");
+        assert!(p.detail.contains("cloud metadata"), "{}", p.detail);
+        let p = c.validate(&dns("nas.localhost"), "t", "t.x").await.unwrap_err();
+        assert!(p.detail.contains("loopback addresses are not in validation.allowed_targets"), "{}", p.detail);
+        let p = c.validate(&Identifier::Ip("10.9.8.7".parse().unwrap()), "t", "t.x").await.unwrap_err();
+        assert!(p.detail.contains("private"), "{}", p.detail);
+    }
+
+    #[tokio::test]
+    async fn redirects_cannot_reach_refused_addresses() {
+        let app = Router::new().route(
+            "/.well-known/acme-challenge/meta",
+            get(|| async { Redirect::temporary("http://169.254.169.254/.well-known/acme-challenge/x") }),
+        );
+        let port = serve(app).await;
+        let p = checker(port).validate(&dns("nas.localhost"), "meta", "meta.x").await.unwrap_err();
+        assert_eq!(p.kind.code(), "connection");
+        assert!(p.detail.contains("169.254.169.254"), "{}", p.detail);
     }
 }

@@ -4,11 +4,13 @@
 mod dns01;
 mod http01;
 mod resolver;
+mod target;
 pub mod worker;
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
 pub use resolver::Resolver;
+pub use target::TargetPolicy;
 
 use crate::acme::{Identifier, Problem, ProblemType, types::ChallengeType};
 
@@ -25,6 +27,8 @@ pub struct ValidationSettings {
     pub max_redirects: usize,
     /// Most bytes of an http-01 response read.
     pub max_body: usize,
+    /// Loopback/private ranges that may be contacted (see `TargetPolicy`).
+    pub allowed_targets: Vec<ipnet::IpNet>,
 }
 
 /// Checks one challenge response.

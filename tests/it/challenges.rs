@@ -109,3 +109,51 @@ async fn dns01_follows_a_cname_to_a_delegated_name() {
     let status = order.poll_ready(&RetryPolicy::default().timeout(Duration::from_secs(20))).await.unwrap();
     assert_eq!(status, OrderStatus::Ready);
 }
+
+#[tokio::test]
+async fn ip_identifier_gets_a_certificate_with_an_ip_san() {
+    let env = TestEnv::start_with(|c| c.policy.allowed_ips = vec!["127.0.0.0/8".into()]).await;
+    let (account, _) = env.account().await;
+    let ids = [Identifier::Ip("127.0.0.1".parse().unwrap())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+    {
+        let mut authzs = order.authorizations();
+        let mut authz = authzs.next().await.unwrap().unwrap();
+        let offered: Vec<_> = authz.challenges.iter().map(|c| c.r#type.clone()).collect();
+        assert_eq!(offered, vec![ChallengeType::Http01], "dns-01 cannot prove an address (RFC 8738)");
+        let mut chall = authz.challenge(ChallengeType::Http01).unwrap();
+        env.responder.set(&chall.token, chall.key_authorization().as_str());
+        chall.set_ready().await.unwrap();
+    }
+    assert_eq!(order.poll_ready(&RetryPolicy::default()).await.unwrap(), OrderStatus::Ready);
+    order.finalize().await.unwrap();
+    let chain = order.poll_certificate(&RetryPolicy::default()).await.unwrap();
+    let pem = x509_parser::pem::Pem::iter_from_buffer(chain.as_bytes()).next().unwrap().unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    assert_eq!(san.value.general_names.len(), 1);
+    assert!(matches!(san.value.general_names[0], x509_parser::extensions::GeneralName::IPAddress([127, 0, 0, 1])));
+}
+
+#[tokio::test]
+async fn challenges_never_reach_the_metadata_address() {
+    let env = TestEnv::start_with(|c| {
+        c.policy.allowed_ips = vec!["169.254.169.254".into()];
+        c.validation.retry_window_secs = 1;
+    })
+    .await;
+    let (account, _) = env.account().await;
+    let ids = [Identifier::Ip("169.254.169.254".parse().unwrap())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+    {
+        let mut authzs = order.authorizations();
+        let mut authz = authzs.next().await.unwrap().unwrap();
+        authz.challenge(ChallengeType::Http01).unwrap().set_ready().await.unwrap();
+    }
+    let err = match order.poll_ready(&RetryPolicy::default()).await {
+        Err(instant_acme::Error::Api(p)) => p,
+        other => panic!("expected the order's problem, got {other:?}"),
+    };
+    assert_eq!(err.r#type.as_deref(), Some("urn:ietf:params:acme:error:connection"));
+    assert!(err.detail.unwrap().contains("cloud metadata"));
+}
