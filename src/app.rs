@@ -93,6 +93,7 @@ impl App {
         let validator: Arc<dyn Validator> = Arc::new(
             NetValidator::new(ValidationSettings {
                 http01_port: config.validation.http01_port,
+                tls_alpn01_port: config.validation.tls_alpn01_port,
                 nameservers: config.nameservers(),
                 timeout: config.validation_timeout(),
                 max_redirects: config.validation.max_redirects,

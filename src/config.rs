@@ -101,6 +101,8 @@ impl Default for PolicyConfig {
 pub struct ValidationConfig {
     /// Port vacme connects to for http-01. Default 80.
     pub http01_port: u16,
+    /// Port vacme connects to for tls-alpn-01. Default 443.
+    pub tls_alpn01_port: u16,
     /// DNS servers (`ip:port`, or `ip` for port 53) used to resolve names to validate. Default: the system resolver.
     #[serde(deserialize_with = "string_or_list")]
     pub nameservers: Vec<String>,
@@ -121,6 +123,7 @@ impl Default for ValidationConfig {
     fn default() -> Self {
         Self {
             http01_port: 80,
+            tls_alpn01_port: 443,
             nameservers: Vec::new(),
             workers: 16,
             timeout_secs: 10,

@@ -82,8 +82,8 @@ impl Policy {
         match id {
             _ if id.is_wildcard() => vec![ChallengeType::Dns01],
             // RFC 8738 §7: dns-01 cannot prove an IP address.
-            Identifier::Ip(_) => vec![ChallengeType::Http01],
-            Identifier::Dns(_) => vec![ChallengeType::Http01, ChallengeType::Dns01],
+            Identifier::Ip(_) => vec![ChallengeType::Http01, ChallengeType::TlsAlpn01],
+            Identifier::Dns(_) => vec![ChallengeType::Http01, ChallengeType::Dns01, ChallengeType::TlsAlpn01],
         }
     }
 }

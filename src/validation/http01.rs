@@ -218,6 +218,7 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let settings = ValidationSettings {
             http01_port: port,
+            tls_alpn01_port: 443,
             nameservers: vec!["127.0.0.1:1".parse().unwrap()],
             timeout: Duration::from_secs(2),
             max_redirects: 3,

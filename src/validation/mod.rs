@@ -5,6 +5,7 @@ mod dns01;
 mod http01;
 mod resolver;
 mod target;
+mod tls_alpn01;
 pub mod worker;
 
 use std::{fmt, net::SocketAddr, time::Duration};
@@ -12,13 +13,15 @@ use std::{fmt, net::SocketAddr, time::Duration};
 pub use resolver::Resolver;
 pub use target::TargetPolicy;
 
-use crate::acme::{Identifier, Problem, ProblemType, types::ChallengeType};
+use crate::acme::{Identifier, Problem, types::ChallengeType};
 
 /// How validation connects.
 #[derive(Clone, Debug)]
 pub struct ValidationSettings {
     /// Port for http-01 (80 in production).
     pub http01_port: u16,
+    /// Port for tls-alpn-01 (443 in production).
+    pub tls_alpn01_port: u16,
     /// DNS servers; empty means the system resolver.
     pub nameservers: Vec<SocketAddr>,
     /// Connect and overall timeout of one attempt.
@@ -57,13 +60,17 @@ pub enum ValidationSetupError {
 #[derive(Debug)]
 pub struct NetValidator {
     http01: http01::Http01,
+    tls_alpn01: tls_alpn01::TlsAlpn01,
     resolver: std::sync::Arc<Resolver>,
 }
 
 impl NetValidator {
     pub fn new(settings: ValidationSettings) -> Result<Self, ValidationSetupError> {
         let resolver = std::sync::Arc::new(Resolver::new(&settings.nameservers, settings.timeout)?);
-        Ok(Self { http01: http01::Http01::new(&settings, resolver.clone())?, resolver })
+        let targets = std::sync::Arc::new(TargetPolicy::new(settings.allowed_targets.clone()));
+        let tls_alpn01 =
+            tls_alpn01::TlsAlpn01::new(resolver.clone(), targets, settings.tls_alpn01_port, settings.timeout);
+        Ok(Self { http01: http01::Http01::new(&settings, resolver.clone())?, tls_alpn01, resolver })
     }
 }
 
@@ -79,9 +86,7 @@ impl Validator for NetValidator {
         match kind {
             ChallengeType::Http01 => self.http01.validate(identifier, token, key_authorization).await,
             ChallengeType::Dns01 => dns01::validate(&self.resolver, identifier, key_authorization).await,
-            other => {
-                Err(Problem::new(ProblemType::Malformed, format!("{other} validation is not supported by this server")))
-            }
+            ChallengeType::TlsAlpn01 => self.tls_alpn01.validate(identifier, key_authorization).await,
         }
     }
 }
