@@ -2,11 +2,15 @@
 //! the body with the key authorization. Bounded: timeout, redirect cap, body cap, own resolver.
 
 use std::{
+    cell::RefCell,
+    error::Error as StdError,
+    fmt,
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
 
 use reqwest::{
+    Url,
     dns::{Addrs, Name, Resolve, Resolving},
     redirect::Policy,
 };
@@ -14,101 +18,104 @@ use reqwest::{
 use super::{Resolver, TargetPolicy, ValidationSettings, ValidationSetupError};
 use crate::acme::{Identifier, Problem, ProblemType};
 
-/// Every hop of an http-01 fetch resolves through the validation resolver.
+tokio::task_local! {
+    /// The addresses the current fetch's latest hop resolved to, so a connection problem can
+    /// name the address that failed (each validation runs in its own scope).
+    static RESOLVED: RefCell<Vec<IpAddr>>;
+}
+
+/// A hop vacme itself refused (DNS failure, refused target, disallowed redirect): its problem
+/// is already worded for the owner and travels through reqwest's error chain unchanged.
+#[derive(Debug)]
+struct Refused(Problem);
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.detail)
+    }
+}
+
+impl StdError for Refused {}
+
+/// Every hop of an http-01 fetch resolves through the validation resolver, not getaddrinfo.
 struct ViaResolver {
     resolver: Arc<Resolver>,
     targets: Arc<TargetPolicy>,
+}
+
+impl fmt::Debug for ViaResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ViaResolver")
+    }
 }
 
 impl Resolve for ViaResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let (resolver, targets) = (self.resolver.clone(), self.targets.clone());
         Box::pin(async move {
-            let ips = resolver
-                .lookup_ips(name.as_str())
-                .await
-                .map_err(|p| -> Box<dyn std::error::Error + Send + Sync> { p.detail.into() })?;
-            // Checked here too, so a redirect or a changed DNS answer cannot reach a refused address.
-            let ips =
-                allowed(&targets, ips).map_err(|why| -> Box<dyn std::error::Error + Send + Sync> { why.into() })?;
-            // reqwest replaces port 0 with the URL's port.
+            let refused = |p: Problem| -> Box<dyn StdError + Send + Sync> { Box::new(Refused(p)) };
+            let host = name.as_str();
+            let ips = resolver.lookup_ips(host).await.map_err(refused)?;
+            // Checked on every hop, so a redirect or a changed DNS answer cannot reach a refused address.
+            let ips = allowed(&targets, ips)
+                .map_err(|why| refused(Problem::new(ProblemType::Connection, format!("{host}: {why}"))))?;
+            let _ = RESOLVED.try_with(|seen| seen.replace(ips.clone()));
+            // hyper-util puts the URL's port on addresses that carry port 0.
             let addrs: Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)
         })
     }
 }
 
-/// The http-01 checker.
+/// The http-01 checker: one HTTP client for all validations.
 #[derive(Debug)]
 pub struct Http01 {
     client: reqwest::Client,
-    resolver: Arc<Resolver>,
     targets: Arc<TargetPolicy>,
     port: u16,
     max_body: usize,
 }
 
-impl std::fmt::Debug for ViaResolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ViaResolver")
-    }
-}
-
 impl Http01 {
+    /// Builds the client; `resolver` answers every hop.
     pub fn new(settings: &ValidationSettings, resolver: Arc<Resolver>) -> Result<Self, ValidationSetupError> {
-        let max = settings.max_redirects;
-        let port = settings.http01_port;
         let targets = Arc::new(TargetPolicy::new(settings.allowed_targets.clone()));
-        let redirect_targets = targets.clone();
-        let policy = Policy::custom(move |attempt| {
-            if attempt.previous().len() > max {
-                return attempt.error(format!("more than {max} redirects"));
-            }
-            let url = attempt.url();
-            // RFC 8555 §8.3: redirects may go to http on the validation port or https on 443.
-            let allowed = match url.scheme() {
-                "http" => url.port_or_known_default() == Some(port) || url.port_or_known_default() == Some(80),
-                "https" => url.port_or_known_default() == Some(443),
-                _ => false,
-            };
-            let shown = url.to_string();
-            // A literal address skips the resolver, so it is checked here.
-            let literal = url
-                .host_str()
-                .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
-                .and_then(|h| h.parse::<IpAddr>().ok())
-                .and_then(|ip| redirect_targets.check(ip).err());
-            match (allowed, literal) {
-                (true, None) => attempt.follow(),
-                (true, Some(why)) => attempt.error(format!("redirect to {shown}: {why}")),
-                (false, _) => attempt.error(format!("redirect to a disallowed URL {shown}")),
-            }
-        });
+        let policy = redirect_policy(settings.max_redirects, settings.http01_port, targets.clone());
         let client = reqwest::Client::builder()
             .redirect(policy)
             .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
+            // Shorter than the whole attempt, so a connect that hangs (a firewall dropping
+            // packets) is reported as such rather than as a slow server.
+            .connect_timeout(settings.timeout.mul_f64(0.75))
             .no_proxy()
+            // A fresh connection per fetch: a kept-alive one could still point at an address the
+            // name no longer has (the owner fixed DNS after a failed attempt).
+            .pool_max_idle_per_host(0)
             .user_agent(concat!("vacme-validation/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(ViaResolver { resolver: resolver.clone(), targets: targets.clone() }))
+            .dns_resolver(Arc::new(ViaResolver { resolver, targets: targets.clone() }))
             // A redirect to https is followed without certificate checks: the certificate is
-            // not what http-01 proves (as Let's Encrypt does).
+            // not what http-01 proves (Let's Encrypt does the same).
             .danger_accept_invalid_certs(true)
             .use_rustls_tls()
             .build()
             .map_err(|e| ValidationSetupError::Http(e.to_string()))?;
-        Ok(Self { client, resolver, targets, port: settings.http01_port, max_body: settings.max_body })
+        Ok(Self { client, targets, port: settings.http01_port, max_body: settings.max_body })
     }
 
+    /// Ok when the file holds `key_authorization`; otherwise a problem saying what was seen.
     pub async fn validate(&self, id: &Identifier, token: &str, key_authorization: &str) -> Result<(), Problem> {
+        // RFC 8555 §8.1: a token is base64url; anything else must not reach a URL path.
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(Problem::malformed("the challenge token is not base64url"));
+        }
         let host = match id {
-            Identifier::Dns(name) => {
-                // Resolve and check first, so DNS failures and refused targets are reported as such.
-                let ips = self.resolver.lookup_ips(name).await?;
-                allowed(&self.targets, ips)
-                    .map_err(|why| Problem::new(ProblemType::Connection, format!("{name}: {why}")))?;
-                name.clone()
+            // RFC 8555 §7.1.3: a wildcard is proven by dns-01 only.
+            Identifier::Dns(name) if id.is_wildcard() => {
+                return Err(Problem::unauthorized(format!("http-01 cannot prove the wildcard name {name}")));
             }
+            // Resolved (and checked against the target policy) by ViaResolver, on every hop.
+            Identifier::Dns(name) => name.clone(),
+            // RFC 8738 §3: connect to the address itself; Host is the literal.
             Identifier::Ip(ip) => {
                 self.targets.check(*ip).map_err(|why| Problem::new(ProblemType::Connection, why))?;
                 match ip {
@@ -122,33 +129,89 @@ impl Http01 {
         } else {
             format!("http://{host}:{}/.well-known/acme-challenge/{token}", self.port)
         };
-        let mut res = self.client.get(&url).send().await.map_err(|e| fetch_problem(&url, &e))?;
+        RESOLVED.scope(RefCell::new(Vec::new()), self.fetch(&url, key_authorization)).await
+    }
+
+    async fn fetch(&self, url: &str, key_authorization: &str) -> Result<(), Problem> {
+        let mut res = self.client.get(url).send().await.map_err(|e| fetch_problem(url, &e))?;
         let status = res.status();
         let final_url = res.url().to_string();
         if status != reqwest::StatusCode::OK {
             return Err(Problem::unauthorized(format!("Invalid response from {final_url}: {}", status.as_u16())));
         }
+        let too_large = || {
+            Problem::unauthorized(format!(
+                "Invalid response from {final_url}: the body is larger than {} bytes; \
+                 a key authorization file holds only the key authorization",
+                self.max_body
+            ))
+        };
+        if res.content_length().is_some_and(|len| len > self.max_body as u64) {
+            return Err(too_large());
+        }
+        // Read in chunks and stop at the cap: a huge or endless body costs at most `max_body`.
         let mut body = Vec::new();
-        while let Some(chunk) = res.chunk().await.map_err(|e| fetch_problem(&url, &e))? {
+        while let Some(chunk) = res.chunk().await.map_err(|e| fetch_problem(&final_url, &e))? {
             if body.len() + chunk.len() > self.max_body {
-                return Err(Problem::unauthorized(format!(
-                    "Invalid response from {final_url}: body is larger than {} bytes",
-                    self.max_body
-                )));
+                return Err(too_large());
             }
             body.extend_from_slice(&chunk);
         }
         let text = String::from_utf8_lossy(&body);
+        // RFC 8555 §8.3: the client may add trailing whitespace; nothing else may differ.
         let got = text.trim_end_matches([' ', '\t', '\r', '\n']);
         if got == key_authorization {
             Ok(())
         } else {
             Err(Problem::new(
                 ProblemType::IncorrectResponse,
-                format!("The key authorization file from {final_url} is wrong: got {:?}", shorten(got)),
+                format!(
+                    "The key authorization file from {final_url} did not match this challenge: \
+                     expected {key_authorization:?}, got {:?}",
+                    shorten(got)
+                ),
             ))
         }
     }
+}
+
+/// RFC 8555 §8.3 lets the server follow redirects; vacme follows at most `max` of them, only to
+/// http on port 80 or the http-01 port, or https on 443, and never to a refused address literal.
+fn redirect_policy(max: usize, port: u16, targets: Arc<TargetPolicy>) -> Policy {
+    Policy::custom(move |attempt| {
+        let refuse = |detail: String| -> Box<dyn StdError + Send + Sync> {
+            Box::new(Refused(Problem::new(ProblemType::Connection, detail)))
+        };
+        let shown = attempt.url().to_string();
+        let from = attempt.previous().last().map(Url::to_string).unwrap_or_default();
+        // `previous` holds the original URL and every redirect already followed.
+        if attempt.previous().len() > max {
+            return attempt.error(refuse(format!("Fetching {from}: too many redirects (more than {max})")));
+        }
+        let url = attempt.url();
+        let allowed = match url.scheme() {
+            "http" => url.port_or_known_default().is_some_and(|p| p == 80 || p == port),
+            "https" => url.port_or_known_default() == Some(443),
+            _ => false,
+        };
+        if !allowed {
+            let ports = if port == 80 { "80".to_owned() } else { format!("80 or {port}") };
+            return attempt.error(refuse(format!(
+                "Fetching {from}: redirect to a disallowed URL {shown}: only http on port {ports} \
+                 or https on port 443 is followed"
+            )));
+        }
+        // A literal address skips the resolver, so it is checked here.
+        if let Some(why) = literal_host(url).and_then(|ip| targets.check(ip).err()) {
+            return attempt.error(refuse(format!("Fetching {from}: redirect to {shown}: {why}")));
+        }
+        attempt.follow()
+    })
+}
+
+/// The host of `url` when it is an address literal (`[..]` around IPv6), which skips the resolver.
+fn literal_host(url: &Url) -> Option<IpAddr> {
+    url.host_str()?.trim_start_matches('[').trim_end_matches(']').parse().ok()
 }
 
 /// The addresses the target policy allows, or the first refusal when none is.
@@ -176,133 +239,364 @@ fn shorten(s: &str) -> String {
     if s.chars().count() > 64 { format!("{clean}...") } else { clean }
 }
 
-/// A connection-level failure, worded for the owner, without Rust error dumps.
+/// A failed fetch, worded for the owner and naming the address tried (boulder `detailedError`):
+/// never a Rust error chain. The raw error goes to the debug log.
 fn fetch_problem(url: &str, e: &reqwest::Error) -> Problem {
-    let mut root = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        root = s.to_string();
-        source = s.source();
+    tracing::debug!(url, error = ?e, "http-01 fetch failed");
+    let chain = || sources(e);
+    if let Some(Refused(problem)) = chain().find_map(|s| s.downcast_ref::<Refused>()) {
+        return problem.clone();
     }
-    if e.is_timeout() {
-        Problem::new(ProblemType::Connection, format!("Fetching {url}: timed out"))
-    } else if e.is_redirect() {
-        Problem::new(ProblemType::Connection, format!("Fetching {url}: {root}"))
-    } else if e.is_connect() {
-        Problem::new(ProblemType::Connection, format!("Fetching {url}: connection failed: {root}"))
-    } else {
-        Problem::new(ProblemType::Connection, format!("Fetching {url}: {root}"))
+    let failed = e.url().map_or_else(|| url.to_owned(), Url::to_string);
+    let at = e.url().map(address_tried).unwrap_or_default();
+    let connection = |what: &str| Problem::new(ProblemType::Connection, format!("{at}Fetching {failed}: {what}"));
+    if let Some(tls) = chain().find_map(|s| s.downcast_ref::<rustls::Error>()) {
+        return Problem::new(ProblemType::Tls, format!("{at}Fetching {failed}: TLS handshake failed: {tls}"));
     }
+    let io = chain().find_map(|s| s.downcast_ref::<std::io::Error>()).map(std::io::Error::kind);
+    if e.is_timeout() || io == Some(std::io::ErrorKind::TimedOut) {
+        return if e.is_connect() {
+            connection("Timeout during connect (likely firewall problem)")
+        } else {
+            connection("Timeout after connect (your server may be slow or overloaded)")
+        };
+    }
+    if let Some(kind) = io {
+        use std::io::ErrorKind::*;
+        return connection(match kind {
+            ConnectionRefused => "Connection refused",
+            ConnectionReset => "Connection reset by peer",
+            ConnectionAborted | BrokenPipe | UnexpectedEof => "Connection closed by the server",
+            HostUnreachable => "No route to host",
+            NetworkUnreachable => "Network unreachable",
+            AddrNotAvailable => "Address not available",
+            _ => "Error getting validation data",
+        });
+    }
+    // The innermost HTTP error says what the server did (outer ones are "canceled" wrappers).
+    if let Some(h) = chain().filter_map(|s| s.downcast_ref::<hyper::Error>()).last() {
+        return connection(if h.is_incomplete_message() || h.is_closed() {
+            "Connection closed before a full response was received"
+        } else {
+            "The server did not answer with a valid HTTP response"
+        });
+    }
+    if e.is_body() || e.is_decode() {
+        return connection("Error reading the response body");
+    }
+    connection("Error getting validation data")
+}
+
+/// The causes under `e`, outermost first.
+fn sources<'a>(e: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(e.source(), |&s| s.source())
+}
+
+/// `127.0.0.1:5002: ` for the host of `url` (its literal, or what the resolver answered for it
+/// on this fetch), ready to prefix a detail; empty when unknown.
+fn address_tried(url: &Url) -> String {
+    let Some(port) = url.port_or_known_default() else { return String::new() };
+    let ips = match literal_host(url) {
+        Some(ip) => vec![ip],
+        None => RESOLVED.try_with(|seen| seen.borrow().clone()).unwrap_or_default(),
+    };
+    if ips.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = ips.into_iter().map(|ip| SocketAddr::new(ip, port).to_string()).collect();
+    format!("{}: ", shown.join(", "))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
-    use axum::{Router, response::Redirect, routing::get};
+    use axum::{Router, body::Body, http::HeaderMap, response::Redirect, routing::get};
+    use bytes::Bytes;
 
-    use super::*;
+    use super::{super::resolver::test_dns::TestDns, *};
 
-    async fn serve(app: Router) -> u16 {
+    const CHALLENGE: &str = "/.well-known/acme-challenge";
+
+    /// Serves `app(port)` on 127.0.0.1 and returns the port.
+    async fn serve(app: impl FnOnce(u16) -> Router) -> u16 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let app = app(port);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         port
     }
 
-    fn checker(port: u16) -> Http01 {
-        checker_with_targets(port, vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
+    /// A responder for every outcome; tokens name the behaviour.
+    fn responder(port: u16) -> Router {
+        let to = |target: String| get(move || async move { Redirect::temporary(&target) });
+        let endless = || {
+            // Never ends: only a reader that stops at the cap gets past it.
+            let chunks = futures_util::stream::repeat_with(|| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 1024])));
+            Body::from_stream(chunks)
+        };
+        Router::new()
+            .route(&format!("{CHALLENGE}/good"), get(|| async { "good.thumb\n" }))
+            .route(&format!("{CHALLENGE}/spaced"), get(|| async { "spaced.thumb \r\n\t" }))
+            .route(&format!("{CHALLENGE}/indented"), get(|| async { " indented.thumb" }))
+            .route(&format!("{CHALLENGE}/wrong"), get(|| async { format!("\x1b[31mnot it{}", "z".repeat(200)) }))
+            .route(
+                &format!("{CHALLENGE}/host"),
+                get(|h: HeaderMap| async move { h.get("host").map(|v| v.as_bytes().to_vec()).unwrap_or_default() }),
+            )
+            .route(
+                &format!("{CHALLENGE}/agent"),
+                get(|h: HeaderMap| async move { h.get("user-agent").map(|v| v.as_bytes().to_vec()).unwrap_or_default() }),
+            )
+            .route(&format!("{CHALLENGE}/moved"), to(format!("{CHALLENGE}/good")))
+            .route(&format!("{CHALLENGE}/loop"), to(format!("{CHALLENGE}/loop")))
+            .route(&format!("{CHALLENGE}/huge"), get(|| async { "x".repeat(1 << 20) }))
+            .route(&format!("{CHALLENGE}/endless"), get(move || async move { endless() }))
+            .route(&format!("{CHALLENGE}/elsewhere"), to(format!("http://127.0.0.1:1{CHALLENGE}/good")))
+            .route(&format!("{CHALLENGE}/ftp"), to(format!("ftp://nas.lab.test{CHALLENGE}/good")))
+            .route(&format!("{CHALLENGE}/to-gone"), to(format!("http://gone.lab.test:{port}{CHALLENGE}/good")))
+            .route(&format!("{CHALLENGE}/to-other"), to(format!("http://other.lab.test:{port}{CHALLENGE}/good")))
+            .route(&format!("{CHALLENGE}/meta"), to(format!("http://169.254.169.254{CHALLENGE}/x")))
     }
 
-    fn checker_with_targets(port: u16, allowed_targets: Vec<ipnet::IpNet>) -> Http01 {
+    fn checker(dns: &TestDns, port: u16) -> Http01 {
+        checker_with_targets(dns, port, vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
+    }
+
+    fn checker_with_targets(dns: &TestDns, port: u16, allowed_targets: Vec<ipnet::IpNet>) -> Http01 {
+        checker_with(dns, port, allowed_targets, Duration::from_secs(2))
+    }
+
+    fn checker_with(dns: &TestDns, port: u16, allowed_targets: Vec<ipnet::IpNet>, timeout: Duration) -> Http01 {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let settings = ValidationSettings {
             http01_port: port,
             tls_alpn01_port: 443,
-            nameservers: vec!["127.0.0.1:1".parse().unwrap()],
-            timeout: Duration::from_secs(2),
+            nameservers: vec![dns.addr()],
+            timeout,
             max_redirects: 3,
             max_body: 8192,
             allowed_targets,
         };
-        let resolver = Arc::new(Resolver::new(&settings.nameservers, settings.timeout).unwrap());
+        // As NetValidator builds it.
+        let resolver = Arc::new(Resolver::new(&settings.nameservers, settings.timeout / 2).unwrap());
         Http01::new(&settings, resolver).unwrap()
     }
 
-    fn dns(n: &str) -> Identifier {
+    /// The test zone: `nas` and `other` at 127.0.0.1, everything else NXDOMAIN.
+    async fn zone() -> TestDns {
+        let dns = TestDns::start().await;
+        dns.set("nas.lab.test", &["127.0.0.1".parse().unwrap()]);
+        dns.set("other.lab.test", &["127.0.0.1".parse().unwrap()]);
+        dns
+    }
+
+    fn dns_id(n: &str) -> Identifier {
         Identifier::Dns(n.into())
     }
 
     #[tokio::test]
-    async fn outcomes() {
-        let app = Router::new()
-            .route("/.well-known/acme-challenge/good", get(|| async { "good.thumb\n" }))
-            .route("/.well-known/acme-challenge/wrong", get(|| async { "something else" }))
-            .route(
-                "/.well-known/acme-challenge/moved",
-                get(|| async { Redirect::temporary("/.well-known/acme-challenge/good") }),
-            )
-            .route(
-                "/.well-known/acme-challenge/loop",
-                get(|| async { Redirect::temporary("/.well-known/acme-challenge/loop") }),
-            )
-            .route("/.well-known/acme-challenge/huge", get(|| async { "x".repeat(1 << 20) }))
-            .route(
-                "/.well-known/acme-challenge/elsewhere",
-                get(|| async { Redirect::temporary("http://127.0.0.1:1/.well-known/acme-challenge/good") }),
-            );
-        let port = serve(app).await;
-        let c = checker(port);
-        c.validate(&dns("nas.localhost"), "good", "good.thumb").await.unwrap();
-        c.validate(&Identifier::Ip("127.0.0.1".parse().unwrap()), "good", "good.thumb").await.unwrap();
-        c.validate(&dns("nas.localhost"), "moved", "good.thumb").await.unwrap();
+    async fn right_answers_through_the_validation_resolver() {
+        let dns = zone().await;
+        let port = serve(responder).await;
+        let c = checker(&dns, port);
+        let nas = dns_id("nas.lab.test");
+        for token in ["good", "spaced", "moved", "to-other"] {
+            let expected = if token == "spaced" { "spaced.thumb" } else { "good.thumb" };
+            c.validate(&nas, token, expected).await.unwrap_or_else(|p| panic!("{token}: {}", p.detail));
+        }
+        // Host is the name with its port (not 80 here); the User-Agent names vacme.
+        c.validate(&nas, "host", &format!("nas.lab.test:{port}")).await.unwrap();
+        c.validate(&nas, "agent", concat!("vacme-validation/", env!("CARGO_PKG_VERSION"))).await.unwrap();
+        assert!(dns.queries() > 0, "resolution went through the test DNS server");
+    }
+
+    #[tokio::test]
+    async fn wrong_answers_are_problems_worded_for_the_owner() {
+        let dns = zone().await;
+        let port = serve(responder).await;
+        let c = checker(&dns, port);
         let cases = [
-            ("missing", "unauthorized", "404"),
-            ("wrong", "incorrectResponse", "something else"),
-            ("loop", "connection", "redirects"),
-            ("huge", "unauthorized", "larger than"),
-            ("elsewhere", "connection", "disallowed"),
+            (
+                "missing",
+                "unauthorized",
+                format!("Invalid response from http://nas.lab.test:{port}{CHALLENGE}/missing: 404"),
+            ),
+            ("indented", "incorrectResponse", r#"got " indented.thumb""#.to_owned()),
+            ("wrong", "incorrectResponse", format!(r#"got "?[31mnot it{}...""#, "z".repeat(53))),
+            ("wrong", "incorrectResponse", r#"expected "wrong.thumb""#.to_owned()),
+            ("loop", "connection", format!("Fetching http://nas.lab.test:{port}{CHALLENGE}/loop: too many redirects")),
+            ("huge", "unauthorized", "larger than 8192 bytes".to_owned()),
+            ("elsewhere", "connection", "redirect to a disallowed URL http://127.0.0.1:1/".to_owned()),
+            ("ftp", "connection", "redirect to a disallowed URL ftp://".to_owned()),
+            ("to-gone", "dns", "DNS problem: NXDOMAIN looking up A for gone.lab.test".to_owned()),
         ];
         for (token, kind, text) in cases {
-            let p = c.validate(&dns("nas.localhost"), token, &format!("{token}.thumb")).await.unwrap_err();
+            let p = c.validate(&dns_id("nas.lab.test"), token, &format!("{token}.thumb")).await.unwrap_err();
             assert_eq!(p.kind.code(), kind, "{token}: {}", p.detail);
-            assert!(p.detail.contains(text), "{token}: {}", p.detail);
+            assert!(p.detail.contains(&text), "{token}: {:?} lacks {text:?}", p.detail);
         }
     }
 
     #[tokio::test]
-    async fn nothing_listening_and_no_dns() {
+    async fn an_endless_body_is_cut_at_the_cap() {
+        let dns = zone().await;
+        let port = serve(responder).await;
+        let started = Instant::now();
+        let p = checker(&dns, port).validate(&dns_id("nas.lab.test"), "endless", "x").await.unwrap_err();
+        // Reading it all would end in the 2 s timeout (a `connection` problem), never here.
+        assert_eq!(p.kind.code(), "unauthorized", "{}", p.detail);
+        assert!(p.detail.contains("larger than 8192 bytes"), "{}", p.detail);
+        assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_missing_name_is_a_dns_problem() {
+        let dns = zone().await;
+        let port = serve(responder).await;
+        let p = checker(&dns, port).validate(&dns_id("gone.lab.test"), "good", "good.thumb").await.unwrap_err();
+        assert_eq!(p.kind.code(), "dns");
+        assert_eq!(
+            p.detail,
+            "DNS problem: NXDOMAIN looking up A for gone.lab.test - check that a DNS record exists for this name"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_dns_query_is_a_dns_problem_not_a_timeout() {
+        let dns = zone().await;
+        dns.silent("slow.lab.test");
+        let c = checker_with(&dns, 1, vec!["127.0.0.0/8".parse().unwrap()], Duration::from_secs(1));
+        let p = c.validate(&dns_id("slow.lab.test"), "t", "t.x").await.unwrap_err();
+        assert_eq!(p.kind.code(), "dns", "{}", p.detail);
+        assert_eq!(p.detail, "DNS problem: query timed out looking up A for slow.lab.test");
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_connection_problem_naming_the_address() {
+        let dns = zone().await;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let c = checker(port);
-        let p = c.validate(&dns("nas.localhost"), "t", "t.x").await.unwrap_err();
-        assert_eq!(p.kind.code(), "connection", "{}", p.detail);
-        // Nameserver 127.0.0.1:1 answers nothing: a dns problem, within the timeout.
-        let p = c.validate(&dns("nas.lab.test"), "t", "t.x").await.unwrap_err();
-        assert_eq!(p.kind.code(), "dns", "{}", p.detail);
+        let p = checker(&dns, port).validate(&dns_id("nas.lab.test"), "t", "t.x").await.unwrap_err();
+        assert_eq!(p.kind.code(), "connection");
+        assert_eq!(
+            p.detail,
+            format!("127.0.0.1:{port}: Fetching http://nas.lab.test:{port}{CHALLENGE}/t: Connection refused")
+        );
+    }
+
+    /// A raw TCP server that answers every connection with `reply` (or holds it open when None).
+    async fn raw_server(reply: Option<&'static [u8]>) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut conn, _)) = listener.accept().await {
+                if let Some(reply) = reply {
+                    let mut request = [0u8; 1024];
+                    let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut request).await;
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut conn, reply).await;
+                }
+                held.push(conn);
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn silent_and_non_http_servers_are_connection_problems() {
+        let dns = zone().await;
+        let targets = vec!["127.0.0.0/8".parse().unwrap()];
+        let silent = raw_server(None).await;
+        let c = checker_with(&dns, silent, targets.clone(), Duration::from_millis(500));
+        let p = c.validate(&dns_id("nas.lab.test"), "t", "t.x").await.unwrap_err();
+        assert_eq!(p.kind.code(), "connection");
+        assert_eq!(
+            p.detail,
+            format!(
+                "127.0.0.1:{silent}: Fetching http://nas.lab.test:{silent}{CHALLENGE}/t: \
+                 Timeout after connect (your server may be slow or overloaded)"
+            )
+        );
+        let garbage = raw_server(Some(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")).await;
+        let c = checker_with(&dns, garbage, targets, Duration::from_secs(2));
+        let p = c.validate(&dns_id("nas.lab.test"), "t", "t.x").await.unwrap_err();
+        assert_eq!(p.kind.code(), "connection");
+        assert!(p.detail.ends_with("The server did not answer with a valid HTTP response"), "{}", p.detail);
+    }
+
+    #[tokio::test]
+    async fn every_address_of_the_name_is_tried() {
+        let dns = zone().await;
+        // 127.0.0.2 is loopback too but nothing listens there: refused, then 127.0.0.1 answers.
+        dns.set("multi.lab.test", &["127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap()]);
+        let port = serve(responder).await;
+        checker(&dns, port).validate(&dns_id("multi.lab.test"), "good", "good.thumb").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_only_name_is_reached() {
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            eprintln!("no IPv6 loopback here; skipped");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, responder(port)).await.unwrap() });
+        let dns = zone().await;
+        dns.set("six.lab.test", &["::1".parse().unwrap()]);
+        let c = checker(&dns, port);
+        c.validate(&dns_id("six.lab.test"), "good", "good.thumb").await.unwrap();
+        // RFC 8738: an IPv6 identifier's Host is the bracketed literal.
+        c.validate(&Identifier::Ip("::1".parse().unwrap()), "host", &format!("[::1]:{port}")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn localhost_names_and_ip_identifiers_need_no_dns() {
+        let dns = zone().await;
+        let port = serve(responder).await;
+        let c = checker(&dns, port);
+        c.validate(&dns_id("foo.localhost"), "good", "good.thumb").await.unwrap();
+        let ip = Identifier::Ip("127.0.0.1".parse().unwrap());
+        c.validate(&ip, "good", "good.thumb").await.unwrap();
+        c.validate(&ip, "host", &format!("127.0.0.1:{port}")).await.unwrap();
+        assert_eq!(dns.queries(), 0);
+    }
+
+    #[tokio::test]
+    async fn bad_tokens_and_wildcards_never_reach_the_network() {
+        let dns = zone().await;
+        let c = checker(&dns, 1);
+        for token in ["", "../../etc", "a/b", "a?b"] {
+            let p = c.validate(&dns_id("nas.lab.test"), token, "x").await.unwrap_err();
+            assert_eq!(p.kind.code(), "malformed", "{token:?}");
+        }
+        let p = c.validate(&dns_id("*.lab.test"), "t", "t.x").await.unwrap_err();
+        assert_eq!(p.kind.code(), "unauthorized", "{}", p.detail);
+        assert_eq!(dns.queries(), 0);
     }
 
     #[tokio::test]
     async fn target_policy_refuses_before_connecting() {
-        let c = checker_with_targets(1, vec![]);
+        let dns = zone().await;
+        let c = checker_with_targets(&dns, 1, vec![]);
         let p = c.validate(&Identifier::Ip("169.254.169.254".parse().unwrap()), "t", "t.x").await.unwrap_err();
         assert_eq!(p.kind.code(), "connection");
         assert!(p.detail.contains("cloud metadata"), "{}", p.detail);
-        let p = c.validate(&dns("nas.localhost"), "t", "t.x").await.unwrap_err();
+        let p = c.validate(&dns_id("nas.localhost"), "t", "t.x").await.unwrap_err();
         assert!(p.detail.contains("loopback addresses are not in validation.allowed_targets"), "{}", p.detail);
+        let p = c.validate(&dns_id("nas.lab.test"), "t", "t.x").await.unwrap_err();
+        assert_eq!(p.kind.code(), "connection");
+        assert!(p.detail.starts_with("nas.lab.test: "), "{}", p.detail);
         let p = c.validate(&Identifier::Ip("10.9.8.7".parse().unwrap()), "t", "t.x").await.unwrap_err();
         assert!(p.detail.contains("private"), "{}", p.detail);
     }
 
     #[tokio::test]
     async fn redirects_cannot_reach_refused_addresses() {
-        let app = Router::new().route(
-            "/.well-known/acme-challenge/meta",
-            get(|| async { Redirect::temporary("http://169.254.169.254/.well-known/acme-challenge/x") }),
-        );
-        let port = serve(app).await;
-        let p = checker(port).validate(&dns("nas.localhost"), "meta", "meta.x").await.unwrap_err();
+        let dns = zone().await;
+        let port = serve(responder).await;
+        let p = checker(&dns, port).validate(&dns_id("nas.lab.test"), "meta", "meta.x").await.unwrap_err();
         assert_eq!(p.kind.code(), "connection");
         assert!(p.detail.contains("169.254.169.254"), "{}", p.detail);
     }

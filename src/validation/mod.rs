@@ -66,7 +66,9 @@ pub struct NetValidator {
 
 impl NetValidator {
     pub fn new(settings: ValidationSettings) -> Result<Self, ValidationSetupError> {
-        let resolver = std::sync::Arc::new(Resolver::new(&settings.nameservers, settings.timeout)?);
+        // Half the attempt for DNS, so a dead nameserver is reported as a DNS problem before the
+        // attempt's own timeout (which covers resolving, connecting and reading) fires.
+        let resolver = std::sync::Arc::new(Resolver::new(&settings.nameservers, settings.timeout / 2)?);
         let targets = std::sync::Arc::new(TargetPolicy::new(settings.allowed_targets.clone()));
         let tls_alpn01 =
             tls_alpn01::TlsAlpn01::new(resolver.clone(), targets, settings.tls_alpn01_port, settings.timeout);
