@@ -99,6 +99,7 @@ impl App {
                 max_redirects: config.validation.max_redirects,
                 max_body: 8 * 1024,
                 allowed_targets: config.allowed_targets(),
+                caa_identities: config.policy.caa_identities.clone(),
             })
             .map_err(|e| AppError::Validation(e.to_string()))?,
         );
@@ -167,6 +168,7 @@ impl App {
                 validator: self.validator.clone(),
                 clock: st.clock.clone(),
                 wake: st.wake.clone(),
+                urls: st.urls.clone(),
                 settings: ValidationWorkerSettings {
                     workers: self.config.validation.workers,
                     retry_window_secs: self.config.validation.retry_window_secs as i64,

@@ -83,6 +83,9 @@ pub struct PolicyConfig {
     /// CIDRs (or single addresses) that may be ordered as `ip` identifiers. Default none.
     #[serde(deserialize_with = "string_or_list")]
     pub allowed_ips: Vec<String>,
+    /// This CA's issuer domains for CAA (RFC 8659); empty turns CAA checking off. Default empty.
+    #[serde(deserialize_with = "string_or_list")]
+    pub caa_identities: Vec<String>,
 }
 
 impl Default for PolicyConfig {
@@ -92,6 +95,7 @@ impl Default for PolicyConfig {
             max_identifiers: 100,
             allow_wildcards: false,
             allowed_ips: Vec::new(),
+            caa_identities: Vec::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub struct Policy {
     max_identifiers: usize,
     allow_wildcards: bool,
     allowed_ips: Vec<ipnet::IpNet>,
+    caa_identities: Vec<String>,
 }
 
 impl Policy {
@@ -26,7 +27,13 @@ impl Policy {
             max_identifiers: cfg.max_identifiers,
             allow_wildcards: cfg.allow_wildcards,
             allowed_ips: cfg.allowed_ips.iter().filter_map(|s| crate::config::parse_net(s)).collect(),
+            caa_identities: cfg.caa_identities.clone(),
         }
+    }
+
+    /// The issuer domains CAA records must name (advertised in the directory's `caaIdentities`).
+    pub fn caa_identities(&self) -> &[String] {
+        &self.caa_identities
     }
 
     /// Most identifiers in one order.
@@ -98,6 +105,7 @@ mod tests {
             max_identifiers: 10,
             allow_wildcards: false,
             allowed_ips: vec![],
+            caa_identities: vec![],
         })
     }
 
@@ -121,6 +129,7 @@ mod tests {
             max_identifiers: 10,
             allow_wildcards: true,
             allowed_ips: vec![],
+            caa_identities: vec![],
         });
         assert!(p.check(std::slice::from_ref(&wild)).is_ok());
         assert!(p.check(&[Identifier::Dns("*.other.example".into())]).is_err());

@@ -17,7 +17,11 @@ pub async fn directory(State(st): State<AppState>) -> AcmeResponse {
         new_order: st.urls.new_order(),
         revoke_cert: None,
         key_change: None,
-        meta: DirectoryMeta { website: None, caa_identities: Vec::new(), external_account_required: false },
+        meta: DirectoryMeta {
+            website: None,
+            caa_identities: st.policy.caa_identities().to_vec(),
+            external_account_required: false,
+        },
     };
     AcmeResponse::json(StatusCode::OK, &dir)
 }

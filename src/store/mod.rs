@@ -365,7 +365,7 @@ impl Store {
         for id in ids {
             let raw = sqlx::query_as::<_, rows::RawClaim>(
                 "SELECT c.id, c.type, c.token, c.started_at, c.attempts, a.identifier_type, a.identifier_value,
-                        a.order_id, acc.key_thumbprint
+                        a.wildcard, a.order_id, acc.id AS account_id, acc.key_thumbprint
                  FROM challenges c
                  JOIN authorizations a ON a.id = c.authz_id
                  JOIN accounts acc ON acc.id = a.account_id

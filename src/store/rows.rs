@@ -209,7 +209,9 @@ pub(super) struct RawClaim {
     attempts: i64,
     identifier_type: String,
     identifier_value: String,
+    wildcard: bool,
     order_id: String,
+    account_id: String,
     key_thumbprint: String,
 }
 
@@ -221,8 +223,12 @@ pub struct ClaimedChallenge {
     pub token: String,
     pub started_at: i64,
     pub attempts: i64,
+    /// The identifier whose control is proven (a wildcard's base domain).
     pub identifier: Identifier,
+    /// The order's identifier was `*.<identifier>`.
+    pub wildcard: bool,
     pub order_id: String,
+    pub account_id: String,
     pub account_thumbprint: String,
 }
 
@@ -236,7 +242,9 @@ impl TryFrom<RawClaim> for ClaimedChallenge {
             id: r.id,
             token: r.token,
             attempts: r.attempts,
+            wildcard: r.wildcard,
             order_id: r.order_id,
+            account_id: r.account_id,
             account_thumbprint: r.key_thumbprint,
         })
     }

@@ -377,6 +377,7 @@ mod tests {
             max_redirects: 3,
             max_body: 8192,
             allowed_targets,
+            caa_identities: vec![],
         };
         // As NetValidator builds it.
         let resolver = Arc::new(Resolver::new(&settings.nameservers, settings.timeout / 2).unwrap());

@@ -1,6 +1,7 @@
 //! Challenge validation (RFC 8555 §8): checks run by background workers, never inside a request.
 //! A failed check is data: a Problem worded for the domain owner, stored on the challenge.
 
+mod caa;
 mod dns01;
 mod http01;
 mod resolver;
@@ -32,6 +33,8 @@ pub struct ValidationSettings {
     pub max_body: usize,
     /// Loopback/private ranges that may be contacted (see `TargetPolicy`).
     pub allowed_targets: Vec<ipnet::IpNet>,
+    /// This CA's CAA issuer domains; empty turns CAA checking off.
+    pub caa_identities: Vec<String>,
 }
 
 /// Checks one challenge response.
@@ -45,6 +48,11 @@ pub trait Validator: fmt::Debug + Send + Sync {
         token: &str,
         key_authorization: &str,
     ) -> Result<(), Problem>;
+
+    /// RFC 8659 CAA check for an identifier whose challenge passed. The default allows.
+    async fn caa(&self, _identifier: &Identifier, _account_uri: &str, _method: ChallengeType) -> Result<(), Problem> {
+        Ok(())
+    }
 }
 
 /// Why the validator could not be built.
@@ -62,6 +70,7 @@ pub struct NetValidator {
     http01: http01::Http01,
     tls_alpn01: tls_alpn01::TlsAlpn01,
     resolver: std::sync::Arc<Resolver>,
+    caa_identities: Vec<String>,
 }
 
 impl NetValidator {
@@ -72,7 +81,8 @@ impl NetValidator {
         let targets = std::sync::Arc::new(TargetPolicy::new(settings.allowed_targets.clone()));
         let tls_alpn01 =
             tls_alpn01::TlsAlpn01::new(resolver.clone(), targets, settings.tls_alpn01_port, settings.timeout);
-        Ok(Self { http01: http01::Http01::new(&settings, resolver.clone())?, tls_alpn01, resolver })
+        let caa_identities = settings.caa_identities.clone();
+        Ok(Self { http01: http01::Http01::new(&settings, resolver.clone())?, tls_alpn01, resolver, caa_identities })
     }
 }
 
@@ -90,5 +100,9 @@ impl Validator for NetValidator {
             ChallengeType::Dns01 => dns01::validate(&self.resolver, identifier, key_authorization).await,
             ChallengeType::TlsAlpn01 => self.tls_alpn01.validate(identifier, key_authorization).await,
         }
+    }
+
+    async fn caa(&self, identifier: &Identifier, account_uri: &str, method: ChallengeType) -> Result<(), Problem> {
+        caa::check(&self.resolver, &self.caa_identities, identifier, account_uri, method).await
     }
 }

@@ -84,6 +84,25 @@ impl Resolver {
         }
     }
 
+    /// CAA records at exactly `name` (RFC 8659): (critical, tag, value). Empty when there are none.
+    pub async fn lookup_caa(&self, name: &str) -> Result<Vec<(bool, String, String)>, Problem> {
+        match self.lookup(name, RecordType::CAA).await {
+            Ok(answers) => Ok(answers
+                .iter()
+                .filter_map(|data| match data {
+                    RData::CAA(caa) => Some((
+                        caa.issuer_critical,
+                        caa.tag.to_ascii_lowercase(),
+                        String::from_utf8_lossy(&caa.value).into_owned(),
+                    )),
+                    _ => None,
+                })
+                .collect()),
+            Err(Failure::NoRecords | Failure::NxDomain) => Ok(Vec::new()),
+            Err(failure) => Err(failure.problem(RecordType::CAA, name)),
+        }
+    }
+
     /// A and AAAA records of `name` (CNAMEs followed), IPv4 first, or a `dns` problem that says
     /// what went wrong. Never empty when Ok.
     pub async fn lookup_ips(&self, name: &str) -> Result<Vec<IpAddr>, Problem> {

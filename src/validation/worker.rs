@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
-    acme::{Problem, Subproblem},
+    acme::{Identifier, Problem, Subproblem},
     clock::Clock,
     state::Wake,
     store::{ClaimedChallenge, Store},
@@ -32,6 +32,7 @@ pub struct ValidationWorker {
     pub validator: Arc<dyn Validator>,
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Wake>,
+    pub urls: Arc<crate::acme::Urls>,
     pub settings: ValidationWorkerSettings,
 }
 
@@ -88,7 +89,20 @@ impl ValidationWorker {
     /// One attempt at one challenge, and its outcome written to the store.
     async fn attempt(&self, chall: ClaimedChallenge) {
         let key_authz = format!("{}.{}", chall.token, chall.account_thumbprint);
-        let result = self.validator.validate(chall.kind, &chall.identifier, &chall.token, &key_authz).await;
+        let mut result = self.validator.validate(chall.kind, &chall.identifier, &chall.token, &key_authz).await;
+        let mut final_failure = false;
+        if result.is_ok() {
+            // CAA names the identifier as ordered (a wildcard consults issuewild).
+            let ordered = match &chall.identifier {
+                Identifier::Dns(base) if chall.wildcard => Identifier::Dns(format!("*.{base}")),
+                other => other.clone(),
+            };
+            if let Err(p) = self.validator.caa(&ordered, &self.urls.account(&chall.account_id), chall.kind).await {
+                // A CAA refusal is the domain owner's decision, not a glitch: no retry.
+                final_failure = p.kind == crate::acme::ProblemType::Caa;
+                result = Err(p);
+            }
+        }
         let now = self.clock.unix();
         let outcome = match result {
             Ok(()) => {
@@ -98,7 +112,7 @@ impl ValidationWorker {
             Err(problem) => {
                 let delay = backoff(chall.attempts);
                 let wire = serde_json::to_value(&problem).unwrap_or_else(|_| json!({}));
-                if now + delay - chall.started_at <= self.settings.retry_window_secs {
+                if !final_failure && now + delay - chall.started_at <= self.settings.retry_window_secs {
                     tracing::debug!(challenge_type = %chall.kind, identifier = %chall.identifier,
                         detail = %problem.detail, "challenge attempt failed; retrying");
                     self.store.challenge_retry(&chall.id, &wire, now + delay).await

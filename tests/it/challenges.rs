@@ -207,3 +207,74 @@ async fn tls_alpn01_through_the_server() {
     order.finalize().await.unwrap();
     order.poll_certificate(&RetryPolicy::default()).await.unwrap();
 }
+
+/// One http-01 order for `name` under CAA; Ok(()) when it got ready, else the order's problem.
+async fn order_under_caa(env: &TestEnv, name: &str) -> Result<(), instant_acme::Problem> {
+    let (account, _) = env.account().await;
+    let ids = [Identifier::Dns(name.into())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+    {
+        let mut authzs = order.authorizations();
+        let mut authz = authzs.next().await.unwrap().unwrap();
+        let mut chall = authz.challenge(ChallengeType::Http01).unwrap();
+        env.responder.set(&chall.token, chall.key_authorization().as_str());
+        chall.set_ready().await.unwrap();
+    }
+    match order.poll_ready(&RetryPolicy::default().timeout(Duration::from_secs(20))).await {
+        Ok(OrderStatus::Ready) => Ok(()),
+        Err(instant_acme::Error::Api(p)) => Err(p),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn caa_env(dns: &TestDns) -> TestEnv {
+    let ns = dns.addr().to_string();
+    TestEnv::start_with(move |c| {
+        c.policy.allowed_domains = vec!["lab.test".into()];
+        c.policy.caa_identities = vec!["vacme.test".into()];
+        c.validation.nameservers = vec![ns];
+    })
+    .await
+}
+
+#[tokio::test]
+async fn caa_forbids_and_allows_by_issuer_account_and_method() {
+    let dns = TestDns::with_zone("lab.test", Ipv4Addr::LOCALHOST).await;
+    // The parent's record governs every name below it (RFC 8659 §3).
+    dns.add_caa("lab.test", 0, "issue", "other-ca.example");
+    dns.add_caa("ok.lab.test", 0, "issue", "vacme.test; validationmethods=http-01,dns-01");
+    dns.add_caa("dns-only.lab.test", 0, "issue", "vacme.test; validationmethods=dns-01");
+    dns.add_caa("acct.lab.test", 0, "issue", "vacme.test; accounturi=https://localhost/acme/acct/someone-else");
+    dns.add_caa("critical.lab.test", 128, "tbs", "unknown");
+    let env = caa_env(&dns).await;
+    let dir: serde_json::Value = env.http().get(&env.directory).send().await.unwrap().json().await.unwrap();
+    assert_eq!(dir["meta"]["caaIdentities"], serde_json::json!(["vacme.test"]));
+
+    let p = order_under_caa(&env, "nas.lab.test").await.unwrap_err();
+    assert_eq!(p.r#type.as_deref(), Some("urn:ietf:params:acme:error:caa"));
+    assert!(p.detail.as_deref().unwrap().contains("CAA record for lab.test"), "{p:?}");
+    order_under_caa(&env, "ok.lab.test").await.unwrap();
+    for name in ["dns-only.lab.test", "acct.lab.test", "critical.lab.test"] {
+        let p = order_under_caa(&env, name).await.unwrap_err();
+        assert_eq!(p.r#type.as_deref(), Some("urn:ietf:params:acme:error:caa"), "{name}: {p:?}");
+    }
+}
+
+#[tokio::test]
+async fn caa_accounturi_of_the_ordering_account_allows() {
+    let dns = TestDns::with_zone("lab.test", Ipv4Addr::LOCALHOST).await;
+    let env = caa_env(&dns).await;
+    let (account, _) = env.account().await;
+    let uri = env.url(&format!("/acme/acct/{}", account.id().rsplit('/').next().unwrap()));
+    dns.add_caa("mine.lab.test", 0, "issue", &format!("vacme.test; accounturi={uri}"));
+    let ids = [Identifier::Dns("mine.lab.test".into())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+    {
+        let mut authzs = order.authorizations();
+        let mut authz = authzs.next().await.unwrap().unwrap();
+        let mut chall = authz.challenge(ChallengeType::Http01).unwrap();
+        env.responder.set(&chall.token, chall.key_authorization().as_str());
+        chall.set_ready().await.unwrap();
+    }
+    assert_eq!(order.poll_ready(&RetryPolicy::default()).await.unwrap(), OrderStatus::Ready);
+}

@@ -15,6 +15,7 @@ struct Zone {
     default_a: Option<Ipv4Addr>,
     txt: HashMap<String, Vec<String>>,
     cname: HashMap<String, String>,
+    caa: HashMap<String, Vec<(u8, String, String)>>,
     /// TXT values are also read from `<dir>/<name>` (one per line), so a client's hook
     /// script in another process can publish records.
     txt_dir: Option<std::path::PathBuf>,
@@ -29,6 +30,7 @@ pub struct TestDns {
 const TYPE_A: u16 = 1;
 const TYPE_TXT: u16 = 16;
 const TYPE_CNAME: u16 = 5;
+const TYPE_CAA: u16 = 257;
 
 fn encode_name(name: &str) -> Vec<u8> {
     let mut out = Vec::new();
@@ -68,6 +70,16 @@ impl TestDns {
     #[allow(dead_code)]
     pub fn add_txt(&self, name: &str, value: &str) {
         self.zone.lock().unwrap().txt.entry(name.to_ascii_lowercase()).or_default().push(value.to_owned());
+    }
+
+    /// Adds a CAA record (RFC 8659) at `name`.
+    #[allow(dead_code)]
+    pub fn add_caa(&self, name: &str, flags: u8, tag: &str, value: &str) {
+        self.zone.lock().unwrap().caa.entry(name.to_ascii_lowercase()).or_default().push((
+            flags,
+            tag.into(),
+            value.into(),
+        ));
     }
 
     /// `name` becomes a CNAME for `target` (acme-dns style delegation).
@@ -125,6 +137,14 @@ fn respond(q: &[u8], zone: &Zone) -> Option<Vec<u8>> {
             TYPE_A => {
                 if let Some(a) = zone.default_a {
                     answers.push((name.clone(), TYPE_A, a.octets().to_vec()));
+                }
+            }
+            TYPE_CAA => {
+                for (flags, tag, value) in zone.caa.get(&name).into_iter().flatten() {
+                    let mut rdata = vec![*flags, tag.len() as u8];
+                    rdata.extend_from_slice(tag.as_bytes());
+                    rdata.extend_from_slice(value.as_bytes());
+                    answers.push((name.clone(), TYPE_CAA, rdata));
                 }
             }
             TYPE_TXT => {
