@@ -9,6 +9,7 @@ use subtle::ConstantTimeEq;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value that must never be printed.
     pub fn new(s: impl Into<String>) -> Self {
         Self(s.into())
     }

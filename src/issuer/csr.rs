@@ -14,19 +14,27 @@ use x509_parser::{
 
 use crate::acme::{Identifier, Problem, identifier::normalize_dns};
 
-/// Which CSR keys are accepted at finalize.
-#[derive(Clone, Debug)]
+/// Which CSR keys are accepted at finalize (anything else is `badCSR` before the CA sees it).
+///
+/// This is vacme's floor, not the CA's: a Vault role's `key_type`/`key_bits` may refuse more
+/// (a `key_type=ec` role answers an RSA CSR with "role requires keys of type ec"), and that
+/// refusal reaches the client as `badCSR` with Vault's text.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyPolicy {
+    /// EC P-256 (secp256r1). Default: on.
     pub ec_p256: bool,
+    /// EC P-384 (secp384r1). Default: on.
     pub ec_p384: bool,
-    pub rsa_min_bits: usize,
-    pub rsa_max_bits: usize,
+    /// Smallest RSA modulus accepted, in bits. Default: 2048 (CA/B Forum BR §6.1.5).
+    pub rsa_min_bits: u32,
+    /// Largest RSA modulus accepted, in bits. Default: 8192 (bounds the cost of verifying the CSR).
+    pub rsa_max_bits: u32,
+    /// Ed25519. Default: off, because Vault roles with `key_type=ec` or `rsa` refuse it and
+    /// few TLS clients accept Ed25519 server certificates.
     pub ed25519: bool,
 }
 
 impl Default for KeyPolicy {
-    /// EC P-256/P-384 and RSA 2048-8192. Ed25519 is off: Vault roles with `key_type=ec` or `rsa`
-    /// refuse it, and few clients use it.
     fn default() -> Self {
         Self { ec_p256: true, ec_p384: true, rsa_min_bits: 2048, rsa_max_bits: 8192, ed25519: false }
     }
@@ -38,7 +46,9 @@ const MAX_CN: usize = 64;
 /// A CSR whose signature, key and names were checked against the order.
 #[derive(Clone, Debug)]
 pub struct IssuanceRequest {
+    /// The CSR as the client sent it (DER).
     pub csr_der: Vec<u8>,
+    /// The same CSR as PEM, for Vault's `csr` parameter.
     pub csr_pem: String,
     /// Sorted, de-duplicated; exactly the CSR's names and the order's identifiers.
     pub identifiers: Vec<Identifier>,
@@ -46,7 +56,9 @@ pub struct IssuanceRequest {
     pub common_name: String,
     /// The subject public key info (DER), for a CA that signs from it.
     pub spki_der: Vec<u8>,
+    /// The order's requested `notBefore`; issuers clamp it, never refuse it.
     pub not_before: Option<OffsetDateTime>,
+    /// The order's requested `notAfter`; issuers cap it at their maximum, never refuse it.
     pub not_after: Option<OffsetDateTime>,
 }
 
@@ -83,7 +95,8 @@ impl IssuanceRequest {
         for attr in csr.certification_request_info.subject.iter_common_name() {
             let value = attr.as_str().map_err(|_| Problem::bad_csr("CSR common name is not a string"))?;
             let id = name_identifier(value)?;
-            cn = Some(id.value());
+            // Every CN must be an order name; the first is the one the certificate keeps.
+            cn = cn.or_else(|| Some(id.value()));
             names.insert(id);
         }
         let wanted: BTreeSet<Identifier> = order_identifiers.iter().cloned().collect();
@@ -132,7 +145,7 @@ fn check_key(csr: &X509CertificationRequest<'_>, policy: &KeyPolicy) -> Result<(
             _ => Err(Problem::bad_csr("CSR key: only EC P-256 and P-384 curves are accepted")),
         }
     } else if *alg == OID_PKCS1_RSAENCRYPTION {
-        let bits = spki.parsed().map(|k| k.key_size()).unwrap_or(0);
+        let bits = spki.parsed().map(|k| u32::try_from(k.key_size()).unwrap_or(u32::MAX)).unwrap_or(0);
         if (policy.rsa_min_bits..=policy.rsa_max_bits).contains(&bits) {
             Ok(())
         } else {
@@ -185,21 +198,38 @@ pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P384_SHA384, SanType};
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P384_SHA384, SanType};
 
     use super::*;
 
-    fn dns(names: &[&str]) -> Vec<Identifier> {
-        names.iter().map(|n| Identifier::Dns((*n).into())).collect()
+    fn ids(names: &[&str]) -> Vec<Identifier> {
+        names
+            .iter()
+            .map(|n| match n.parse::<IpAddr>() {
+                Ok(ip) => Identifier::Ip(ip),
+                Err(_) => Identifier::Dns((*n).into()),
+            })
+            .collect()
     }
 
-    fn csr(sans: &[&str], cn: Option<&str>, key: &KeyPair) -> Vec<u8> {
+    /// Space-separated names.
+    fn words(names: &str) -> Vec<&str> {
+        names.split_whitespace().collect()
+    }
+
+    /// A CSR for `sans` (DNS names or IP literals) plus `extra` SANs, with an optional CN.
+    fn csr_with(sans: &[&str], extra: Vec<SanType>, cn: Option<&str>, key: &KeyPair) -> Vec<u8> {
         let mut p = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.subject_alt_names.extend(extra);
+        p.distinguished_name = DistinguishedName::new();
         if let Some(cn) = cn {
             p.distinguished_name.push(DnType::CommonName, cn);
         }
         p.serialize_request(key).unwrap().der().to_vec()
+    }
+
+    fn csr(sans: &[&str], cn: Option<&str>, key: &KeyPair) -> Vec<u8> {
+        csr_with(sans, Vec::new(), cn, key)
     }
 
     fn check(order: &[Identifier], der: &[u8]) -> Result<IssuanceRequest, Problem> {
@@ -207,61 +237,132 @@ mod tests {
     }
 
     #[test]
-    fn certbot_style_csr_without_cn() {
+    fn names_table() {
         let key = KeyPair::generate().unwrap();
-        let req = check(&dns(&["b.lab.test", "a.lab.test"]), &csr(&["A.lab.test", "b.lab.test"], None, &key)).unwrap();
-        assert_eq!(req.identifiers, dns(&["a.lab.test", "b.lab.test"]));
-        assert_eq!(req.common_name, "a.lab.test");
-        assert!(req.csr_pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----\n"));
-    }
-
-    #[test]
-    fn cn_counts_as_a_name() {
-        let key = KeyPair::generate().unwrap();
-        let req = check(&dns(&["a.lab.test", "b.lab.test"]), &csr(&["b.lab.test"], Some("a.lab.test"), &key)).unwrap();
-        assert_eq!(req.common_name, "a.lab.test");
-        let p = check(&dns(&["a.lab.test"]), &csr(&["a.lab.test"], Some("evil.lab.test"), &key)).unwrap_err();
-        assert_eq!(p.kind.code(), "badCSR");
-    }
-
-    #[test]
-    fn names_must_match_exactly() {
-        let key = KeyPair::generate().unwrap();
-        for (order, sans) in [
-            (vec!["a.lab.test"], vec!["a.lab.test", "b.lab.test"]),
-            (vec!["a.lab.test", "b.lab.test"], vec!["a.lab.test"]),
-            (vec!["a.lab.test"], vec!["c.lab.test"]),
-        ] {
-            let p = check(&dns(&order), &csr(&sans, None, &key)).unwrap_err();
-            assert_eq!(p.kind.code(), "badCSR", "{order:?} vs {sans:?}");
+        let long_first = format!("{}.lab.test b.lab.test", "a".repeat(60));
+        // (case, order, CSR SANs, CSR CN, Ok(expected common_name) or Err(()) for badCSR)
+        type Row<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Result<&'a str, ()>);
+        let table: [Row; 17] = [
+            ("no CN, like certbot", "b.lab.test a.lab.test", "a.lab.test b.lab.test", None, Ok("a.lab.test")),
+            ("CN also a SAN", "a.lab.test b.lab.test", "a.lab.test b.lab.test", Some("b.lab.test"), Ok("b.lab.test")),
+            ("CN only in the subject", "a.lab.test b.lab.test", "b.lab.test", Some("a.lab.test"), Ok("a.lab.test")),
+            ("case and trailing dot", "a.lab.test", "A.Lab.TEST.", Some("a.LAB.test"), Ok("a.lab.test")),
+            ("duplicate SANs", "a.lab.test", "a.lab.test a.lab.test", None, Ok("a.lab.test")),
+            ("wildcard", "*.lab.test", "*.lab.test", None, Ok("*.lab.test")),
+            ("IP only: no CN", "10.0.0.5", "10.0.0.5", None, Ok("")),
+            ("IPv6 and DNS", "a.lab.test fd00::5", "fd00::5 a.lab.test", None, Ok("a.lab.test")),
+            ("first name too long for a CN", &long_first, &long_first, None, Ok("b.lab.test")),
+            ("extra SAN", "a.lab.test", "a.lab.test b.lab.test", None, Err(())),
+            ("extra CN", "a.lab.test", "a.lab.test", Some("evil.lab.test"), Err(())),
+            ("missing name", "a.lab.test b.lab.test", "a.lab.test", None, Err(())),
+            ("other name", "a.lab.test", "c.lab.test", None, Err(())),
+            ("IP instead of DNS", "10.0.0.5", "a.lab.test", None, Err(())),
+            ("empty CN", "a.lab.test", "a.lab.test", Some(""), Err(())),
+            ("no names at all", "a.lab.test", "", None, Err(())),
+            ("CN not a DNS name", "a.lab.test", "a.lab.test", Some("My Server"), Err(())),
+        ];
+        for (case, order, sans, cn, want) in table {
+            let order = ids(&words(order));
+            match (check(&order, &csr(&words(sans), cn, &key)), want) {
+                (Ok(req), Ok(want_cn)) => {
+                    let mut sorted = order.clone();
+                    sorted.sort();
+                    assert_eq!(req.identifiers, sorted, "{case}");
+                    assert_eq!(req.common_name, want_cn, "{case}");
+                    assert!(req.csr_pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----\n"), "{case}");
+                }
+                (Err(p), Err(())) => assert_eq!(p.kind.code(), "badCSR", "{case}: {}", p.detail),
+                (got, want) => panic!("{case}: got {got:?}, want {want:?}"),
+            }
         }
     }
 
     #[test]
-    fn ip_sans_and_other_san_types() {
+    fn only_dns_and_ip_sans() {
         let key = KeyPair::generate().unwrap();
-        let req = check(&[Identifier::Ip("10.0.0.5".parse().unwrap())], &csr(&["10.0.0.5"], None, &key)).unwrap();
-        assert_eq!(req.common_name, "");
-        let mut p = CertificateParams::new(vec!["a.lab.test".to_string()]).unwrap();
-        p.subject_alt_names.push(SanType::Rfc822Name("a@lab.test".try_into().unwrap()));
-        let der = p.serialize_request(&key).unwrap().der().to_vec();
-        assert_eq!(check(&dns(&["a.lab.test"]), &der).unwrap_err().kind.code(), "badCSR");
+        let order = ids(&["a.lab.test"]);
+        for extra in [
+            SanType::Rfc822Name("a@lab.test".try_into().unwrap()),
+            SanType::URI("https://a.lab.test/".try_into().unwrap()),
+        ] {
+            let p = check(&order, &csr_with(&["a.lab.test"], vec![extra.clone()], None, &key)).unwrap_err();
+            assert_eq!(p.kind.code(), "badCSR", "{extra:?}");
+        }
     }
 
     #[test]
-    fn garbage_tampered_and_weak() {
+    fn mismatch_names_the_difference() {
         let key = KeyPair::generate().unwrap();
-        assert_eq!(check(&dns(&["a.lab.test"]), b"nope").unwrap_err().kind.code(), "badCSR");
-        let mut der = csr(&["a.lab.test"], None, &key);
-        let last = der.len() - 1;
-        der[last] ^= 0x01;
-        assert_eq!(check(&dns(&["a.lab.test"]), &der).unwrap_err().kind.code(), "badCSR");
-        // ring cannot sign with a 1024-bit key, so this CSR was made once with openssl.
-        let p = check(&dns(&["a.lab.test"]), include_bytes!("testdata/rsa1024-a.lab.test.csr.der")).unwrap_err();
+        let p =
+            check(&ids(&["a.lab.test", "b.lab.test"]), &csr(&["a.lab.test", "c.lab.test"], None, &key)).unwrap_err();
+        assert!(p.detail.contains("c.lab.test") && p.detail.contains("b.lab.test"), "{}", p.detail);
+    }
+
+    #[test]
+    fn malformed_and_forged() {
+        let key = KeyPair::generate().unwrap();
+        let order = ids(&["a.lab.test"]);
+        let good = csr(&["a.lab.test"], None, &key);
+        check(&order, &good).unwrap();
+        // The signature BIT STRING ends the DER: flip one bit of it.
+        let mut tampered = good.clone();
+        *tampered.last_mut().unwrap() ^= 0x01;
+        // Or keep the signature and change a name under it.
+        let pos = good.windows(10).position(|w| w == b"a.lab.test").unwrap();
+        let mut renamed = good.clone();
+        renamed[pos] = b'b';
+        let mut trailing = good.clone();
+        trailing.push(0);
+        for (case, der) in [
+            ("garbage", b"nope".to_vec()),
+            ("empty", Vec::new()),
+            ("PEM instead of DER", pem_encode("CERTIFICATE REQUEST", &good).into_bytes()),
+            ("tampered signature", tampered),
+            ("name changed under the signature", renamed),
+            ("trailing data", trailing),
+        ] {
+            let p = check(&order, &der).unwrap_err();
+            assert_eq!(p.kind.code(), "badCSR", "{case}");
+        }
+    }
+
+    #[test]
+    fn key_policy() {
+        let order = ids(&["a.lab.test"]);
+        // ring can neither load nor sign with a 1024-bit RSA key, so this CSR was made once with
+        // `openssl req -newkey rsa:1024 -subj / -addext subjectAltName=DNS:a.lab.test -outform der`.
+        let p = check(&order, include_bytes!("testdata/rsa1024-a.lab.test.csr.der")).unwrap_err();
+        assert_eq!(p.kind.code(), "badCSR");
         assert!(p.detail.contains("1024"), "{}", p.detail);
-        let rsa2048 = KeyPair::from_pem(include_str!("testdata/rsa2048.pem")).unwrap();
-        check(&dns(&["a.lab.test"]), &csr(&["a.lab.test"], None, &rsa2048)).unwrap();
-        let p384 = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
-        check(&dns(&["a.lab.test"]), &csr(&["a.lab.test"], None, &p384)).unwrap();
+
+        // PKCS#8 from `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`.
+        let rsa = csr(&["a.lab.test"], None, &KeyPair::from_pem(include_str!("testdata/rsa2048.pem")).unwrap());
+        check(&order, &rsa).unwrap();
+        let strict = KeyPolicy { rsa_min_bits: 3072, ..KeyPolicy::default() };
+        assert!(IssuanceRequest::new(&order, &rsa, &strict, None, None).unwrap_err().detail.contains("2048"));
+
+        let p384 = csr(&["a.lab.test"], None, &KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap());
+        check(&order, &p384).unwrap();
+        let no384 = KeyPolicy { ec_p384: false, ..KeyPolicy::default() };
+        assert_eq!(IssuanceRequest::new(&order, &p384, &no384, None, None).unwrap_err().kind.code(), "badCSR");
+
+        let ed = csr(&["a.lab.test"], None, &KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap());
+        assert_eq!(check(&order, &ed).unwrap_err().kind.code(), "badCSR", "Ed25519 is off by default");
+        let with_ed = KeyPolicy { ed25519: true, ..KeyPolicy::default() };
+        IssuanceRequest::new(&order, &ed, &with_ed, None, None).unwrap();
+    }
+
+    #[test]
+    fn keeps_the_csr_and_requested_validity() {
+        let key = KeyPair::generate().unwrap();
+        let der = csr(&["a.lab.test"], None, &key);
+        let nb = OffsetDateTime::now_utc();
+        let na = nb + time::Duration::days(7);
+        let req = IssuanceRequest::new(&ids(&["a.lab.test"]), &der, &KeyPolicy::default(), Some(nb), Some(na)).unwrap();
+        assert_eq!(req.csr_der, der);
+        assert_eq!((req.not_before, req.not_after), (Some(nb), Some(na)));
+        let (_, pem) = x509_parser::pem::parse_x509_pem(req.csr_pem.as_bytes()).unwrap();
+        assert_eq!(pem.contents, der);
+        assert_eq!(req.spki_der, rcgen::PublicKeyData::subject_public_key_info(&key));
     }
 }

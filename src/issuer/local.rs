@@ -9,7 +9,7 @@ use std::{
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer as RcIssuer,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
+    KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber, SubjectPublicKeyInfo,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
@@ -28,6 +28,19 @@ pub enum LocalCaError {
     Rcgen(#[from] rcgen::Error),
     #[error("no randomness available")]
     Random,
+    #[error("{0} does not hold the key of ca.pem")]
+    KeyMismatch(PathBuf),
+}
+
+impl From<LocalCaError> for IssueError {
+    /// A request rcgen cannot sign (an unsupported key) is a refusal; a broken disk or RNG is not
+    /// the client's fault, so the worker retries.
+    fn from(e: LocalCaError) -> Self {
+        match e {
+            LocalCaError::Rcgen(_) => IssueError::Refused(e.to_string()),
+            _ => IssueError::Unavailable(Box::new(e)),
+        }
+    }
 }
 
 /// A CA whose key lives in `<dir>/ca.key` (0600) and certificate in `<dir>/ca.pem`.
@@ -64,6 +77,13 @@ impl LocalCa {
                 let ca_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
                 let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
                 let key = KeyPair::from_pem(&key_pem)?;
+                // A swapped key file would sign certificates that chain to nothing: refuse to start.
+                let bad = |e: String| rcgen::Error::X509(format!("{}: {e}", cert_path.display()));
+                let (_, block) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
+                let cert = block.parse_x509().map_err(|e| bad(e.to_string()))?;
+                if cert.public_key().raw != key.subject_public_key_info().as_slice() {
+                    return Err(LocalCaError::KeyMismatch(key_path));
+                }
                 let issuer = RcIssuer::from_ca_cert_pem(&ca_pem, key)?;
                 Ok(Self { dir: dir.to_owned(), ca_pem, issuer })
             }
@@ -117,7 +137,8 @@ impl LocalCa {
         let mut params = CertificateParams::default();
         params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, names.first().cloned().unwrap_or_else(|| "vacme".into()));
+        // RFC 5280 ub-common-name is 64; the SANs are what clients check anyway.
+        dn.push(DnType::CommonName, names.first().filter(|n| n.len() <= 64).map_or("vacme", String::as_str));
         params.distinguished_name = dn;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -136,8 +157,9 @@ impl LocalCa {
         let now = OffsetDateTime::now_utc();
         let earliest = now - time::Duration::minutes(1);
         let latest = now + max_ttl;
-        let not_before = req.not_before.map_or(earliest, |t| t.clamp(earliest, now));
-        let not_after = req.not_after.filter(|t| *t > now).map_or(now + default_ttl, |t| t.min(latest));
+        // Whole seconds, so `Issued` says exactly what the certificate says (X.509 times have no fraction).
+        let not_before = whole_seconds(req.not_before.map_or(earliest, |t| t.clamp(earliest, now)));
+        let not_after = whole_seconds(req.not_after.filter(|t| *t > now).map_or(now + default_ttl, |t| t.min(latest)));
         let spki = SubjectPublicKeyInfo::from_der(&req.spki_der)?;
         let mut params = CertificateParams::default();
         params.subject_alt_names = req
@@ -157,7 +179,13 @@ impl LocalCa {
         // strict parsers (Python's cryptography, so certbot) refuse.
         params.is_ca = IsCa::NoCa;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        // RFC 5280 §4.2.1.3: keyEncipherment only means something for RSA key transport (the
+        // TLS 1.2 RSA key exchange); an EC key only signs.
+        params.key_usages = if is_rsa(&req.spki_der) {
+            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment]
+        } else {
+            vec![KeyUsagePurpose::DigitalSignature]
+        };
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;
         params.not_after = not_after;
@@ -174,6 +202,15 @@ impl LocalCa {
             not_after,
         })
     }
+}
+
+fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t - time::Duration::nanoseconds(i64::from(t.nanosecond()))
+}
+
+fn is_rsa(spki_der: &[u8]) -> bool {
+    use x509_parser::{oid_registry::OID_PKCS1_RSAENCRYPTION, prelude::FromDer, x509::SubjectPublicKeyInfo};
+    SubjectPublicKeyInfo::from_der(spki_der).is_ok_and(|(_, spki)| spki.algorithm.algorithm == OID_PKCS1_RSAENCRYPTION)
 }
 
 fn san(name: &str) -> Result<SanType, rcgen::Error> {
@@ -221,6 +258,7 @@ pub struct LocalIssuer {
 }
 
 impl LocalIssuer {
+    /// Certificates last `default_ttl` unless the order asks for a `notAfter`, which is capped at `max_ttl`.
     pub fn new(ca: Arc<LocalCa>, default_ttl: Duration, max_ttl: Duration) -> Self {
         Self { ca, default_ttl, max_ttl }
     }
@@ -229,7 +267,7 @@ impl LocalIssuer {
 #[async_trait::async_trait]
 impl Issuer for LocalIssuer {
     async fn sign(&self, req: &IssuanceRequest) -> Result<Issued, IssueError> {
-        self.ca.sign(req, self.default_ttl, self.max_ttl).map_err(|e| IssueError::Refused(e.to_string()))
+        Ok(self.ca.sign(req, self.default_ttl, self.max_ttl)?)
     }
 
     async fn revoke(&self, _serial: &str) -> Result<(), IssueError> {
@@ -253,70 +291,206 @@ impl Issuer for LocalIssuer {
 
 #[cfg(test)]
 mod tests {
-    use x509_parser::pem::Pem;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+    use x509_parser::{extensions::GeneralName, pem::Pem};
 
     use super::*;
     use crate::issuer::KeyPolicy;
 
+    fn parse(pem: &str) -> Pem {
+        Pem::iter_from_buffer(pem.as_bytes()).next().unwrap().unwrap()
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
     #[test]
     fn created_once_and_reused() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = LocalCa::load_or_create(&dir.path().join("ca")).unwrap();
-        let b = LocalCa::load_or_create(&dir.path().join("ca")).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ca");
+        let a = LocalCa::load_or_create(&dir).unwrap();
+        let on_disk = std::fs::read(dir.join("ca.pem")).unwrap();
+        let b = LocalCa::load_or_create(&dir).unwrap();
         assert_eq!(a.ca_pem(), b.ca_pem());
+        assert_eq!(std::fs::read(dir.join("ca.pem")).unwrap(), on_disk, "never rewritten");
+        assert_eq!(a.ca_path(), dir.join("ca.pem"));
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("ca/ca.key")).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
+            assert_eq!(mode(&dir.join("ca.key")), 0o600);
+            assert_eq!(mode(&dir), 0o700);
         }
-        std::fs::remove_file(dir.path().join("ca/ca.key")).unwrap();
-        assert!(matches!(LocalCa::load_or_create(&dir.path().join("ca")), Err(LocalCaError::HalfPresent(_))));
+
+        let pem = parse(a.ca_pem());
+        let ca = pem.parse_x509().unwrap();
+        assert!(ca.is_ca());
+        ca.verify_signature(None).unwrap();
+        let cn = ca.subject().iter_common_name().next().unwrap().as_str().unwrap().to_owned();
+        assert!(cn.starts_with("vacme local CA "), "{cn}");
+        let years = (ca.validity().not_after.to_datetime() - OffsetDateTime::now_utc()).whole_days() / 365;
+        assert_eq!(years, 9, "ten years, less the day in progress");
+
+        // A second CA elsewhere gets a different name, so two labs' roots are told apart.
+        let other = LocalCa::load_or_create(&tmp.path().join("other")).unwrap();
+        assert_ne!(other.ca_pem(), a.ca_pem());
+    }
+
+    #[test]
+    fn half_or_mismatched_ca_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+        LocalCa::load_or_create(&one).unwrap();
+        LocalCa::load_or_create(&two).unwrap();
+        std::fs::copy(two.join("ca.key"), one.join("ca.key")).unwrap();
+        assert!(matches!(LocalCa::load_or_create(&one), Err(LocalCaError::KeyMismatch(_))));
+        std::fs::remove_file(one.join("ca.key")).unwrap();
+        assert!(matches!(LocalCa::load_or_create(&one), Err(LocalCaError::HalfPresent(_))));
+        std::fs::remove_file(two.join("ca.pem")).unwrap();
+        assert!(matches!(LocalCa::load_or_create(&two), Err(LocalCaError::HalfPresent(_))));
+        assert!(!two.join("ca.pem").exists(), "a lone key is never paired with a new certificate");
+    }
+
+    fn request(
+        names: &[&str],
+        key: &KeyPair,
+        nb: Option<OffsetDateTime>,
+        na: Option<OffsetDateTime>,
+    ) -> IssuanceRequest {
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name = DistinguishedName::new();
+        // Asks for more than a TLS certificate; the local CA must not copy anything from the CSR.
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        let der = p.serialize_request(key).unwrap().der().to_vec();
+        let ids: Vec<Identifier> =
+            names.iter().map(|n| n.parse().map_or_else(|_| Identifier::Dns((*n).into()), Identifier::Ip)).collect();
+        IssuanceRequest::new(&ids, &der, &KeyPolicy::default(), nb, na).unwrap()
+    }
+
+    fn issuer(ca: &Arc<LocalCa>) -> LocalIssuer {
+        LocalIssuer::new(ca.clone(), Duration::from_secs(90 * 86400), Duration::from_secs(365 * 86400))
     }
 
     #[tokio::test]
-    async fn signs_exactly_the_identifiers_and_clamps_validity() {
+    async fn signs_exactly_the_identifiers() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Arc::new(LocalCa::load_or_create(dir.path()).unwrap());
-        let issuer = LocalIssuer::new(ca.clone(), Duration::from_secs(90 * 86400), Duration::from_secs(365 * 86400));
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec!["a.lab.test".to_string(), "10.1.2.3".to_string()]).unwrap();
-        p.distinguished_name = DistinguishedName::new();
-        let der = p.serialize_request(&key).unwrap().der().to_vec();
-        let ids = vec![Identifier::Dns("a.lab.test".into()), Identifier::Ip("10.1.2.3".parse().unwrap())];
-        let far = OffsetDateTime::now_utc() + ::time::Duration::days(5000);
-        let req = IssuanceRequest::new(&ids, &der, &KeyPolicy::default(), None, Some(far)).unwrap();
-        let issued = issuer.sign(&req).await.unwrap();
-        let leaf_pem = Pem::iter_from_buffer(issued.leaf_pem.as_bytes()).next().unwrap().unwrap();
-        let leaf = leaf_pem.parse_x509().unwrap();
-        let ca_pem = Pem::iter_from_buffer(ca.ca_pem().as_bytes()).next().unwrap().unwrap();
-        let ca_cert = ca_pem.parse_x509().unwrap();
+        let issued = issuer(&ca).sign(&request(&["a.lab.test", "10.1.2.3"], &key, None, None)).await.unwrap();
+
+        let (leaf_pem, ca_pem) = (parse(&issued.leaf_pem), parse(ca.ca_pem()));
+        let (leaf, ca_cert) = (leaf_pem.parse_x509().unwrap(), ca_pem.parse_x509().unwrap());
         leaf.verify_signature(Some(ca_cert.public_key())).unwrap();
+        assert_eq!(leaf.issuer(), ca_cert.subject());
+        assert_eq!(leaf.public_key().raw, key.subject_public_key_info().as_slice(), "the CSR's key");
         let sans = &leaf.subject_alternative_name().unwrap().unwrap().value.general_names;
-        assert_eq!(sans.len(), 2);
+        assert_eq!(sans, &[GeneralName::DNSName("a.lab.test"), GeneralName::IPAddress(&[10, 1, 2, 3])]);
+        assert_eq!(leaf.subject().iter_common_name().next().unwrap().as_str().unwrap(), "a.lab.test");
         assert!(!leaf.is_ca());
-        assert!(
-            leaf.basic_constraints().unwrap().is_none(),
-            "no explicit cA=FALSE (a DER default that certbot refuses)"
-        );
+        assert!(leaf.basic_constraints().unwrap().is_none(), "no explicit cA=FALSE (a DER default certbot refuses)");
         let eku = leaf.extended_key_usage().unwrap().unwrap().value;
-        assert!(eku.server_auth && eku.client_auth);
-        let days = (issued.not_after - OffsetDateTime::now_utc()).whole_days();
-        assert!((364..=365).contains(&days), "clamped to max: {days}");
-        assert_eq!(issued.serial.len(), 32);
+        assert!(eku.server_auth && eku.client_auth && !eku.code_signing);
+        let ku = leaf.key_usage().unwrap().unwrap().value;
+        assert!(ku.digital_signature() && !ku.key_encipherment() && !ku.key_cert_sign(), "EC: sign only");
+        let aki =
+            leaf.extensions().iter().any(|e| e.oid == x509_parser::oid_registry::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER);
+        assert!(aki, "authorityKeyIdentifier");
+
+        assert_eq!(issued.serial.len(), 32, "16 random bytes");
+        assert!(leaf.raw_serial()[0] < 0x80, "positive");
         assert_eq!(leaf.raw_serial_as_string().replace(':', ""), issued.serial);
+        assert_eq!(issued.chain_pem, vec![ca.ca_pem().to_owned()]);
+        assert_eq!(issued.full_chain_pem().matches("BEGIN CERTIFICATE").count(), 2);
+        assert_eq!(leaf.validity().not_after.to_datetime(), issued.not_after);
+        assert_eq!(issuer(&ca).chain().await.unwrap(), vec![ca.ca_pem().to_owned()]);
     }
 
-    #[test]
-    fn serving_certificate_loads_into_rustls() {
+    #[tokio::test]
+    async fn rsa_keys_get_key_encipherment() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(LocalCa::load_or_create(dir.path()).unwrap());
+        let key = KeyPair::from_pem(include_str!("testdata/rsa2048.pem")).unwrap();
+        let issued = issuer(&ca).sign(&request(&["10.1.2.3"], &key, None, None)).await.unwrap();
+        let pem = parse(&issued.leaf_pem);
+        let leaf = pem.parse_x509().unwrap();
+        let ku = leaf.key_usage().unwrap().unwrap().value;
+        assert!(ku.digital_signature() && ku.key_encipherment());
+        assert_eq!(leaf.subject().iter_common_name().count(), 0, "IP only: no CN");
+        assert_eq!(leaf.public_key().raw, key.subject_public_key_info().as_slice());
+    }
+
+    #[tokio::test]
+    async fn validity_is_clamped_never_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(LocalCa::load_or_create(dir.path()).unwrap());
+        let key = KeyPair::generate().unwrap();
+        let now = OffsetDateTime::now_utc();
+        // Certificates carry whole seconds: allow for the truncation.
+        let days = |t: OffsetDateTime| (t - now + time::Duration::seconds(1)).whole_days();
+        let sign = |nb, na| {
+            let (issuer, req) = (issuer(&ca), request(&["a.lab.test"], &key, nb, na));
+            async move { issuer.sign(&req).await.unwrap() }
+        };
+
+        let default = sign(None, None).await;
+        assert_eq!(days(default.not_after), 90);
+        let minutes_back = (now - default.not_before).whole_seconds();
+        assert!((55..=65).contains(&minutes_back), "notBefore now - 1 min: {minutes_back}s");
+
+        let far = sign(None, Some(now + time::Duration::days(5000))).await;
+        assert!((364..=365).contains(&days(far.not_after)), "capped at max_ttl");
+
+        let week = sign(Some(now - time::Duration::days(30)), Some(now + time::Duration::days(7))).await;
+        assert_eq!(days(week.not_after), 7, "a shorter notAfter is honoured");
+        assert!(now - week.not_before <= time::Duration::minutes(2), "no backdating beyond a minute");
+
+        let future = sign(Some(now + time::Duration::days(3)), None).await;
+        assert!(future.not_before <= OffsetDateTime::now_utc(), "a future notBefore starts now");
+
+        let past = sign(None, Some(now - time::Duration::days(1))).await;
+        assert_eq!(days(past.not_after), 90, "a notAfter in the past falls back to the default");
+
+        let pem = parse(&far.leaf_pem);
+        let leaf = pem.parse_x509().unwrap();
+        assert_eq!(leaf.validity().not_after.to_datetime(), far.not_after);
+        assert_eq!(leaf.validity().not_before.to_datetime(), far.not_before);
+    }
+
+    #[tokio::test]
+    async fn serving_certificate_works_with_rustls() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let ca = LocalCa::load_or_create(dir.path()).unwrap();
         let (chain, key) = ca.issue_serving(&["localhost".into(), "127.0.0.1".into()]).unwrap();
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
         let certs: Vec<_> = CertificateDer::pem_slice_iter(chain.as_bytes()).collect::<Result<_, _>>().unwrap();
-        assert_eq!(certs.len(), 2);
+        assert_eq!(certs.len(), 2, "leaf, then the CA");
+        let (_, leaf) = x509_parser::parse_x509_certificate(&certs[0]).unwrap();
+        let eku = leaf.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth);
+        assert!(
+            (89..=90).contains(&(leaf.validity().not_after.to_datetime() - OffsetDateTime::now_utc()).whole_days())
+        );
         let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-        rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+        assert!(matches!(key, PrivateKeyDer::Pkcs8(_)));
+        let server = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+
+        // A client that trusts only ca.pem completes a handshake for both names.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca.ca_pem().as_bytes()).unwrap()).unwrap();
+        let client = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let (acceptor, connector) =
+            (tokio_rustls::TlsAcceptor::from(Arc::new(server)), tokio_rustls::TlsConnector::from(Arc::new(client)));
+        for name in ["localhost", "127.0.0.1"] {
+            let (c, s) = tokio::io::duplex(16 * 1024);
+            let server = tokio::spawn({
+                let acceptor = acceptor.clone();
+                async move { acceptor.accept(s).await.map(|_| ()) }
+            });
+            let client = connector.connect(ServerName::try_from(name).unwrap(), c).await.unwrap();
+            server.await.unwrap().unwrap();
+            drop(client);
+        }
     }
 }

@@ -10,6 +10,8 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
+use crate::acme::Problem;
+
 pub use csr::{IssuanceRequest, KeyPolicy};
 pub use local::{LocalCa, LocalCaError, LocalIssuer};
 pub use vault::{VaultAuth, VaultIssuer, VaultSettings};
@@ -22,10 +24,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Issued {
     /// Lower-case hex, no colons.
     pub serial: String,
+    /// The leaf certificate (one PEM block).
     pub leaf_pem: String,
-    /// Issuing CA first, up to but excluding a self-signed root.
+    /// Issuing CA first, up to but excluding a self-signed root (RFC 8446 §4.4.2 lets the
+    /// trust anchor be left out). The one exception is a root that signs leaves directly (the
+    /// local CA): it is sent, because certbot refuses a chain of a single certificate.
     pub chain_pem: Vec<String>,
+    /// Exactly as in the certificate (whole seconds).
     pub not_before: OffsetDateTime,
+    /// Exactly as in the certificate (whole seconds).
     pub not_after: OffsetDateTime,
 }
 
@@ -52,6 +59,17 @@ pub enum IssueError {
     Unavailable(#[source] BoxError),
 }
 
+/// RFC 8555 §7.4: a CA refusal is the client's `badCSR` (with the CA's reason, which names
+/// the role rule that failed); an unreachable CA is `serverInternal`, its cause only logged.
+impl From<IssueError> for Problem {
+    fn from(e: IssueError) -> Self {
+        match e {
+            IssueError::Refused(why) => Problem::bad_csr(format!("the CA refused to sign: {why}")),
+            e @ IssueError::Unavailable(_) => Problem::internal(e),
+        }
+    }
+}
+
 impl IssueError {
     pub(crate) fn unavailable(msg: impl Into<String>) -> Self {
         IssueError::Unavailable(msg.into().into())
@@ -61,11 +79,13 @@ impl IssueError {
 /// A certificate authority vacme can hand checked requests to.
 #[async_trait::async_trait]
 pub trait Issuer: fmt::Debug + Send + Sync {
-    /// Signs exactly `req`, which `IssuanceRequest::new` already checked.
+    /// Signs exactly `req`, which `IssuanceRequest::new` already checked. `Refused` means this
+    /// request will never be signed (the order becomes `invalid`); `Unavailable` means try later.
     async fn sign(&self, req: &IssuanceRequest) -> Result<Issued, IssueError>;
-    /// Revokes by serial (lower-case hex). Idempotent.
+    /// Revokes by serial (lower-case hex). Idempotent: an already revoked serial is `Ok`.
     async fn revoke(&self, serial: &str) -> Result<(), IssueError>;
-    /// The CA certificates (PEM) clients should trust, issuing CA first.
+    /// The CA certificates (PEM) clients should trust, issuing CA first (the root included when
+    /// the CA knows it).
     async fn chain(&self) -> Result<Vec<String>, IssueError>;
     /// A cheap probe: `Unavailable` when signing would not work now.
     async fn health(&self) -> Result<(), IssueError>;
@@ -76,4 +96,36 @@ pub trait Issuer: fmt::Debug + Send + Sync {
 /// Lower-case hex without separators: the store's form of a serial.
 pub fn normalize_serial(s: &str) -> String {
     s.chars().filter(|c| c.is_ascii_hexdigit()).collect::<String>().to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_chain_is_leaf_then_chain_one_block_per_line_group() {
+        let issued = Issued {
+            serial: "0a".into(),
+            leaf_pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----".into(),
+            chain_pem: vec!["-----BEGIN CERTIFICATE-----\nAQ==\n-----END CERTIFICATE-----\n\n".into()],
+            not_before: OffsetDateTime::UNIX_EPOCH,
+            not_after: OffsetDateTime::UNIX_EPOCH,
+        };
+        assert_eq!(
+            issued.full_chain_pem(),
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n\
+             -----BEGIN CERTIFICATE-----\nAQ==\n-----END CERTIFICATE-----\n"
+        );
+    }
+
+    #[test]
+    fn errors_become_problems() {
+        let p = Problem::from(IssueError::Refused("common name x not allowed by this role".into()));
+        assert_eq!((p.kind.code(), p.status), ("badCSR", 400));
+        assert!(p.detail.contains("not allowed by this role"));
+        let p = Problem::from(IssueError::unavailable("connect: 10.0.0.9:8200 refused"));
+        assert_eq!((p.kind.code(), p.status), ("serverInternal", 500));
+        assert!(!p.detail.contains("10.0.0.9"), "the cause is logged, not sent");
+        assert_eq!(normalize_serial("0A:0b:1C"), "0a0b1c");
+    }
 }

@@ -1,8 +1,15 @@
-//! Vault / OpenBao PKI as the CA: `POST <mount>/sign/<role>` over one pooled HTTP client.
-//! The token lives only in this struct (as a `Secret`) and in the `X-Vault-Token` header.
+//! Vault / OpenBao PKI as the CA: `POST <mount>/sign/<role>` over one pooled reqwest client.
+//!
+//! Not vaultrs: its `VaultClientSettings` derives `Debug` with the token in it, its builder
+//! defaults read `VAULT_TOKEN`/`VAULT_SKIP_VERIFY` from the environment, re-login needs
+//! `&mut` access to the client, and 0.8 brings reqwest 0.13 beside the 0.12 the validators use.
+//! The four endpoints vacme calls (`sign`, `revoke`, `ca_chain`, AppRole `login`) are a
+//! few lines each here. The token lives only in this struct (as a `Secret`) and in the
+//! `X-Vault-Token` header.
 
 use std::{
-    path::PathBuf,
+    fmt,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
 };
@@ -17,34 +24,41 @@ use x509_parser::{
     prelude::{FromDer, X509Certificate},
 };
 
-use super::{IssuanceRequest, IssueError, Issued, Issuer, normalize_serial};
+use super::{IssuanceRequest, IssueError, Issued, Issuer, csr::pem_encode, normalize_serial};
 use crate::{acme::Identifier, secret::Secret};
 
 /// How vacme logs in to Vault.
 #[derive(Clone, Debug)]
 pub enum VaultAuth {
-    /// A fixed token.
+    /// A fixed token. On a 403 it is simply tried once more.
     Token(Secret),
-    /// A token read from a file at every login (so a rotated file is picked up).
+    /// A token read (and trimmed) from a file at every login, so a rotated file (a Vault agent
+    /// sink) is picked up on the next 403.
     TokenFile(PathBuf),
-    /// AppRole: role_id plus a secret_id read from a file at every login.
+    /// AppRole: `role_id` plus a `secret_id` read from a file at every login, at `auth/<mount>/login`.
     AppRole { mount: String, role_id: String, secret_id_file: PathBuf },
 }
 
 /// Where Vault is and how to use it.
 #[derive(Clone, Debug)]
 pub struct VaultSettings {
+    /// `https://vault.lab.example:8200` (no `/v1`).
     pub address: String,
+    /// The PKI mount that signs, e.g. `pki_int`.
     pub mount: String,
+    /// The role under that mount, e.g. `lab-internal`.
     pub role: String,
+    /// PEM file of the CA(s) that sign Vault's HTTPS certificate. There are no other roots:
+    /// without it only `http://` (or a certificate from a public CA vacme cannot check) works.
     pub ca_bundle: Option<PathBuf>,
+    /// Vault Enterprise / OpenBao namespace, sent as `X-Vault-Namespace`.
     pub namespace: Option<String>,
+    /// Whole-request timeout of every Vault call.
     pub timeout: Duration,
     pub auth: VaultAuth,
 }
 
-/// The Vault issuer.
-#[derive(Debug)]
+/// The Vault issuer: one pooled HTTP client, one cached token.
 pub struct VaultIssuer {
     settings: VaultSettings,
     http: reqwest::Client,
@@ -54,9 +68,28 @@ pub struct VaultIssuer {
     /// still run when Vault wakes up, so no further `sign` is sent until `sys/health` answers:
     /// an outage costs at most the requests in flight when it began, not one per retry.
     suspect: AtomicBool,
+    /// `ca_chain` of the last successful sign, for `chain()` when Vault cannot be asked.
+    last_chain: RwLock<Vec<String>>,
 }
 
-/// Vault's error answers: `{"errors": ["..."]}`.
+impl fmt::Debug for VaultIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = match &self.settings.auth {
+            VaultAuth::Token(_) => "token",
+            VaultAuth::TokenFile(_) => "token_file",
+            VaultAuth::AppRole { .. } => "approle",
+        };
+        f.debug_struct("VaultIssuer")
+            .field("address", &self.settings.address)
+            .field("mount", &self.settings.mount)
+            .field("role", &self.settings.role)
+            .field("namespace", &self.settings.namespace)
+            .field("auth", &auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Vault's error answers: `{"errors": ["..."]}`, joined and trimmed.
 fn vault_errors(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
@@ -67,27 +100,39 @@ fn vault_errors(body: &str) -> String {
 }
 
 impl VaultIssuer {
-    /// Builds the client. Does not log in: vacme starts even while Vault is down, and the
-    /// first signing call (or readiness probe) logs in.
+    /// Builds the client; fails only on local configuration (an unreadable `ca_bundle`).
+    /// It does not call Vault: vacme starts while Vault is down or sealed, and the first
+    /// `health` (the startup probe) or `sign` logs in.
     pub async fn new(settings: VaultSettings) -> Result<Self, IssueError> {
         let mut builder = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(32)
+            // A redirect would resend the token to wherever it points.
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .use_rustls_tls();
         if let Some(path) = &settings.ca_bundle {
             let pem = std::fs::read(path)
                 .map_err(|e| IssueError::unavailable(format!("cannot read vault.ca_bundle {}: {e}", path.display())))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| IssueError::unavailable(format!("vault.ca_bundle {}: {e}", path.display())))?
-            {
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| IssueError::unavailable(format!("vault.ca_bundle {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(IssueError::unavailable(format!("vault.ca_bundle {} has no certificate", path.display())));
+            }
+            for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
         let http = builder.build().map_err(|e| IssueError::unavailable(format!("HTTP client: {e}")))?;
-        Ok(Self { settings, http, token: RwLock::new(None), login: Mutex::new(()), suspect: AtomicBool::new(false) })
+        Ok(Self {
+            settings,
+            http,
+            token: RwLock::new(None),
+            login: Mutex::new(()),
+            suspect: AtomicBool::new(false),
+            last_chain: RwLock::new(Vec::new()),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -114,6 +159,14 @@ impl VaultIssuer {
         let token = self.log_in().await?;
         *self.token.write().await = Some(token.clone());
         Ok(token)
+    }
+
+    /// Drops `stale` after a 403, unless a concurrent call already replaced it (one re-login, not one per call).
+    async fn forget(&self, stale: &Secret) {
+        let mut token = self.token.write().await;
+        if token.as_ref() == Some(stale) {
+            *token = None;
+        }
     }
 
     async fn log_in(&self) -> Result<Secret, IssueError> {
@@ -146,7 +199,9 @@ impl VaultIssuer {
         }
     }
 
-    /// One authenticated call. 403 drops the token, logs in again and retries once.
+    /// One authenticated call. A 403 (expired or revoked token) drops the token, logs in again
+    /// and retries once; 400 is the CA's answer to this request (`Refused`); everything else
+    /// that is not a success is `Unavailable`.
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, IssueError> {
         for attempt in 0..2 {
             let token = self.token().await?;
@@ -165,11 +220,15 @@ impl VaultIssuer {
             let text = res.text().await.unwrap_or_default();
             match status {
                 s if s.is_success() => {
-                    return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
+                    let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                    if let Some(warnings) = v["warnings"].as_array().filter(|w| !w.is_empty()) {
+                        tracing::debug!(path, ?warnings, "Vault warnings");
+                    }
+                    return Ok(v);
                 }
                 StatusCode::FORBIDDEN if attempt == 0 => {
                     tracing::warn!(path, "Vault answered 403; logging in again");
-                    *self.token.write().await = None;
+                    self.forget(&token).await;
                 }
                 StatusCode::FORBIDDEN => {
                     return Err(IssueError::unavailable(format!("{path}: permission denied: {}", vault_errors(&text))));
@@ -184,7 +243,7 @@ impl VaultIssuer {
     }
 }
 
-/// A reqwest error without the URL (which is fine) or anything else from the request.
+/// A reqwest error without the URL or anything else from the request: what failed, and why.
 fn without_url(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
@@ -202,7 +261,7 @@ fn without_url(e: &reqwest::Error) -> String {
     msg
 }
 
-fn read_secret(path: &PathBuf) -> Result<Secret, IssueError> {
+fn read_secret(path: &Path) -> Result<Secret, IssueError> {
     let s = std::fs::read_to_string(path)
         .map_err(|e| IssueError::unavailable(format!("cannot read {}: {e}", path.display())))?;
     let s = s.trim();
@@ -212,35 +271,49 @@ fn read_secret(path: &PathBuf) -> Result<Secret, IssueError> {
     Ok(Secret::new(s))
 }
 
-/// Vault wants serials as colon-separated hex pairs.
+/// Vault wants serials as colon-separated hex pairs (`2c:51:0e:...`); plain hex is "not found".
 fn colon_serial(serial: &str) -> String {
     let hex = normalize_serial(serial);
     let padded = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex };
     padded.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap_or("00")).collect::<Vec<_>>().join(":")
 }
 
-/// The leaf's SANs as identifiers, and its validity.
-fn inspect_leaf(pem: &str) -> Result<(Vec<Identifier>, OffsetDateTime, OffsetDateTime), String> {
+/// What vacme checks in the certificate Vault returned.
+struct Leaf {
+    /// SANs as identifiers, sorted and de-duplicated like `IssuanceRequest::identifiers`.
+    names: Vec<Identifier>,
+    spki: Vec<u8>,
+    serial: String,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+fn inspect_leaf(pem: &str) -> Result<Leaf, String> {
     let block = Pem::iter_from_buffer(pem.as_bytes()).next().ok_or("no certificate")?.map_err(|e| e.to_string())?;
     let (_, cert) = X509Certificate::from_der(&block.contents).map_err(|e| e.to_string())?;
-    let mut ids = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
+    let mut names = Vec::new();
+    if let Some(san) = cert.subject_alternative_name().map_err(|e| e.to_string())? {
         for gn in &san.value.general_names {
-            match gn {
-                GeneralName::DNSName(d) => ids.push(Identifier::Dns(d.to_ascii_lowercase())),
-                GeneralName::IPAddress(b) if b.len() == 4 => {
-                    ids.push(Identifier::Ip(std::net::IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())))
-                }
-                GeneralName::IPAddress(b) if b.len() == 16 => {
-                    ids.push(Identifier::Ip(std::net::IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())))
-                }
-                other => return Err(format!("unexpected SAN {other:?}")),
-            }
+            names.push(match gn {
+                GeneralName::DNSName(d) => Identifier::Dns(d.to_ascii_lowercase()),
+                GeneralName::IPAddress(b) => match <[u8; 4]>::try_from(*b) {
+                    Ok(v4) => Identifier::Ip(v4.into()),
+                    Err(_) => Identifier::Ip(<[u8; 16]>::try_from(*b).map_err(|_| "bad IP SAN")?.into()),
+                },
+                // An email or URI SAN is a name nobody validated.
+                other => return Err(format!("unexpected SAN {other}")),
+            });
         }
     }
-    ids.sort();
-    ids.dedup();
-    Ok((ids, cert.validity().not_before.to_datetime(), cert.validity().not_after.to_datetime()))
+    names.sort();
+    names.dedup();
+    Ok(Leaf {
+        names,
+        spki: cert.public_key().raw.to_vec(),
+        serial: normalize_serial(&cert.raw_serial_as_string()),
+        not_before: cert.validity().not_before.to_datetime(),
+        not_after: cert.validity().not_after.to_datetime(),
+    })
 }
 
 fn is_self_signed(pem: &str) -> bool {
@@ -250,66 +323,107 @@ fn is_self_signed(pem: &str) -> bool {
     X509Certificate::from_der(&block.contents).is_ok_and(|(_, c)| c.subject() == c.issuer())
 }
 
+/// Every certificate in a PEM text, each re-armoured on its own (Vault's `ca_chain` endpoint
+/// concatenates them without a final newline).
+fn split_pems(text: &str) -> Vec<String> {
+    Pem::iter_from_buffer(text.as_bytes())
+        .filter_map(Result::ok)
+        .filter(|p| p.label == "CERTIFICATE")
+        .map(|p| pem_encode("CERTIFICATE", &p.contents))
+        .collect()
+}
+
+/// The JSON body of `POST <mount>/sign/<role>`.
+fn sign_body(req: &IssuanceRequest, now: OffsetDateTime) -> Value {
+    // Vault puts `common_name` into the SANs itself (unless the role says exclude_cn_from_sans).
+    let dns: Vec<&str> = req
+        .identifiers
+        .iter()
+        .filter_map(|i| match i {
+            Identifier::Dns(n) if *n != req.common_name => Some(n.as_str()),
+            _ => None,
+        })
+        .collect();
+    let ips: Vec<String> = req
+        .identifiers
+        .iter()
+        .filter_map(|i| match i {
+            Identifier::Ip(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect();
+    let mut body = json!({
+        "csr": req.csr_pem,
+        "common_name": req.common_name,
+        "alt_names": dns.join(","),
+        "ip_sans": ips.join(","),
+        "format": "pem",
+    });
+    // Without `ttl` the role's default applies; with one, Vault caps it at the role's max_ttl
+    // (with a warning, not an error). A notAfter closer than 5 minutes is not worth honouring.
+    if let Some(na) = req.not_after.filter(|t| *t > now + time::Duration::minutes(5)) {
+        body["ttl"] = json!(format!("{}s", (na - now).whole_seconds()));
+    }
+    body
+}
+
+/// `Issued` from the `data` of a sign answer, after checking that Vault signed what was asked.
+fn issued_from(req: &IssuanceRequest, data: &Value) -> Result<(Issued, Vec<String>), IssueError> {
+    let leaf_pem =
+        data["certificate"].as_str().ok_or_else(|| IssueError::unavailable("sign: no certificate in the answer"))?;
+    let ca_chain: Vec<String> = match data["ca_chain"].as_array() {
+        Some(a) if !a.is_empty() => a.iter().filter_map(Value::as_str).flat_map(split_pems).collect(),
+        _ => data["issuing_ca"].as_str().map(split_pems).unwrap_or_default(),
+    };
+    let leaf =
+        inspect_leaf(leaf_pem).map_err(|e| IssueError::unavailable(format!("sign: unreadable certificate: {e}")))?;
+    if leaf.names != req.identifiers {
+        // Never hand out a certificate with names nobody validated (a role that adds names,
+        // or one that dropped some).
+        let got: Vec<String> = leaf.names.iter().map(Identifier::value).collect();
+        return Err(IssueError::Refused(format!(
+            "the CA issued a certificate for [{}], not for the order's names",
+            got.join(", ")
+        )));
+    }
+    if leaf.spki != req.spki_der {
+        return Err(IssueError::Refused("the CA issued a certificate for a different public key".into()));
+    }
+    let serial = data["serial_number"].as_str().map(normalize_serial).filter(|s| !s.is_empty()).unwrap_or(leaf.serial);
+    let issued = Issued {
+        serial,
+        leaf_pem: pem_encode_first(leaf_pem),
+        // The root is what clients already trust; RFC 8446 §4.4.2 lets it be left out.
+        chain_pem: ca_chain.iter().filter(|c| !is_self_signed(c)).cloned().collect(),
+        not_before: leaf.not_before,
+        not_after: leaf.not_after,
+    };
+    Ok((issued, ca_chain))
+}
+
+/// The first certificate of a PEM text, armoured with a final newline.
+fn pem_encode_first(pem: &str) -> String {
+    split_pems(pem).into_iter().next().unwrap_or_else(|| pem.to_owned())
+}
+
 #[async_trait::async_trait]
 impl Issuer for VaultIssuer {
     async fn sign(&self, req: &IssuanceRequest) -> Result<Issued, IssueError> {
         if self.suspect.load(Ordering::Relaxed) {
             self.health().await?;
         }
-        let dns: Vec<String> = req
-            .identifiers
-            .iter()
-            .filter_map(|i| match i {
-                Identifier::Dns(n) if *n != req.common_name => Some(n.clone()),
-                _ => None,
-            })
-            .collect();
-        let ips: Vec<String> = req
-            .identifiers
-            .iter()
-            .filter_map(|i| match i {
-                Identifier::Ip(ip) => Some(ip.to_string()),
-                _ => None,
-            })
-            .collect();
-        let mut body = json!({
-            "csr": req.csr_pem,
-            "common_name": req.common_name,
-            "alt_names": dns.join(","),
-            "ip_sans": ips.join(","),
-            "format": "pem",
-        });
-        let now = OffsetDateTime::now_utc();
-        if let Some(na) = req.not_after.filter(|t| *t > now + time::Duration::minutes(5)) {
-            // Vault caps this at the role's max_ttl.
-            body["ttl"] = json!(format!("{}s", (na - now).whole_seconds()));
-        }
         let path = format!("{}/sign/{}", self.settings.mount, self.settings.role);
-        let v = self.call(Method::POST, &path, Some(&body)).await?;
-        let data = &v["data"];
-        let leaf = data["certificate"]
-            .as_str()
-            .ok_or_else(|| IssueError::unavailable("sign: no certificate in the answer"))?;
-        let mut chain: Vec<String> = match data["ca_chain"].as_array() {
-            Some(a) if !a.is_empty() => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-            _ => data["issuing_ca"].as_str().map(|s| vec![s.to_owned()]).unwrap_or_default(),
-        };
-        chain.retain(|c| !is_self_signed(c));
-        let (sans, not_before, not_after) =
-            inspect_leaf(leaf).map_err(|e| IssueError::unavailable(format!("sign: unreadable certificate: {e}")))?;
-        if sans != req.identifiers {
-            // Never hand out a certificate with names nobody validated.
-            return Err(IssueError::Refused(format!(
-                "Vault returned a certificate for {:?}, not the order's names",
-                sans.iter().map(Identifier::value).collect::<Vec<_>>()
-            )));
+        let v = self.call(Method::POST, &path, Some(&sign_body(req, OffsetDateTime::now_utc()))).await?;
+        let (issued, ca_chain) = issued_from(req, &v["data"])?;
+        if !ca_chain.is_empty() {
+            *self.last_chain.write().await = ca_chain;
         }
-        let serial = data["serial_number"].as_str().map(normalize_serial).unwrap_or_default();
-        Ok(Issued { serial, leaf_pem: leaf.to_owned(), chain_pem: chain, not_before, not_after })
+        Ok(issued)
     }
 
     async fn revoke(&self, serial: &str) -> Result<(), IssueError> {
         let path = format!("{}/revoke", self.settings.mount);
+        // OpenBao answers 200 again for a serial it already revoked; older Vaults said so in a 400.
         match self.call(Method::POST, &path, Some(&json!({"serial_number": colon_serial(serial)}))).await {
             Ok(_) => Ok(()),
             Err(IssueError::Refused(msg)) if msg.contains("already revoked") => Ok(()),
@@ -317,23 +431,39 @@ impl Issuer for VaultIssuer {
         }
     }
 
+    /// `GET <mount>/ca_chain` (unauthenticated): issuing CA first, and the root too when the
+    /// intermediate was imported with it (`set-signed` with a `pem_bundle`). Falls back to the
+    /// chain of the last signature when Vault cannot be asked.
     async fn chain(&self) -> Result<Vec<String>, IssueError> {
-        let res = self
-            .request(Method::GET, &format!("{}/ca_chain", self.settings.mount))
-            .send()
-            .await
-            .map_err(|e| IssueError::unavailable(format!("ca_chain: {}", without_url(&e))))?;
-        if !res.status().is_success() {
-            return Err(IssueError::unavailable(format!("ca_chain: HTTP {}", res.status())));
+        let asked = async {
+            let res = self
+                .request(Method::GET, &format!("{}/ca_chain", self.settings.mount))
+                .send()
+                .await
+                .map_err(|e| IssueError::unavailable(format!("ca_chain: {}", without_url(&e))))?;
+            if !res.status().is_success() {
+                return Err(IssueError::unavailable(format!("ca_chain: HTTP {}", res.status())));
+            }
+            let text =
+                res.text().await.map_err(|e| IssueError::unavailable(format!("ca_chain: {}", without_url(&e))))?;
+            let chain = split_pems(&text);
+            if chain.is_empty() {
+                return Err(IssueError::unavailable("ca_chain: no certificate in the answer"));
+            }
+            Ok(chain)
         }
-        let text = res.text().await.map_err(|e| IssueError::unavailable(format!("ca_chain: {}", without_url(&e))))?;
-        Ok(Pem::iter_from_buffer(text.as_bytes())
-            .filter_map(Result::ok)
-            .map(|p| super::csr::pem_encode("CERTIFICATE", &p.contents))
-            .collect())
+        .await;
+        match asked {
+            Ok(chain) => Ok(chain),
+            Err(e) => {
+                let cached = self.last_chain.read().await.clone();
+                if cached.is_empty() { Err(e) } else { Ok(cached) }
+            }
+        }
     }
 
     async fn health(&self) -> Result<(), IssueError> {
+        // standbyok/perfstandbyok: a standby forwards to the active node, so it is healthy for us.
         let res =
             self.request(Method::GET, "sys/health?standbyok=true&perfstandbyok=true").send().await.map_err(|e| {
                 self.suspect.store(true, Ordering::Relaxed);
@@ -358,29 +488,60 @@ impl Issuer for VaultIssuer {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
+    use std::{
+        collections::VecDeque,
+        net::SocketAddr,
+        sync::{
+            Arc, Mutex as StdMutex,
+            atomic::{AtomicU16, AtomicUsize, Ordering},
+        },
     };
 
-    use axum::{Json, Router, extract::State, http::HeaderMap, routing::post};
-    use rcgen::{CertificateParams, KeyPair};
+    use axum::{
+        Json, Router,
+        extract::State,
+        http::HeaderMap,
+        routing::{get, post},
+    };
+    use rcgen::{CertificateParams, DistinguishedName, KeyPair, PublicKeyData};
 
     use super::*;
-    use crate::issuer::{KeyPolicy, LocalCa};
+    use crate::issuer::{KeyPolicy, LocalCa, LocalIssuer};
 
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mode {
+        Honest,
+        /// Adds a name nobody asked for, like a role with extra `alt_names` rules.
+        ExtraSan,
+        /// Certifies some other key.
+        OtherKey,
+    }
+
+    /// A Vault that signs with a local CA and records what it was asked.
     #[derive(Clone)]
     struct Fake {
         ca: Arc<LocalCa>,
+        /// A certificate signed by the CA, standing in for the intermediate in `ca_chain`.
+        intermediate: String,
+        mode: Mode,
+        /// Statuses to answer `sign` with, in order, before signing.
+        script: Arc<StdMutex<VecDeque<u16>>>,
+        /// When set, the only token `sign` accepts (else 403).
+        valid_token: Arc<StdMutex<Option<String>>>,
         logins: Arc<AtomicUsize>,
-        /// Status of the next sign answers, in order; then success.
-        script: Arc<std::sync::Mutex<Vec<u16>>>,
-        extra_san: bool,
+        signs: Arc<AtomicUsize>,
+        health: Arc<AtomicU16>,
+        ca_chain_status: Arc<AtomicU16>,
+        bodies: Arc<StdMutex<Vec<Value>>>,
+        headers: Arc<StdMutex<Vec<HeaderMap>>>,
     }
 
-    async fn fake_login(State(f): State<Fake>) -> Json<Value> {
+    async fn fake_login(State(f): State<Fake>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+        if body["secret_id"] != "s3cr3t" || body["role_id"] != "rid" {
+            return (StatusCode::BAD_REQUEST, Json(json!({"errors": ["invalid role or secret ID"]})));
+        }
         let n = f.logins.fetch_add(1, Ordering::SeqCst);
-        Json(json!({"auth": {"client_token": format!("tok-{n}")}}))
+        (StatusCode::OK, Json(json!({"auth": {"client_token": format!("tok-{n}")}})))
     }
 
     async fn fake_sign(
@@ -388,143 +549,442 @@ mod tests {
         headers: HeaderMap,
         Json(body): Json<Value>,
     ) -> (StatusCode, Json<Value>) {
-        assert!(headers["x-vault-token"].to_str().unwrap().starts_with("tok-"));
-        let next = f.script.lock().unwrap().pop();
+        f.signs.fetch_add(1, Ordering::SeqCst);
+        f.headers.lock().unwrap().push(headers.clone());
+        f.bodies.lock().unwrap().push(body.clone());
+        let token = headers.get("x-vault-token").and_then(|t| t.to_str().ok()).unwrap_or_default().to_owned();
+        let valid = f.valid_token.lock().unwrap().clone();
+        if valid.is_some_and(|v| v != token) {
+            return (StatusCode::FORBIDDEN, Json(json!({"errors": ["permission denied"]})));
+        }
+        let next = f.script.lock().unwrap().pop_front();
         if let Some(code) = next {
-            return (
-                StatusCode::from_u16(code).unwrap(),
-                Json(json!({"errors": ["common name x not allowed by this role"]})),
-            );
+            let errors = json!({"errors": ["  common name x.other.test not allowed by this role\n"]});
+            return (StatusCode::from_u16(code).unwrap(), Json(errors));
         }
-        let der = pem_der(body["csr"].as_str().unwrap());
-        let mut ids = vec![Identifier::Dns(body["common_name"].as_str().unwrap().to_owned())];
-        if f.extra_san {
-            ids.push(Identifier::Dns("extra.lab.test".into()));
+        // Sign the CSR's key for the names in the body, as a role with use_csr_sans would.
+        let der = Pem::iter_from_buffer(body["csr"].as_str().unwrap().as_bytes()).next().unwrap().unwrap().contents;
+        let split = |k: &str| body[k].as_str().unwrap_or("").split(',').filter(|s| !s.is_empty()).map(str::to_owned);
+        let mut names: Vec<String> = split("alt_names").chain(split("ip_sans")).collect();
+        names.extend(body["common_name"].as_str().filter(|s| !s.is_empty()).map(str::to_owned));
+        let ids: Vec<Identifier> =
+            names.iter().map(|n| n.parse().map_or_else(|_| Identifier::Dns(n.clone()), Identifier::Ip)).collect();
+        let mut req = IssuanceRequest::new(&ids, &der, &KeyPolicy::default(), None, None).unwrap();
+        match f.mode {
+            Mode::Honest => {}
+            Mode::ExtraSan => req.identifiers.push(Identifier::Dns("extra.lab.test".into())),
+            Mode::OtherKey => req.spki_der = KeyPair::generate().unwrap().subject_public_key_info(),
         }
-        let mut p = CertificateParams::new(ids.iter().map(Identifier::value).collect::<Vec<_>>()).unwrap();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        let _ = der;
-        let key = KeyPair::generate().unwrap();
-        let csr = p.serialize_request(&key).unwrap();
-        let req = IssuanceRequest::new(&ids, csr.der(), &KeyPolicy::default(), None, None).unwrap();
-        let issuer =
-            crate::issuer::LocalIssuer::new(f.ca.clone(), Duration::from_secs(3600), Duration::from_secs(7200));
-        let issued = issuer.sign(&req).await.unwrap();
-        (
-            StatusCode::OK,
-            Json(
-                json!({"data": {"certificate": issued.leaf_pem, "ca_chain": [f.ca.ca_pem()], "serial_number": "0a:0b"}}),
-            ),
-        )
+        let issued = LocalIssuer::new(f.ca.clone(), Duration::from_secs(3600), Duration::from_secs(7200))
+            .sign(&req)
+            .await
+            .unwrap();
+        let data = json!({
+            "certificate": issued.leaf_pem,
+            "issuing_ca": f.intermediate,
+            "ca_chain": [f.intermediate, f.ca.ca_pem()],
+            "serial_number": colon_serial(&issued.serial),
+        });
+        (StatusCode::OK, Json(json!({"data": data, "warnings": ["the common_name field was provided but ..."]})))
     }
 
-    fn pem_der(pem: &str) -> Vec<u8> {
-        Pem::iter_from_buffer(pem.as_bytes()).next().unwrap().unwrap().contents
+    async fn fake_revoke(State(f): State<Fake>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+        f.bodies.lock().unwrap().push(body);
+        (StatusCode::OK, Json(json!({"data": {"state": "revoked"}})))
     }
 
-    async fn fake(script: Vec<u16>, extra_san: bool) -> (VaultIssuer, Fake, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let f = Fake {
-            ca: Arc::new(LocalCa::load_or_create(&dir.path().join("ca")).unwrap()),
-            logins: Arc::default(),
-            script: Arc::new(std::sync::Mutex::new(script)),
-            extra_san,
-        };
-        let app = Router::new()
-            .route("/v1/auth/approle/login", post(fake_login))
-            .route("/v1/pki_int/sign/lab-internal", post(fake_sign))
-            .with_state(f.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        std::fs::write(dir.path().join("secret-id"), "s3cr3t\n").unwrap();
-        let issuer = VaultIssuer::new(VaultSettings {
-            address: format!("http://{addr}"),
-            mount: "pki_int".into(),
-            role: "lab-internal".into(),
-            ca_bundle: None,
-            namespace: None,
-            timeout: Duration::from_secs(5),
-            auth: VaultAuth::AppRole {
+    async fn fake_health(State(f): State<Fake>) -> StatusCode {
+        StatusCode::from_u16(f.health.load(Ordering::SeqCst)).unwrap()
+    }
+
+    async fn fake_ca_chain(State(f): State<Fake>) -> (StatusCode, String) {
+        // Like Vault: concatenated PEM, no final newline.
+        let body = format!("{}{}", f.intermediate, f.ca.ca_pem()).trim_end().to_owned();
+        (StatusCode::from_u16(f.ca_chain_status.load(Ordering::SeqCst)).unwrap(), body)
+    }
+
+    struct Env {
+        fake: Fake,
+        addr: SocketAddr,
+        dir: tempfile::TempDir,
+    }
+
+    impl Env {
+        fn settings(&self, auth: VaultAuth) -> VaultSettings {
+            VaultSettings {
+                address: format!("http://{}", self.addr),
+                mount: "pki_int".into(),
+                role: "lab-internal".into(),
+                ca_bundle: None,
+                namespace: Some("lab".into()),
+                timeout: Duration::from_secs(5),
+                auth,
+            }
+        }
+
+        fn approle(&self) -> VaultAuth {
+            VaultAuth::AppRole {
                 mount: "approle".into(),
                 role_id: "rid".into(),
-                secret_id_file: dir.path().join("secret-id"),
-            },
-        })
-        .await
-        .unwrap();
-        (issuer, f, dir)
-    }
-
-    fn request() -> IssuanceRequest {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec!["a.lab.test".to_string()]).unwrap();
-        p.distinguished_name = rcgen::DistinguishedName::new();
-        let der = p.serialize_request(&key).unwrap().der().to_vec();
-        IssuanceRequest::new(&[Identifier::Dns("a.lab.test".into())], &der, &KeyPolicy::default(), None, None).unwrap()
-    }
-
-    #[tokio::test]
-    async fn signs_and_relogs_in_once_on_403() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let (issuer, f, _dir) = fake(vec![403], false).await;
-        let issued = issuer.sign(&request()).await.unwrap();
-        assert_eq!(issued.serial, "0a0b");
-        assert_eq!(f.logins.load(Ordering::SeqCst), 2, "one login, one re-login after the 403");
-        assert!(issued.chain_pem.is_empty(), "self-signed roots are not part of the served chain");
-        assert!(!format!("{issuer:?}").contains("tok-"), "the token never shows in Debug");
-    }
-
-    #[tokio::test]
-    async fn refusals_outages_and_extra_names() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let (issuer, _, _dir) = fake(vec![400], false).await;
-        match issuer.sign(&request()).await {
-            Err(IssueError::Refused(msg)) => {
-                assert!(msg.contains("not allowed by this role"), "{msg}")
+                secret_id_file: self.dir.path().join("secret-id"),
             }
-            other => panic!("{other:?}"),
         }
-        let (issuer, _, _dir) = fake(vec![503], false).await;
-        assert!(matches!(issuer.sign(&request()).await, Err(IssueError::Unavailable(_))));
-        let (issuer, _, _dir) = fake(vec![403, 403], false).await;
-        assert!(matches!(issuer.sign(&request()).await, Err(IssueError::Unavailable(_))));
-        let (issuer, _, _dir) = fake(vec![], true).await;
-        assert!(matches!(issuer.sign(&request()).await, Err(IssueError::Refused(_))));
+
+        async fn issuer(&self) -> VaultIssuer {
+            VaultIssuer::new(self.settings(self.approle())).await.unwrap()
+        }
+    }
+
+    fn router(f: Fake) -> Router {
+        Router::new()
+            .route("/v1/auth/approle/login", post(fake_login))
+            .route("/v1/pki_int/sign/lab-internal", post(fake_sign))
+            .route("/v1/pki_int/revoke", post(fake_revoke))
+            .route("/v1/pki_int/ca_chain", get(fake_ca_chain))
+            .route("/v1/sys/health", get(fake_health))
+            .with_state(f)
+    }
+
+    async fn fake(script: &[u16], mode: Mode) -> Env {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(LocalCa::load_or_create(&dir.path().join("ca")).unwrap());
+        let (serving, _) = ca.issue_serving(&["int.lab.test".into()]).unwrap();
+        let fake = Fake {
+            intermediate: split_pems(&serving).remove(0),
+            ca,
+            mode,
+            script: Arc::new(StdMutex::new(script.iter().copied().collect())),
+            valid_token: Arc::default(),
+            logins: Arc::default(),
+            signs: Arc::default(),
+            health: Arc::new(AtomicU16::new(200)),
+            ca_chain_status: Arc::new(AtomicU16::new(200)),
+            bodies: Arc::default(),
+            headers: Arc::default(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(fake.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        std::fs::write(dir.path().join("secret-id"), "s3cr3t\n").unwrap();
+        Env { fake, addr, dir }
+    }
+
+    fn request(names: &[&str], not_after: Option<OffsetDateTime>) -> IssuanceRequest {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name = DistinguishedName::new();
+        let der = p.serialize_request(&key).unwrap().der().to_vec();
+        let ids: Vec<Identifier> =
+            names.iter().map(|n| n.parse().map_or_else(|_| Identifier::Dns((*n).into()), Identifier::Ip)).collect();
+        IssuanceRequest::new(&ids, &der, &KeyPolicy::default(), None, not_after).unwrap()
+    }
+
+    fn simple() -> IssuanceRequest {
+        request(&["a.lab.test"], None)
+    }
+
+    #[tokio::test]
+    async fn signs_what_was_asked() {
+        let env = fake(&[], Mode::Honest).await;
+        let issuer = env.issuer().await;
+        let not_after = OffsetDateTime::now_utc() + time::Duration::hours(2);
+        let req = request(&["b.lab.test", "a.lab.test", "10.0.0.5"], Some(not_after));
+        let issued = issuer.sign(&req).await.unwrap();
+
+        let body = env.fake.bodies.lock().unwrap()[0].clone();
+        assert_eq!(body["common_name"], "a.lab.test");
+        assert_eq!(body["alt_names"], "b.lab.test", "the CN is not repeated");
+        assert_eq!(body["ip_sans"], "10.0.0.5");
+        assert_eq!(body["format"], "pem");
+        assert_eq!(body["csr"], req.csr_pem.as_str());
+        let ttl: i64 = body["ttl"].as_str().unwrap().trim_end_matches('s').parse().unwrap();
+        assert!((7190..=7200).contains(&ttl), "{ttl}");
+        let headers = env.fake.headers.lock().unwrap()[0].clone();
+        assert_eq!(headers["x-vault-namespace"], "lab");
+        assert_eq!(headers["x-vault-token"], "tok-0");
+
+        let leaf = inspect_leaf(&issued.leaf_pem).unwrap();
+        assert_eq!(leaf.names, req.identifiers);
+        assert_eq!(issued.serial, leaf.serial, "serial_number, normalised");
+        assert!(!issued.serial.contains(':'));
+        assert_eq!(issued.chain_pem, vec![env.fake.intermediate.clone()], "the self-signed root is left out");
+        assert_eq!(issued.full_chain_pem().matches("BEGIN CERTIFICATE").count(), 2);
+        assert_eq!(issued.not_after, leaf.not_after);
+        assert!(body.get("ttl").is_some());
+
+        // Without a requested notAfter the role's default TTL applies.
+        issuer.sign(&simple()).await.unwrap();
+        assert!(env.fake.bodies.lock().unwrap()[1].get("ttl").is_none());
+        assert_eq!(env.fake.logins.load(Ordering::SeqCst), 1, "the token is reused");
+    }
+
+    #[tokio::test]
+    async fn relogs_in_once_on_403() {
+        let env = fake(&[403], Mode::Honest).await;
+        let issuer = env.issuer().await;
+        issuer.sign(&simple()).await.unwrap();
+        assert_eq!(env.fake.logins.load(Ordering::SeqCst), 2, "one login, one re-login after the 403");
+        assert_eq!(env.fake.signs.load(Ordering::SeqCst), 2, "one retry");
+        let tokens: Vec<_> = env.fake.headers.lock().unwrap().iter().map(|h| h["x-vault-token"].clone()).collect();
+        assert_eq!(tokens, ["tok-0", "tok-1"]);
+        assert!(!format!("{issuer:?}").contains("tok-"), "the token never shows in Debug");
+
+        let env = fake(&[403, 403], Mode::Honest).await;
+        let issuer = env.issuer().await;
+        let err = issuer.sign(&simple()).await.unwrap_err();
+        assert!(matches!(&err, IssueError::Unavailable(e) if e.to_string().contains("permission denied")), "{err}");
+        assert!(!format!("{err:?} {err}").contains("tok-"));
+        assert_eq!(env.fake.logins.load(Ordering::SeqCst), 2);
+        assert_eq!(env.fake.signs.load(Ordering::SeqCst), 2, "no second retry");
+    }
+
+    #[tokio::test]
+    async fn token_file_is_read_again_after_403() {
+        let env = fake(&[], Mode::Honest).await;
+        *env.fake.valid_token.lock().unwrap() = Some("hvs.new".into());
+        let file = env.dir.path().join("token");
+        std::fs::write(&file, "hvs.old\n").unwrap();
+        let issuer = VaultIssuer::new(env.settings(VaultAuth::TokenFile(file.clone()))).await.unwrap();
+        assert!(matches!(issuer.sign(&simple()).await, Err(IssueError::Unavailable(_))));
+        std::fs::write(&file, "  hvs.new\n").unwrap(); // rotated by an agent; trimmed
+        issuer.sign(&simple()).await.unwrap();
+        let tokens: Vec<_> = env.fake.headers.lock().unwrap().iter().map(|h| h["x-vault-token"].clone()).collect();
+        assert_eq!(tokens, ["hvs.old", "hvs.old", "hvs.old", "hvs.new"]);
+        assert_eq!(env.fake.logins.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn refusals_and_outages() {
+        for (status, refused) in [(400, true), (503, false), (500, false), (404, false), (429, false)] {
+            let env = fake(&[status], Mode::Honest).await;
+            match (env.issuer().await.sign(&simple()).await, refused) {
+                (Err(IssueError::Refused(msg)), true) => {
+                    assert_eq!(msg, "common name x.other.test not allowed by this role", "Vault's text, trimmed")
+                }
+                (Err(IssueError::Unavailable(_)), false) => {}
+                (other, _) => panic!("HTTP {status}: {other:?}"),
+            }
+        }
+        let env = fake(&[], Mode::Honest).await;
+        std::fs::write(env.dir.path().join("secret-id"), "wrong").unwrap();
+        assert!(matches!(env.issuer().await.sign(&simple()).await, Err(IssueError::Unavailable(_))), "bad AppRole");
+    }
+
+    #[tokio::test]
+    async fn never_hands_out_what_was_not_asked_for() {
+        for mode in [Mode::ExtraSan, Mode::OtherKey] {
+            let env = fake(&[], mode).await;
+            match env.issuer().await.sign(&simple()).await {
+                Err(IssueError::Refused(msg)) => {
+                    assert!(msg.contains("extra.lab.test") || msg.contains("key"), "{msg}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[tokio::test]
     async fn after_an_outage_no_sign_is_sent_until_health_answers() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let (issuer, f, _dir) = fake(vec![503, 503], false).await;
-        assert!(matches!(issuer.sign(&request()).await, Err(IssueError::Unavailable(_))));
-        // The fake has no sys/health (404): the second attempt stops at the probe.
-        assert!(matches!(issuer.sign(&request()).await, Err(IssueError::Unavailable(_))));
-        assert_eq!(f.script.lock().unwrap().len(), 1, "the second sign never reached Vault");
+        let env = fake(&[503, 503], Mode::Honest).await;
+        let issuer = env.issuer().await;
+        assert!(matches!(issuer.sign(&simple()).await, Err(IssueError::Unavailable(_))));
+        env.fake.health.store(503, Ordering::SeqCst); // sealed
+        let err = issuer.sign(&simple()).await.unwrap_err();
+        assert!(err.to_string().contains("sealed"), "{err}");
+        assert_eq!(env.fake.signs.load(Ordering::SeqCst), 1, "the second sign never reached Vault");
+        env.fake.health.store(200, Ordering::SeqCst);
+        assert!(matches!(issuer.sign(&simple()).await, Err(IssueError::Unavailable(_))), "the scripted 503");
+        issuer.sign(&simple()).await.unwrap();
     }
 
     #[tokio::test]
-    async fn unreachable_vault_is_unavailable_not_fatal() {
+    async fn unreachable_or_silent_vault_is_unavailable_not_fatal() {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let issuer = VaultIssuer::new(VaultSettings {
-            address: "http://127.0.0.1:1".into(),
+        let settings = |address: String| VaultSettings {
+            address,
             mount: "pki_int".into(),
             role: "r".into(),
             ca_bundle: None,
             namespace: None,
-            timeout: Duration::from_secs(2),
-            auth: VaultAuth::Token(Secret::new("t")),
-        })
-        .await
-        .unwrap();
+            timeout: Duration::from_millis(500),
+            auth: VaultAuth::Token(Secret::new("hvs.t")),
+        };
+        let issuer = VaultIssuer::new(settings("http://127.0.0.1:1".into())).await.unwrap();
         assert!(matches!(issuer.health().await, Err(IssueError::Unavailable(_))));
-        assert!(matches!(issuer.sign(&request()).await, Err(IssueError::Unavailable(_))));
+        assert!(matches!(issuer.sign(&simple()).await, Err(IssueError::Unavailable(_))));
+        assert!(matches!(issuer.chain().await, Err(IssueError::Unavailable(_))));
+
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let issuer = VaultIssuer::new(settings(format!("http://{addr}"))).await.unwrap();
+        let err = issuer.sign(&simple()).await.unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err}");
+        assert!(!format!("{err:?}").contains("hvs.t"));
+    }
+
+    #[tokio::test]
+    async fn revoke_and_chain() {
+        let env = fake(&[], Mode::Honest).await;
+        let issuer = env.issuer().await;
+        issuer.revoke("0a0B1c").await.unwrap();
+        assert_eq!(env.fake.bodies.lock().unwrap()[0]["serial_number"], "0a:0b:1c");
+
+        let chain = issuer.chain().await.unwrap();
+        assert_eq!(chain, vec![env.fake.intermediate.clone(), env.fake.ca.ca_pem().to_owned()]);
+        env.fake.ca_chain_status.store(503, Ordering::SeqCst);
+        assert!(matches!(issuer.chain().await, Err(IssueError::Unavailable(_))), "nothing cached yet");
+        issuer.sign(&simple()).await.unwrap();
+        assert_eq!(issuer.chain().await.unwrap(), chain, "the chain of the last signature");
+    }
+
+    #[tokio::test]
+    async fn https_with_a_ca_bundle() {
+        let env = fake(&[], Mode::Honest).await;
+        let (chain, key) = env.fake.ca.issue_serving(&["127.0.0.1".into()]).unwrap();
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let certs = CertificateDer::pem_slice_iter(chain.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let tls = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+        let addr = serve_tls(router(env.fake.clone()), tls).await;
+        let settings =
+            |ca_bundle| VaultSettings { address: format!("https://{addr}"), ca_bundle, ..env.settings(env.approle()) };
+
+        let issuer = VaultIssuer::new(settings(Some(env.fake.ca.ca_path()))).await.unwrap();
+        issuer.health().await.unwrap();
+        issuer.sign(&simple()).await.unwrap();
+
+        let untrusting = VaultIssuer::new(settings(None)).await.unwrap();
+        let err = untrusting.health().await.unwrap_err();
+        assert!(matches!(err, IssueError::Unavailable(_)), "{err}");
+
+        let missing = VaultIssuer::new(settings(Some(env.dir.path().join("nope.pem")))).await.unwrap_err();
+        assert!(missing.to_string().contains("nope.pem"), "{missing}");
+    }
+
+    async fn serve_tls(app: Router, config: rustls::ServerConfig) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        addr
     }
 
     #[test]
     fn serial_forms() {
         assert_eq!(colon_serial("0a0B1c"), "0a:0b:1c");
         assert_eq!(colon_serial("a0b"), "0a:0b");
+        assert_eq!(colon_serial("2c:51:0E"), "2c:51:0e");
         assert_eq!(normalize_serial("0A:0b:1C"), "0a0b1c");
+    }
+
+    /// Against a real Vault or OpenBao set up like the homelab, e.g. `bao server -dev`, then:
+    /// `pki/` root; `pki_int/` intermediate (`intermediate/generate/internal`, signed by
+    /// `pki/root/sign-intermediate`, `intermediate/set-signed`); role `lab-internal`
+    /// (`allowed_domains=lab.test allow_subdomains=true allow_ip_sans=true key_type=ec key_bits=256`);
+    /// a policy with only `update` on `pki_int/sign/lab-internal` and `pki_int/revoke`; a token
+    /// (file) and an AppRole (`role_id`, `secret_id` file) with that policy.
+    #[tokio::test]
+    #[ignore = "needs VACME_TEST_VAULT_ADDR, _TOKEN_FILE, _ROLE_ID and _SECRET_ID_FILE"]
+    async fn real_vault_token_and_approle() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let var = |k: &str| std::env::var(format!("VACME_TEST_VAULT_{k}")).unwrap_or_else(|_| panic!("set {k}"));
+        let settings = |auth| VaultSettings {
+            address: var("ADDR"),
+            mount: std::env::var("VACME_TEST_VAULT_MOUNT").unwrap_or_else(|_| "pki_int".into()),
+            role: std::env::var("VACME_TEST_VAULT_ROLE").unwrap_or_else(|_| "lab-internal".into()),
+            ca_bundle: std::env::var("VACME_TEST_VAULT_CA_BUNDLE").ok().map(PathBuf::from),
+            namespace: None,
+            timeout: Duration::from_secs(10),
+            auth,
+        };
+        let approle = VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id: var("ROLE_ID"),
+            secret_id_file: var("SECRET_ID_FILE").into(),
+        };
+        for (how, auth) in [("token", VaultAuth::TokenFile(var("TOKEN_FILE").into())), ("approle", approle)] {
+            let issuer = VaultIssuer::new(settings(auth)).await.unwrap();
+            issuer.health().await.unwrap();
+
+            let host = format!("{how}-{}.lab.test", OffsetDateTime::now_utc().unix_timestamp());
+            let not_after = OffsetDateTime::now_utc() + time::Duration::hours(2);
+            let req = request(&[&host, "b.lab.test", "10.0.0.7"], Some(not_after));
+            let issued = issuer.sign(&req).await.unwrap();
+            let leaf = inspect_leaf(&issued.leaf_pem).unwrap();
+            assert_eq!(leaf.names, req.identifiers, "{how}");
+            assert_eq!(leaf.serial, issued.serial);
+            assert!((not_after - issued.not_after).whole_minutes().abs() <= 1, "ttl honoured: {}", issued.not_after);
+            assert!(!issued.chain_pem.is_empty() && issued.chain_pem.iter().all(|c| !is_self_signed(c)));
+            let int = Pem::iter_from_buffer(issued.chain_pem[0].as_bytes()).next().unwrap().unwrap();
+            let leaf_der = Pem::iter_from_buffer(issued.leaf_pem.as_bytes()).next().unwrap().unwrap();
+            let leaf_cert = leaf_der.parse_x509().unwrap();
+            leaf_cert.verify_signature(Some(int.parse_x509().unwrap().public_key())).unwrap();
+            eprintln!(
+                "{how}: signed serial {} until {}, chain of {}",
+                issued.serial,
+                issued.not_after,
+                issued.chain_pem.len()
+            );
+
+            issuer.revoke(&issued.serial).await.unwrap();
+            issuer.revoke(&issued.serial).await.unwrap(); // idempotent
+
+            match issuer.sign(&request(&["x.other.test"], None)).await {
+                Err(IssueError::Refused(msg)) => eprintln!("{how}: outside the role: {msg}"),
+                other => panic!("{how}: {other:?}"),
+            }
+            let chain = issuer.chain().await.unwrap();
+            assert_eq!(chain[0], issued.chain_pem[0], "issuing CA first");
+            eprintln!("{how}: ca_chain has {} certificate(s)", chain.len());
+        }
+    }
+
+    /// The 403 path for real: an AppRole whose tokens live `VACME_TEST_VAULT_SHORT_TTL_SECS`
+    /// (e.g. `token_ttl=3s token_max_ttl=3s`) must log in again after its token expires.
+    #[tokio::test]
+    #[ignore = "needs VACME_TEST_VAULT_ADDR, _SHORT_ROLE_ID, _SHORT_SECRET_ID_FILE and _SHORT_TTL_SECS"]
+    async fn real_vault_logs_in_again_after_token_expiry() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let var = |k: &str| std::env::var(format!("VACME_TEST_VAULT_{k}")).unwrap_or_else(|_| panic!("set {k}"));
+        let issuer = VaultIssuer::new(VaultSettings {
+            address: var("ADDR"),
+            mount: "pki_int".into(),
+            role: "lab-internal".into(),
+            ca_bundle: None,
+            namespace: None,
+            timeout: Duration::from_secs(10),
+            auth: VaultAuth::AppRole {
+                mount: "approle".into(),
+                role_id: var("SHORT_ROLE_ID"),
+                secret_id_file: var("SHORT_SECRET_ID_FILE").into(),
+            },
+        })
+        .await
+        .unwrap();
+        issuer.sign(&simple()).await.unwrap();
+        let before = issuer.token.read().await.clone().unwrap();
+        tokio::time::sleep(Duration::from_secs(var("SHORT_TTL_SECS").parse::<u64>().unwrap() + 1)).await;
+        issuer.sign(&simple()).await.unwrap();
+        assert_ne!(issuer.token.read().await.clone().unwrap(), before, "a new token after the 403");
     }
 }
