@@ -16,15 +16,17 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     acme::Urls,
     api,
+    cleanup::Cleanup,
     clock::{Clock, SystemClock},
     config::{Config, VaultAuthMethod},
+    eab::EabSecret,
     issuer::{
         IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, VaultAuth, VaultIssuer, VaultSettings,
         worker::IssuanceWorker,
     },
     policy::Policy,
     secret::Secret,
-    state::{AppState, Limits, Wake},
+    state::{AppState, Lifecycle, Limits, Wake},
     store::Store,
     validation::{
         NetValidator, ValidationSettings, Validator,
@@ -45,6 +47,8 @@ pub enum AppError {
     Validation(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("EAB secret: {0}")]
+    Eab(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
@@ -74,16 +78,12 @@ impl App {
         let store = Store::connect(&config.database_url()).await?;
         let local_ca =
             Arc::new(LocalCa::load_or_create(&data_dir.join("ca")).map_err(|e| AppError::LocalCa(e.to_string()))?);
-        let issuer: Arc<dyn Issuer> = match &config.vault {
-            Some(v) => {
-                Arc::new(VaultIssuer::new(vault_settings(v)?).await.map_err(|e| AppError::Vault(e.to_string()))?)
-            }
-            None => Arc::new(LocalIssuer::new(
-                local_ca.clone(),
-                Duration::from_secs(u64::from(config.issuance.local_default_days) * 86_400),
-                Duration::from_secs(u64::from(config.issuance.local_max_days) * 86_400),
-            )),
-        };
+        let issuer = build_issuer(&config, &local_ca).await?;
+        let lifecycle = Arc::new(lifecycle(&config)?);
+        let backfilled = crate::cleanup::backfill_ari_ids(&store).await?;
+        if backfilled > 0 {
+            tracing::info!(certificates = backfilled, "gave older certificates their renewal-info certID");
+        }
         match issuer.health().await {
             Ok(()) => tracing::info!(issuer = issuer.name(), "CA reachable"),
             Err(e) => {
@@ -121,6 +121,7 @@ impl App {
                 ..Limits::default()
             }),
             wake: Arc::new(Wake::default()),
+            lifecycle,
         };
         Ok(App {
             router: api::router(state.clone()),
@@ -184,12 +185,23 @@ impl App {
                 clock: st.clock.clone(),
                 wake: st.wake.clone(),
                 key_policy: st.limits.key_policy.clone(),
+                lifecycle: st.lifecycle.clone(),
                 workers: self.config.issuance.workers,
                 lease_secs: self.config.vault.as_ref().map_or(30, |v| v.timeout_secs as i64 * 2 + 10),
             }
             .run(stopped(stop_rx.clone())),
         );
-        workers.spawn(purge_nonces(st.store.clone(), st.clock.clone(), stopped(stop_rx.clone())));
+        workers.spawn(
+            Cleanup {
+                store: st.store.clone(),
+                issuer: st.issuer.clone(),
+                lifecycle: st.lifecycle.clone(),
+                clock: st.clock.clone(),
+                interval: Duration::from_secs(self.config.cleanup.interval_secs),
+                retention_secs: i64::from(self.config.cleanup.retention_days) * 86_400,
+            }
+            .run(stopped(stop_rx.clone())),
+        );
 
         let acceptor = TlsAcceptor::from(self.tls.clone());
         let graceful = GracefulShutdown::new();
@@ -252,18 +264,29 @@ impl App {
     }
 }
 
-async fn purge_nonces(store: Store, clock: Arc<dyn Clock>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            () = tokio::time::sleep(Duration::from_secs(300)) => {
-                if let Err(e) = store.purge_nonces(clock.unix()).await {
-                    tracing::warn!(error = %e, "cannot purge expired nonces");
-                }
-            }
-        }
-    }
+/// The CA orders are signed by: Vault when configured, else the local CA.
+pub async fn build_issuer(config: &Config, local_ca: &Arc<LocalCa>) -> Result<Arc<dyn Issuer>, AppError> {
+    Ok(match &config.vault {
+        Some(v) => Arc::new(VaultIssuer::new(vault_settings(v)?).await.map_err(|e| AppError::Vault(e.to_string()))?),
+        None => Arc::new(LocalIssuer::new(
+            local_ca.clone(),
+            Duration::from_secs(u64::from(config.issuance.local_default_days) * 86_400),
+            Duration::from_secs(u64::from(config.issuance.local_max_days) * 86_400),
+        )),
+    })
+}
+
+/// EAB secret, profiles and renewal settings.
+pub fn lifecycle(config: &Config) -> Result<Lifecycle, AppError> {
+    let path = config.eab_secret_file();
+    let eab = EabSecret::load_or_create(&path).map_err(|e| AppError::Eab(e.to_string()))?;
+    Ok(Lifecycle {
+        eab,
+        eab_required: config.eab.required,
+        profiles: config.profiles.clone(),
+        default_profile: config.issuance.default_profile.clone(),
+        renewal: config.renewal.clone(),
+    })
 }
 
 fn vault_settings(v: &crate::config::VaultConfig) -> Result<VaultSettings, AppError> {

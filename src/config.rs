@@ -1,6 +1,7 @@
 //! One typed configuration: TOML file, then `VACME_*` environment variables, then flags.
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
@@ -18,6 +19,11 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub validation: ValidationConfig,
     pub issuance: IssuanceConfig,
+    pub eab: EabConfig,
+    pub renewal: RenewalConfig,
+    pub cleanup: CleanupConfig,
+    /// Certificate profiles (draft-ietf-acme-profiles), by name. Default none.
+    pub profiles: BTreeMap<String, ProfileConfig>,
     pub vault: Option<VaultConfig>,
 }
 
@@ -149,12 +155,69 @@ pub struct IssuanceConfig {
     pub local_max_days: u32,
     /// Seconds finalize waits for the CA before answering `processing`. Default 5.
     pub finalize_wait_secs: u64,
+    /// Profile of orders that name none (must be a key of `[profiles]`). Default unset.
+    pub default_profile: Option<String>,
 }
 
 impl Default for IssuanceConfig {
     fn default() -> Self {
-        Self { workers: 8, local_default_days: 90, local_max_days: 365, finalize_wait_secs: 5 }
+        Self { workers: 8, local_default_days: 90, local_max_days: 365, finalize_wait_secs: 5, default_profile: None }
     }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EabConfig {
+    /// Whether newAccount needs an external account binding (`meta.externalAccountRequired`). Default false.
+    pub required: bool,
+    /// File with the secret EAB keys are derived from (created 0600 if missing). Default `<data_dir>/eab.secret`.
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RenewalConfig {
+    /// Start of the suggested renewal window (RFC 9773), in percent of the certificate's lifetime. Default 33.
+    pub window_start_percent: u8,
+    /// End of the suggested renewal window, in percent of the lifetime. Default 67.
+    pub window_end_percent: u8,
+    /// `Retry-After` on renewalInfo answers, in seconds. Default 21600.
+    pub retry_after_secs: u64,
+}
+
+impl Default for RenewalConfig {
+    fn default() -> Self {
+        Self { window_start_percent: 33, window_end_percent: 67, retry_after_secs: 6 * 3600 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanupConfig {
+    /// Seconds between clean-up runs. Default 3600.
+    pub interval_secs: u64,
+    /// Days an expired, unissued order (with its authorizations) is kept. Default 30.
+    pub retention_days: u32,
+}
+
+impl Default for CleanupConfig {
+    fn default() -> Self {
+        Self { interval_secs: 3600, retention_days: 30 }
+    }
+}
+
+/// One certificate profile: what an order naming it gets.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileConfig {
+    /// Shown to clients in `meta.profiles`. Default empty.
+    pub description: String,
+    /// Vault role used to sign. Default `vault.role`.
+    pub role: Option<String>,
+    /// Vault PKI mount used to sign. Default `vault.mount`.
+    pub mount: Option<String>,
+    /// Longest lifetime, in days; a longer `notAfter` is clamped. Default: the CA's limit.
+    pub max_days: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -331,6 +394,29 @@ impl Config {
         if self.issuance.local_default_days == 0 || self.issuance.local_default_days > self.issuance.local_max_days {
             return bad("issuance.local_default_days must be between 1 and local_max_days".into());
         }
+        if let Some(p) = &self.issuance.default_profile
+            && !self.profiles.contains_key(p)
+        {
+            return bad(format!("issuance.default_profile {p:?} is not a key of [profiles]"));
+        }
+        for (name, p) in &self.profiles {
+            let ok_name = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            if !ok_name {
+                return bad(format!("profiles: {name:?} is not a profile name (letters, digits, - _ .)"));
+            }
+            if p.max_days == Some(0) {
+                return bad(format!("profiles.{name}.max_days must be at least 1"));
+            }
+        }
+        if self.renewal.window_start_percent >= self.renewal.window_end_percent || self.renewal.window_end_percent > 100
+        {
+            return bad("renewal: window_start_percent must be below window_end_percent, which is at most 100".into());
+        }
+        if self.cleanup.interval_secs == 0 {
+            return bad("cleanup.interval_secs must be at least 1".into());
+        }
         if let Some(v) = &self.vault {
             if !(v.address.starts_with("http://") || v.address.starts_with("https://")) {
                 return bad(format!("vault.address {:?} must be an http(s) URL", v.address));
@@ -375,6 +461,11 @@ impl Config {
     /// `validation.allowed_targets` parsed (validated already).
     pub fn allowed_targets(&self) -> Vec<ipnet::IpNet> {
         self.validation.allowed_targets.iter().filter_map(|s| parse_net(s)).collect()
+    }
+
+    /// The file EAB keys are derived from.
+    pub fn eab_secret_file(&self) -> PathBuf {
+        self.eab.secret_file.clone().unwrap_or_else(|| self.server.data_dir.join("eab.secret"))
     }
 
     pub fn validation_timeout(&self) -> Duration {
@@ -522,13 +613,23 @@ mod docs_tests {
         config.database.url = Some("sqlite://x".into());
         config.tls.cert_file = Some("c".into());
         config.tls.key_file = Some("k".into());
+        config.issuance.default_profile = Some("short".into());
+        config.eab.secret_file = Some("e".into());
+        config.profiles.insert(
+            "short".into(),
+            ProfileConfig { role: Some("r".into()), mount: Some("m".into()), max_days: Some(1), ..Default::default() },
+        );
         let rendered: toml::Table = config.to_toml().parse().unwrap();
         let mut missing = Vec::new();
         fn walk(prefix: &str, t: &toml::Table, doc: &str, missing: &mut Vec<String>) {
             for (k, v) in t {
                 match v {
                     toml::Value::Table(sub) => {
-                        let section = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        let section = match prefix {
+                            "" => k.clone(),
+                            "profiles" => "profiles.<name>".to_owned(),
+                            _ => format!("{prefix}.{k}"),
+                        };
                         if !doc.contains(&format!("`[{section}]`")) {
                             missing.push(format!("[{section}]"));
                         }

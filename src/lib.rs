@@ -4,8 +4,10 @@
 pub mod acme;
 pub mod api;
 pub mod app;
+pub mod cleanup;
 pub mod clock;
 pub mod config;
+pub mod eab;
 pub mod issuer;
 pub mod jws;
 pub mod policy;

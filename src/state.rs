@@ -1,13 +1,15 @@
 //! What every handler and worker shares.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use tokio::sync::{Notify, watch};
 
 use crate::{
     acme::Urls,
     clock::Clock,
-    issuer::{Issuer, KeyPolicy},
+    config::{ProfileConfig, RenewalConfig},
+    eab::EabSecret,
+    issuer::{Issuer, KeyPolicy, SignTarget},
     policy::Policy,
     store::Store,
 };
@@ -22,6 +24,33 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub limits: Arc<Limits>,
     pub wake: Arc<Wake>,
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// Accounts, profiles and renewal: what the lifecycle endpoints need from the configuration.
+#[derive(Clone, Debug)]
+pub struct Lifecycle {
+    pub eab: EabSecret,
+    /// `meta.externalAccountRequired`.
+    pub eab_required: bool,
+    pub profiles: BTreeMap<String, ProfileConfig>,
+    pub default_profile: Option<String>,
+    pub renewal: RenewalConfig,
+}
+
+impl Lifecycle {
+    /// What an order of `profile` is signed with (`None`: the issuer's defaults).
+    pub fn target(&self, profile: Option<&str>) -> SignTarget {
+        match profile.and_then(|p| self.profiles.get(p).map(|cfg| (p, cfg))) {
+            Some((name, cfg)) => SignTarget {
+                profile: Some(name.to_owned()),
+                role: cfg.role.clone(),
+                mount: cfg.mount.clone(),
+                max_lifetime: cfg.max_days.map(|d| time::Duration::days(i64::from(d))),
+            },
+            None => SignTarget::default(),
+        }
+    }
 }
 
 /// Fixed limits and timings, from the configuration.

@@ -1,5 +1,6 @@
 //! RFC 8555 vocabulary: wire types, identifiers and problems. No I/O.
 
+pub mod ari;
 pub mod identifier;
 pub mod problem;
 pub mod types;

@@ -16,6 +16,7 @@ use crate::acme::identifier::Identifier;
 #[non_exhaustive]
 pub enum ProblemType {
     AccountDoesNotExist,
+    AlreadyReplaced,
     AlreadyRevoked,
     BadCsr,
     BadNonce,
@@ -28,6 +29,7 @@ pub enum ProblemType {
     ExternalAccountRequired,
     IncorrectResponse,
     InvalidContact,
+    InvalidProfile,
     Malformed,
     OrderNotReady,
     RateLimited,
@@ -53,6 +55,7 @@ impl ProblemType {
     pub fn code(self) -> &'static str {
         match self {
             Self::AccountDoesNotExist => "accountDoesNotExist",
+            Self::AlreadyReplaced => "alreadyReplaced",
             Self::AlreadyRevoked => "alreadyRevoked",
             Self::BadCsr => "badCSR",
             Self::BadNonce => "badNonce",
@@ -65,6 +68,7 @@ impl ProblemType {
             Self::ExternalAccountRequired => "externalAccountRequired",
             Self::IncorrectResponse => "incorrectResponse",
             Self::InvalidContact => "invalidContact",
+            Self::InvalidProfile => "invalidProfile",
             Self::Malformed => "malformed",
             Self::OrderNotReady => "orderNotReady",
             Self::RateLimited => "rateLimited",
@@ -94,7 +98,8 @@ impl ProblemType {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::OrderNotReady | Self::AlreadyRevoked => StatusCode::FORBIDDEN,
+            Self::OrderNotReady => StatusCode::FORBIDDEN,
+            Self::AlreadyReplaced => StatusCode::CONFLICT,
             Self::UserActionRequired | Self::ExternalAccountRequired => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         }

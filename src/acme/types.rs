@@ -18,6 +18,9 @@ pub struct Directory {
     pub revoke_cert: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_change: Option<String>,
+    /// RFC 9773 §3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renewal_info: Option<String>,
     pub meta: DirectoryMeta,
 }
 
@@ -29,6 +32,9 @@ pub struct DirectoryMeta {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub caa_identities: Vec<String>,
     pub external_account_required: bool,
+    /// draft-ietf-acme-profiles: name -> description.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub profiles: std::collections::BTreeMap<String, String>,
 }
 
 macro_rules! status_enum {
@@ -135,6 +141,12 @@ pub struct Order {
     pub finalize: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// draft-ietf-acme-profiles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// RFC 9773 §5: the certID this order renews, as the client sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
 }
 
 /// RFC 8555 §7.1.4.
@@ -192,6 +204,35 @@ pub struct NewOrderRequest {
     pub not_before: Option<OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub not_after: Option<OffsetDateTime>,
+    /// draft-ietf-acme-profiles.
+    pub profile: Option<String>,
+    /// RFC 9773 §5: certID of the certificate this order renews.
+    pub replaces: Option<String>,
+}
+
+/// revokeCert payload (RFC 8555 §7.6).
+#[derive(Clone, Debug, Deserialize)]
+pub struct RevocationRequest {
+    /// base64url DER of the certificate.
+    pub certificate: String,
+    pub reason: Option<i64>,
+}
+
+/// RFC 9773 §4.2 renewal information.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenewalInfo {
+    pub suggested_window: SuggestedWindow,
+    #[serde(rename = "explanationURL", skip_serializing_if = "Option::is_none")]
+    pub explanation_url: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SuggestedWindow {
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub end: OffsetDateTime,
 }
 
 /// finalize payload (RFC 8555 §7.4).

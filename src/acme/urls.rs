@@ -57,6 +57,16 @@ impl Urls {
     pub fn certificate(&self, id: &str) -> String {
         format!("{}{ACME}/cert/{id}", self.base)
     }
+    pub fn revoke_cert(&self) -> String {
+        format!("{}{ACME}/revoke-cert", self.base)
+    }
+    pub fn key_change(&self) -> String {
+        format!("{}{ACME}/key-change", self.base)
+    }
+    /// RFC 9773 §4: clients append `/<certID>`.
+    pub fn renewal_info(&self) -> String {
+        format!("{}{ACME}/renewal-info", self.base)
+    }
 
     /// The account ID in a `kid` (an account URL of this server), if it is one.
     pub fn account_id_of_kid<'a>(&self, kid: &'a str) -> Option<&'a str> {

@@ -7,13 +7,17 @@ use tracing::Span;
 
 use crate::{
     acme::{
-        Problem,
+        Problem, ProblemType,
         types::{self, AccountRequest, AccountStatus, OrdersList},
     },
     api::AcmeResponse,
-    jws::extract::{PostAsGet, SignedJwk, SignedOrGet},
+    jws::{
+        KeySource, PublicJwk,
+        extract::{PostAsGet, Signed, SignedJwk, SignedOrGet},
+        parse,
+    },
     state::AppState,
-    store::AccountRow,
+    store::{AccountRow, KeyChange, NewAccountOutcome},
 };
 
 /// Most contact URIs an account may list.
@@ -43,11 +47,100 @@ pub async fn new_account(State(st): State<AppState>, req: SignedJwk<AccountReque
     }
     let contact = check_contacts(req.payload.contact.as_deref().unwrap_or_default())?;
     let tos = req.payload.terms_of_service_agreed.unwrap_or(false);
-    let (acct, created) =
-        st.store.create_account(&thumbprint, &req.jwk.to_json(), &contact, tos, st.clock.unix()).await?;
+    let now = st.clock.unix();
+    let eab_kid = match &req.payload.external_account_binding {
+        Some(binding) => Some(check_binding(&st, binding, &req.jwk, &req.url, now).await?),
+        None if st.lifecycle.eab_required => {
+            return Err(Problem::new(
+                ProblemType::ExternalAccountRequired,
+                "this server requires an external account binding (ask the operator for an EAB kid and key)",
+            ));
+        }
+        None => None,
+    };
+    let (acct, status) =
+        match st.store.create_account(&thumbprint, &req.jwk.to_json(), &contact, tos, eab_kid.as_deref(), now).await? {
+            NewAccountOutcome::Created(a) => (a, StatusCode::CREATED),
+            NewAccountOutcome::Exists(a) => (a, StatusCode::OK),
+            NewAccountOutcome::EabUnusable => {
+                return Err(Problem::unauthorized("externalAccountBinding: this EAB key was used by another account"));
+            }
+        };
     Span::current().record("account_id", acct.id.as_str());
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(AcmeResponse::json(status, &wire(&acct, &st)).location(st.urls.account(&acct.id)))
+}
+
+/// RFC 8555 §7.3.4: the binding's MAC, then the key's state. Returns the kid.
+async fn check_binding(
+    st: &AppState,
+    binding: &serde_json::Value,
+    jwk: &PublicJwk,
+    url: &str,
+    now: i64,
+) -> Result<String, Problem> {
+    let kid = st.lifecycle.eab.verify_binding(binding, jwk, url)?;
+    // The MAC verified, so the kid was made by this server's secret; its record says whether it is usable.
+    let key =
+        st.store.eab_key(&kid).await?.ok_or_else(|| Problem::unauthorized("externalAccountBinding: unknown kid"))?;
+    match key.state(now) {
+        "unused" => Ok(kid),
+        "used" => Err(Problem::unauthorized("externalAccountBinding: this EAB key was already used")),
+        "expired" => Err(Problem::unauthorized("externalAccountBinding: this EAB key has expired")),
+        _ => Err(Problem::unauthorized("externalAccountBinding: this EAB key was revoked")),
+    }
+}
+
+/// The inner JWS of a key change (RFC 8555 §7.3.5).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyChangePayload {
+    account: String,
+    old_key: serde_json::Value,
+}
+
+/// POST /acme/key-change: checks in the order RFC 8555 §7.3.5 lists them.
+pub async fn key_change(State(st): State<AppState>, req: Signed<serde_json::Value>) -> Result<AcmeResponse, Problem> {
+    Span::current().record("account_id", req.account.id.as_str());
+    let inner_bytes = serde_json::to_vec(&req.payload).map_err(Problem::internal)?;
+    let inner = parse(&inner_bytes).map_err(|p| Problem::malformed(format!("inner JWS: {}", p.detail)))?;
+    let new_key = match &inner.protected.key {
+        KeySource::Jwk(jwk) => jwk.clone(),
+        KeySource::Kid(_) => return Err(Problem::malformed("inner JWS must carry the new key as jwk")),
+    };
+    inner.verify(&new_key).map_err(|p| Problem::malformed(format!("inner JWS: {}", p.detail)))?;
+    if inner.protected.nonce.is_some() {
+        return Err(Problem::malformed("inner JWS must not have a nonce"));
+    }
+    if inner.protected.url != st.urls.key_change() {
+        return Err(Problem::malformed("inner JWS url must equal the outer url"));
+    }
+    let payload: KeyChangePayload = inner.payload_json()?;
+    if payload.account != st.urls.account(&req.account.id) {
+        return Err(Problem::unauthorized("inner payload account is not the signing account"));
+    }
+    let old_key = PublicJwk::from_json(&payload.old_key)
+        .map_err(|p| Problem::malformed(format!("inner payload oldKey: {}", p.detail)))?;
+    if old_key.thumbprint() != req.account.thumbprint {
+        return Err(Problem::unauthorized("inner payload oldKey is not the account's current key"));
+    }
+    let new_thumbprint = new_key.thumbprint();
+    if new_thumbprint == req.account.thumbprint {
+        return Err(Problem::malformed("the new key is the account's current key"));
+    }
+    match st.store.change_key(&req.account.id, &req.account.thumbprint, &new_thumbprint, &new_key.to_json()).await? {
+        KeyChange::Changed => {
+            tracing::info!(account_id = %req.account.id, "account key changed");
+            let acct = st.store.account(&req.account.id).await?.ok_or_else(|| Problem::not_found("no such account"))?;
+            Ok(AcmeResponse::json(StatusCode::OK, &wire(&acct, &st)).location(st.urls.account(&acct.id)))
+        }
+        KeyChange::Conflict(other) => {
+            let mut p =
+                Problem::malformed("the new key already belongs to an account").with_status(StatusCode::CONFLICT);
+            p.location = Some(st.urls.account(&other));
+            Err(p)
+        }
+        KeyChange::Stale => Err(Problem::unauthorized("the account's key changed meanwhile; try again")),
+    }
 }
 
 #[derive(Deserialize)]

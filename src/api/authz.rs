@@ -7,7 +7,7 @@ use tracing::Span;
 use crate::{
     acme::{
         Problem,
-        types::{AuthorizationStatus, ChallengeStatus},
+        types::{AuthorizationStatus, AuthorizationUpdate, ChallengeStatus},
     },
     api::{AcmeResponse, render},
     jws::extract::SignedOrGet,
@@ -29,10 +29,22 @@ pub async fn authz(
     req: SignedOrGet,
 ) -> Result<AcmeResponse, Problem> {
     Span::current().record("account_id", req.account.id.as_str());
-    if req.payload.is_some() {
-        return Err(Problem::malformed("authorization updates are not supported; use POST-as-GET"));
+    let mut authz = own_authz(&st, &req.account.id, &id).await?;
+    if let Some(payload) = req.payload {
+        // RFC 8555 §7.5.2: the only update is `{"status": "deactivated"}`.
+        let update: AuthorizationUpdate = serde_json::from_value(payload)
+            .map_err(|e| Problem::malformed(format!("authorization update is not valid: {e}")))?;
+        if update.status.as_deref() != Some("deactivated") {
+            return Err(Problem::malformed("an authorization can only be updated to {\"status\": \"deactivated\"}"));
+        }
+        let problem =
+            Problem::unauthorized(format!("the authorization for {} was deactivated", authz.identifier.value()));
+        let problem = serde_json::to_value(&problem).map_err(Problem::internal)?;
+        if !st.store.deactivate_authz(&id, &problem, st.clock.unix()).await? {
+            return Err(Problem::malformed(format!("an authorization that is {} cannot be deactivated", authz.status)));
+        }
+        authz = own_authz(&st, &req.account.id, &id).await?;
     }
-    let authz = own_authz(&st, &req.account.id, &id).await?;
     let res = AcmeResponse::json(StatusCode::OK, &render::authz(&authz, &st.urls, st.clock.unix()));
     let busy = authz.status == AuthorizationStatus::Pending
         && authz.challenges.iter().any(|c| c.status == ChallengeStatus::Processing);

@@ -15,12 +15,14 @@ pub async fn directory(State(st): State<AppState>) -> AcmeResponse {
         new_nonce: st.urls.new_nonce(),
         new_account: st.urls.new_account(),
         new_order: st.urls.new_order(),
-        revoke_cert: None,
-        key_change: None,
+        revoke_cert: Some(st.urls.revoke_cert()),
+        key_change: Some(st.urls.key_change()),
+        renewal_info: Some(st.urls.renewal_info()),
         meta: DirectoryMeta {
             website: None,
             caa_identities: st.policy.caa_identities().to_vec(),
-            external_account_required: false,
+            external_account_required: st.lifecycle.eab_required,
+            profiles: st.lifecycle.profiles.iter().map(|(k, v)| (k.clone(), v.description.clone())).collect(),
         },
     };
     AcmeResponse::json(StatusCode::OK, &dir)

@@ -9,7 +9,9 @@ mod directory;
 mod health;
 mod order;
 mod render;
+mod renewal;
 mod response;
+pub mod revoke;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,6 +50,9 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{ACME}/authz/{{id}}"), post(authz::authz).fallback(method_not_allowed))
         .route(&format!("{ACME}/chall/{{id}}"), post(authz::challenge).fallback(method_not_allowed))
         .route(&format!("{ACME}/cert/{{id}}"), post(certificate::certificate).fallback(method_not_allowed))
+        .route(&format!("{ACME}/revoke-cert"), post(revoke::revoke_cert).fallback(method_not_allowed))
+        .route(&format!("{ACME}/key-change"), post(account::key_change).fallback(method_not_allowed))
+        .route(&format!("{ACME}/renewal-info/{{id}}"), get(renewal::renewal_info).fallback(method_not_allowed_get))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), acme_headers));
     Router::new()
@@ -69,6 +74,12 @@ async fn not_found() -> Problem {
 async fn method_not_allowed() -> Response {
     let mut res = Problem::new(ProblemType::MethodNotAllowed, "method not allowed on this resource").into_response();
     res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    res
+}
+
+async fn method_not_allowed_get() -> Response {
+    let mut res = Problem::new(ProblemType::MethodNotAllowed, "method not allowed on this resource").into_response();
+    res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
     res
 }
 

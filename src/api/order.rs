@@ -10,14 +10,15 @@ use tracing::Span;
 
 use crate::{
     acme::{
-        Identifier, Problem, Subproblem,
+        Identifier, Problem, ProblemType, Subproblem, ari,
         types::{FinalizeRequest, NewOrderRequest, OrderStatus},
     },
     api::{AcmeResponse, render},
+    eab::scope_allows,
     issuer::IssuanceRequest,
     jws::extract::{PostAsGet, Signed},
     state::AppState,
-    store::{NewAuthz, OrderRow},
+    store::{AccountRow, EabKeyRow, NewAuthz, NewOrder, OrderRow},
 };
 
 /// POST /acme/new-order.
@@ -25,29 +26,107 @@ pub async fn new_order(State(st): State<AppState>, req: Signed<NewOrderRequest>)
     Span::current().record("account_id", req.account.id.as_str());
     let identifiers = parse_identifiers(&req.payload, st.policy.max_identifiers())?;
     st.policy.check(&identifiers)?;
+    let binding = eab_key_of(&st, &req.account).await?;
+    if let Some(key) = &binding {
+        check_scope(key, &identifiers)?;
+    }
+    let profile = choose_profile(&st, req.payload.profile.as_deref(), binding.as_ref())?;
+    if let Some(replaces) = &req.payload.replaces {
+        check_replaces(&st, &req.account, replaces, &identifiers).await?;
+    }
     let authzs: Vec<NewAuthz> = identifiers
         .iter()
         .map(|id| NewAuthz { identifier: id.clone(), challenges: st.policy.challenges_for(id) })
         .collect();
     let now = st.clock.unix();
-    // Never rejected (cert-manager always sends them): kept, and clamped by the CA at issuance.
-    let not_before = req.payload.not_before.map(|t| t.unix_timestamp());
-    let not_after = req.payload.not_after.map(|t| t.unix_timestamp());
-    let order = st
-        .store
-        .create_order(
-            &req.account.id,
-            &identifiers,
-            &authzs,
-            not_before,
-            not_after,
-            now,
-            now + st.limits.order_ttl_secs,
-        )
-        .await?;
+    let new = NewOrder {
+        identifiers,
+        authzs,
+        // Never rejected (cert-manager always sends them): kept, and clamped by the CA at issuance.
+        not_before: req.payload.not_before.map(|t| t.unix_timestamp()),
+        not_after: req.payload.not_after.map(|t| t.unix_timestamp()),
+        profile,
+        replaces: req.payload.replaces.clone(),
+    };
+    let order =
+        st.store.create_order(&req.account.id, &new, now, now + st.limits.order_ttl_secs).await?.ok_or_else(|| {
+            Problem::new(ProblemType::AlreadyReplaced, "another order already replaces this certificate")
+        })?;
     Span::current().record("order_id", order.id.as_str());
     Ok(AcmeResponse::json(StatusCode::CREATED, &render::order(&order, &st.urls, now))
         .location(st.urls.order(&order.id)))
+}
+
+/// The EAB key an account was bound with, if any.
+async fn eab_key_of(st: &AppState, account: &AccountRow) -> Result<Option<EabKeyRow>, Problem> {
+    match &account.eab_kid {
+        Some(kid) => Ok(st.store.eab_key(kid).await?),
+        None => Ok(None),
+    }
+}
+
+/// An account made with a scoped EAB key orders only names in that scope.
+fn check_scope(key: &EabKeyRow, identifiers: &[Identifier]) -> Result<(), Problem> {
+    let refused: Vec<Subproblem> = identifiers
+        .iter()
+        .filter(|id| !scope_allows(&key.scope, id))
+        .map(|id| Subproblem {
+            kind: ProblemType::RejectedIdentifier,
+            detail: format!("{} is outside this account's scope ({})", id.value(), key.scope.join(", ")),
+            identifier: Some(id.clone()),
+        })
+        .collect();
+    match refused.len() {
+        0 => Ok(()),
+        1 => Err(Problem::rejected_identifier(refused[0].detail.clone()).with_subproblems(refused)),
+        n => Err(Problem::rejected_identifier(format!("{n} identifiers are outside this account's scope"))
+            .with_subproblems(refused)),
+    }
+}
+
+/// The order's profile: the one its EAB key fixes, else the one asked for, else the default.
+fn choose_profile(st: &AppState, asked: Option<&str>, binding: Option<&EabKeyRow>) -> Result<Option<String>, Problem> {
+    let profiles = &st.lifecycle.profiles;
+    let invalid = |m: String| Problem::new(ProblemType::InvalidProfile, m);
+    if let Some(fixed) = binding.and_then(|k| k.profile.as_deref()) {
+        return match asked {
+            Some(a) if a != fixed => Err(invalid(format!("this account may only use profile {fixed:?}"))),
+            _ => Ok(Some(fixed.to_owned())),
+        };
+    }
+    match asked {
+        Some(a) if profiles.contains_key(a) => Ok(Some(a.to_owned())),
+        Some(a) if profiles.is_empty() => {
+            Err(invalid(format!("profile {a:?} is not offered: this server has no profiles")))
+        }
+        Some(a) => {
+            let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
+            Err(invalid(format!("profile {a:?} is not offered; profiles are {}", known.join(", "))))
+        }
+        None => Ok(st.lifecycle.default_profile.clone()),
+    }
+}
+
+/// RFC 9773 §5: `replaces` must name a certificate of this account sharing a name with the order.
+async fn check_replaces(
+    st: &AppState,
+    account: &AccountRow,
+    replaces: &str,
+    ids: &[Identifier],
+) -> Result<(), Problem> {
+    let id = ari::parse_cert_id(replaces)?;
+    let old = st
+        .store
+        .certificate_by_ari_id(id)
+        .await?
+        .ok_or_else(|| Problem::malformed("replaces names a certificate this server did not issue"))?;
+    if old.account_id != account.id {
+        return Err(Problem::unauthorized("replaces names a certificate of another account"));
+    }
+    if !old.identifiers.iter().any(|i| ids.contains(i)) {
+        return Err(Problem::malformed("the order shares no identifier with the certificate it replaces"));
+    }
+    Ok(())
 }
 
 /// Parses, normalises, de-duplicates and sorts; every bad identifier becomes a subproblem.

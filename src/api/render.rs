@@ -22,6 +22,8 @@ pub fn order(o: &OrderRow, urls: &Urls, now: i64) -> acme::types::Order {
         authorizations: o.authz_ids.iter().map(|id| urls.authz(id)).collect(),
         finalize: urls.finalize(&o.id),
         certificate: o.certificate_id.as_deref().map(|id| urls.certificate(id)),
+        profile: o.profile.clone(),
+        replaces: o.replaces.clone(),
     }
 }
 

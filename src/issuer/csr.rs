@@ -43,6 +43,20 @@ impl Default for KeyPolicy {
 /// Longest subject CN (RFC 5280 ub-common-name).
 const MAX_CN: usize = 64;
 
+/// Where an order is signed and for how long at most: from its profile. The default is the
+/// issuer's own role, mount and limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SignTarget {
+    /// Profile name, for the record.
+    pub profile: Option<String>,
+    /// Vault role instead of `vault.role`.
+    pub role: Option<String>,
+    /// Vault PKI mount instead of `vault.mount`.
+    pub mount: Option<String>,
+    /// Longest lifetime; a later (or missing) `notAfter` becomes now + this.
+    pub max_lifetime: Option<time::Duration>,
+}
+
 /// A CSR whose signature, key and names were checked against the order.
 #[derive(Clone, Debug)]
 pub struct IssuanceRequest {
@@ -60,6 +74,8 @@ pub struct IssuanceRequest {
     pub not_before: Option<OffsetDateTime>,
     /// The order's requested `notAfter`; issuers cap it at their maximum, never refuse it.
     pub not_after: Option<OffsetDateTime>,
+    /// Role, mount and lifetime cap of the order's profile.
+    pub target: SignTarget,
 }
 
 impl IssuanceRequest {
@@ -130,7 +146,22 @@ impl IssuanceRequest {
             spki_der: csr.certification_request_info.subject_pki.raw.to_vec(),
             not_before,
             not_after,
+            target: SignTarget::default(),
         })
+    }
+
+    /// Applies a profile: its role and mount, and its lifetime cap (clamping, never refusing).
+    pub fn with_target(mut self, target: SignTarget, now: OffsetDateTime) -> Self {
+        if let Some(max) = target.max_lifetime {
+            let start = self.not_before.filter(|t| *t > now).unwrap_or(now);
+            let cap = start + max;
+            self.not_after = Some(match self.not_after {
+                Some(t) if t < cap => t,
+                _ => cap,
+            });
+        }
+        self.target = target;
+        self
     }
 }
 

@@ -235,7 +235,7 @@ fn set_mode(_: &Path, _: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -270,7 +270,7 @@ impl Issuer for LocalIssuer {
         Ok(self.ca.sign(req, self.default_ttl, self.max_ttl)?)
     }
 
-    async fn revoke(&self, _serial: &str) -> Result<(), IssueError> {
+    async fn revoke(&self, _serial: &str, _leaf_pem: &str, _mount: Option<&str>) -> Result<(), IssueError> {
         // The local CA publishes no CRL; revocation is recorded in vacme's store only.
         Ok(())
     }

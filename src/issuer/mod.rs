@@ -12,7 +12,8 @@ use time::OffsetDateTime;
 
 use crate::acme::Problem;
 
-pub use csr::{IssuanceRequest, KeyPolicy};
+pub use csr::{IssuanceRequest, KeyPolicy, SignTarget};
+pub(crate) use local::write_private;
 pub use local::{LocalCa, LocalCaError, LocalIssuer};
 pub use vault::{VaultAuth, VaultIssuer, VaultSettings};
 
@@ -82,8 +83,13 @@ pub trait Issuer: fmt::Debug + Send + Sync {
     /// Signs exactly `req`, which `IssuanceRequest::new` already checked. `Refused` means this
     /// request will never be signed (the order becomes `invalid`); `Unavailable` means try later.
     async fn sign(&self, req: &IssuanceRequest) -> Result<Issued, IssueError>;
-    /// Revokes by serial (lower-case hex). Idempotent: an already revoked serial is `Ok`.
-    async fn revoke(&self, serial: &str) -> Result<(), IssueError>;
+    /// Revokes the certificate with `serial` (lower-case hex) and PEM `leaf_pem`, issued through
+    /// `mount` (`None`: the default). Idempotent: an already revoked certificate is `Ok`.
+    async fn revoke(&self, serial: &str, leaf_pem: &str, mount: Option<&str>) -> Result<(), IssueError>;
+    /// When the CA revoked `serial` (Unix seconds), if it did; `Ok(None)` when it cannot tell.
+    async fn revoked_at(&self, _serial: &str, _mount: Option<&str>) -> Result<Option<i64>, IssueError> {
+        Ok(None)
+    }
     /// The CA certificates (PEM) clients should trust, issuing CA first (the root included when
     /// the CA knows it).
     async fn chain(&self) -> Result<Vec<String>, IssueError>;

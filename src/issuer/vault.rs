@@ -412,7 +412,9 @@ impl Issuer for VaultIssuer {
         if self.suspect.load(Ordering::Relaxed) {
             self.health().await?;
         }
-        let path = format!("{}/sign/{}", self.settings.mount, self.settings.role);
+        let mount = req.target.mount.as_deref().unwrap_or(&self.settings.mount);
+        let role = req.target.role.as_deref().unwrap_or(&self.settings.role);
+        let path = format!("{mount}/sign/{role}");
         let v = self.call(Method::POST, &path, Some(&sign_body(req, OffsetDateTime::now_utc()))).await?;
         let (issued, ca_chain) = issued_from(req, &v["data"])?;
         if !ca_chain.is_empty() {
@@ -421,14 +423,30 @@ impl Issuer for VaultIssuer {
         Ok(issued)
     }
 
-    async fn revoke(&self, serial: &str) -> Result<(), IssueError> {
-        let path = format!("{}/revoke", self.settings.mount);
+    async fn revoke(&self, serial: &str, leaf_pem: &str, mount: Option<&str>) -> Result<(), IssueError> {
+        let path = format!("{}/revoke", mount.unwrap_or(&self.settings.mount));
         // OpenBao answers 200 again for a serial it already revoked; older Vaults said so in a 400.
+        let already = |msg: &str| msg.contains("already revoked");
         match self.call(Method::POST, &path, Some(&json!({"serial_number": colon_serial(serial)}))).await {
             Ok(_) => Ok(()),
-            Err(IssueError::Refused(msg)) if msg.contains("already revoked") => Ok(()),
+            Err(IssueError::Refused(msg)) if already(&msg) => Ok(()),
+            // A role with no_store keeps no record of the serial: revoke by the certificate itself.
+            Err(IssueError::Refused(_)) if !leaf_pem.is_empty() => {
+                match self.call(Method::POST, &path, Some(&json!({"certificate": leaf_pem}))).await {
+                    Ok(_) => Ok(()),
+                    Err(IssueError::Refused(msg)) if already(&msg) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET <mount>/cert/<serial>`: `revocation_time` is 0 until the serial is revoked.
+    async fn revoked_at(&self, serial: &str, mount: Option<&str>) -> Result<Option<i64>, IssueError> {
+        let path = format!("{}/cert/{}", mount.unwrap_or(&self.settings.mount), colon_serial(serial));
+        let v = self.call(Method::GET, &path, None).await?;
+        Ok(v["data"]["revocation_time"].as_i64().filter(|t| *t > 0))
     }
 
     /// `GET <mount>/ca_chain` (unauthenticated): issuing CA first, and the root too when the
@@ -835,7 +853,7 @@ mod tests {
     async fn revoke_and_chain() {
         let env = fake(&[], Mode::Honest).await;
         let issuer = env.issuer().await;
-        issuer.revoke("0a0B1c").await.unwrap();
+        issuer.revoke("0a0B1c", "", None).await.unwrap();
         assert_eq!(env.fake.bodies.lock().unwrap()[0]["serial_number"], "0a:0b:1c");
 
         let chain = issuer.chain().await.unwrap();
@@ -946,8 +964,8 @@ mod tests {
                 issued.chain_pem.len()
             );
 
-            issuer.revoke(&issued.serial).await.unwrap();
-            issuer.revoke(&issued.serial).await.unwrap(); // idempotent
+            issuer.revoke(&issued.serial, &issued.leaf_pem, None).await.unwrap();
+            issuer.revoke(&issued.serial, &issued.leaf_pem, None).await.unwrap(); // idempotent
 
             match issuer.sign(&request(&["x.other.test"], None)).await {
                 Err(IssueError::Refused(msg)) => eprintln!("{how}: outside the role: {msg}"),

@@ -8,10 +8,10 @@ use serde_json::json;
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
-    acme::Problem,
+    acme::{Problem, ari},
     clock::Clock,
     issuer::{IssuanceRequest, IssueError, Issuer, KeyPolicy},
-    state::Wake,
+    state::{Lifecycle, Wake},
     store::{NewCertificate, OrderRow, Store},
 };
 
@@ -23,6 +23,7 @@ pub struct IssuanceWorker {
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Wake>,
     pub key_policy: KeyPolicy,
+    pub lifecycle: Arc<Lifecycle>,
     pub workers: usize,
     /// Lease on a claimed order; longer than one CA call can take.
     pub lease_secs: i64,
@@ -92,6 +93,7 @@ impl IssuanceWorker {
                     chain_pem: issued.full_chain_pem(),
                     not_before: issued.not_before.unix_timestamp(),
                     not_after: issued.not_after.unix_timestamp(),
+                    ari_id: ari::cert_id_of_pem(&issued.leaf_pem),
                 };
                 tracing::info!(order_id = %order.id, serial = %issued.serial, issuer = self.issuer.name(),
                     identifiers = ?order.identifiers.iter().map(|i| i.value()).collect::<Vec<_>>(), "certificate issued");
@@ -119,13 +121,15 @@ impl IssuanceWorker {
     /// same check, so a changed policy can't be bypassed by an order queued before the change).
     fn request(&self, order: &OrderRow) -> Result<IssuanceRequest, Problem> {
         let csr = order.csr.as_deref().ok_or_else(|| Problem::bad_csr("order has no CSR"))?;
-        IssuanceRequest::new(
+        let req = IssuanceRequest::new(
             &order.identifiers,
             csr,
             &self.key_policy,
             order.not_before.map(crate::clock::from_unix),
             order.not_after.map(crate::clock::from_unix),
-        )
+        )?;
+        let now = crate::clock::from_unix(self.clock.unix());
+        Ok(req.with_target(self.lifecycle.target(order.profile.as_deref()), now))
     }
 }
 

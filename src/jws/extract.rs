@@ -29,6 +29,22 @@ pub struct SignedJwk<T> {
     pub url: String,
 }
 
+/// Who signed a request that takes either (revokeCert, RFC 8555 §7.6).
+#[derive(Debug)]
+pub enum Signer {
+    /// A valid account, by `kid`.
+    Account(AccountRow),
+    /// A key given inline (`jwk`): the certificate's own key.
+    Key(PublicJwk),
+}
+
+/// Signed by an account (`kid`) or by an inline key (`jwk`), with a JSON payload.
+#[derive(Debug)]
+pub struct SignedAny<T> {
+    pub signer: Signer,
+    pub payload: T,
+}
+
 /// A POST-as-GET (RFC 8555 §6.3): signed by a valid account, empty payload.
 #[derive(Debug)]
 pub struct PostAsGet {
@@ -144,5 +160,24 @@ impl FromRequest<AppState> for SignedOrGet {
         let account = by_kid(&jws, state).await?;
         let payload = if jws.is_post_as_get() { None } else { Some(jws.payload_json()?) };
         Ok(Self { account, payload })
+    }
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<AppState> for SignedAny<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
+        let jws = read(req, state).await?;
+        let signer = match &jws.protected.key {
+            KeySource::Jwk(jwk) => {
+                jws.verify(jwk)?;
+                Signer::Key(jwk.clone())
+            }
+            KeySource::Kid(_) => Signer::Account(by_kid(&jws, state).await?),
+        };
+        if jws.is_post_as_get() {
+            return Err(Problem::malformed("this request needs a JSON payload, not POST-as-GET"));
+        }
+        Ok(Self { signer, payload: jws.payload_json()? })
     }
 }

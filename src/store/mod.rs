@@ -2,6 +2,7 @@
 //! updates (`WHERE status = ...`) checked by `rows_affected`, so several workers (or replicas)
 //! never move the same object twice.
 
+mod lifecycle;
 mod rows;
 
 use std::{str::FromStr, time::Duration};
@@ -13,6 +14,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use lifecycle::{AccountSummary, CleanupReport, EabKeyRow, KeyChange, NewEabKey};
 pub use rows::{AccountRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge, OrderRow};
 
 use crate::acme::{Identifier, Problem, types::ChallengeType};
@@ -45,6 +47,18 @@ pub struct NewAuthz {
     pub challenges: Vec<ChallengeType>,
 }
 
+/// What newOrder records besides the account.
+#[derive(Clone, Debug, Default)]
+pub struct NewOrder {
+    pub identifiers: Vec<Identifier>,
+    pub authzs: Vec<NewAuthz>,
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+    pub profile: Option<String>,
+    /// RFC 9773 certID (`certificates.ari_id`) of the certificate this order renews.
+    pub replaces: Option<String>,
+}
+
 /// A certificate to record when an order is issued.
 #[derive(Clone, Debug)]
 pub struct NewCertificate {
@@ -53,6 +67,18 @@ pub struct NewCertificate {
     pub chain_pem: String,
     pub not_before: i64,
     pub not_after: i64,
+    /// RFC 9773 certID, when the leaf has an authority key identifier.
+    pub ari_id: Option<String>,
+}
+
+/// Why an account could not be created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NewAccountOutcome {
+    Created(AccountRow),
+    /// The key already has this account.
+    Exists(AccountRow),
+    /// The EAB key was used, revoked or expired by the time the account was written.
+    EabUnusable,
 }
 
 /// Row counts, for tests and health output.
@@ -162,34 +188,60 @@ impl Store {
         row.map(AccountRow::try_from).transpose()
     }
 
-    /// Creates an account for a key, or returns the one that already has it (`false`: not created).
+    /// Creates an account for a key, or returns the one that already has it. With `eab_kid`, the
+    /// key is bound in the same transaction, and only if it is still unused, unrevoked and unexpired.
     pub async fn create_account(
         &self,
         thumbprint: &str,
         jwk: &serde_json::Value,
         contact: &[String],
         tos_agreed: bool,
+        eab_kid: Option<&str>,
         now: i64,
-    ) -> Result<(AccountRow, bool)> {
+    ) -> Result<NewAccountOutcome> {
         let id = self.random_id()?;
         let contact_json = serde_json::to_string(contact).unwrap_or_else(|_| "[]".into());
+        let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO accounts (id, key_thumbprint, jwk, status, contact, tos_agreed, created_at)
-             VALUES ($1, $2, $3, 'valid', $4, $5, $6) ON CONFLICT (key_thumbprint) DO NOTHING",
+            "INSERT INTO accounts (id, key_thumbprint, jwk, status, contact, tos_agreed, eab_kid, created_at)
+             VALUES ($1, $2, $3, 'valid', $4, $5, $6, $7) ON CONFLICT (key_thumbprint) DO NOTHING",
         )
         .bind(&id)
         .bind(thumbprint)
         .bind(jwk.to_string())
         .bind(contact_json)
         .bind(tos_agreed)
+        .bind(eab_kid)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 1
+            && let Some(kid) = eab_kid
+        {
+            let bound = sqlx::query(
+                "UPDATE eab_keys SET used_at = $2, account_id = $3
+                 WHERE kid = $1 AND used_at IS NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+            )
+            .bind(kid)
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            if bound.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(NewAccountOutcome::EabUnusable);
+            }
+        }
+        tx.commit().await?;
         let account = self
             .account_by_thumbprint(thumbprint)
             .await?
             .ok_or(StoreError::Corrupt { table: "accounts", what: "account vanished right after insert".into() })?;
-        Ok((account, inserted.rows_affected() == 1))
+        Ok(if inserted.rows_affected() == 1 {
+            NewAccountOutcome::Created(account)
+        } else {
+            NewAccountOutcome::Exists(account)
+        })
     }
 
     pub async fn update_contact(&self, id: &str, contact: &[String]) -> Result<()> {
@@ -219,36 +271,43 @@ impl Store {
 
     // ---- orders (RFC 8555 §7.4) ----
 
-    /// Creates an order with its authorizations and challenges, in one transaction.
-    #[allow(clippy::too_many_arguments)]
+    /// Creates an order with its authorizations and challenges, in one transaction. `Ok(None)`
+    /// when `new.replaces` names a certificate that another live order already replaces
+    /// (checked in the insert itself, so two racing renewals cannot both pass).
     pub async fn create_order(
         &self,
         account_id: &str,
-        identifiers: &[Identifier],
-        authzs: &[NewAuthz],
-        not_before: Option<i64>,
-        not_after: Option<i64>,
+        new: &NewOrder,
         now: i64,
         expires_at: i64,
-    ) -> Result<OrderRow> {
+    ) -> Result<Option<OrderRow>> {
         let order_id = self.random_id()?;
-        let ids_json = serde_json::to_string(identifiers).map_err(|e| corrupt("orders", e))?;
+        let ids_json = serde_json::to_string(&new.identifiers).map_err(|e| corrupt("orders", e))?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO orders (id, account_id, status, expires_at, identifiers, not_before, not_after,
-                                 created_at, updated_at)
-             VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $7)",
+                                 profile, replaces, created_at, updated_at)
+             SELECT $1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9
+             WHERE $8 IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM orders WHERE replaces = $8
+                   AND (status IN ('processing', 'valid') OR (status IN ('pending', 'ready') AND expires_at > $9)))",
         )
         .bind(&order_id)
         .bind(account_id)
         .bind(expires_at)
         .bind(&ids_json)
-        .bind(not_before)
-        .bind(not_after)
+        .bind(new.not_before)
+        .bind(new.not_after)
+        .bind(&new.profile)
+        .bind(&new.replaces)
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        for (position, authz) in authzs.iter().enumerate() {
+        if inserted.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        for (position, authz) in new.authzs.iter().enumerate() {
             let authz_id = self.random_id()?;
             let base = authz.identifier.base();
             sqlx::query(
@@ -282,7 +341,7 @@ impl Store {
             .await?
             .ok_or(StoreError::Corrupt { table: "orders", what: "order vanished right after insert".into() })?;
         tx.commit().await?;
-        Ok(order)
+        Ok(Some(order))
     }
 
     pub async fn order(&self, id: &str) -> Result<Option<OrderRow>> {
@@ -511,8 +570,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO certificates (id, order_id, account_id, serial, issuer, identifiers, chain_pem,
-                                       not_before, not_after, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                       not_before, not_after, created_at, profile, ari_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&cert_id)
         .bind(&order.id)
@@ -524,6 +583,8 @@ impl Store {
         .bind(cert.not_before)
         .bind(cert.not_after)
         .bind(now)
+        .bind(&order.profile)
+        .bind(&cert.ari_id)
         .execute(&mut *tx)
         .await?;
         let done = sqlx::query(

@@ -19,10 +19,11 @@ pub(super) struct RawAccount {
     contact: String,
     tos_agreed: bool,
     created_at: i64,
+    eab_kid: Option<String>,
 }
 
 /// An ACME account.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRow {
     pub id: String,
     pub thumbprint: String,
@@ -31,6 +32,8 @@ pub struct AccountRow {
     pub contact: Vec<String>,
     pub tos_agreed: bool,
     pub created_at: i64,
+    /// The EAB key the account was created with; its scope limits the account's orders.
+    pub eab_kid: Option<String>,
 }
 
 impl TryFrom<RawAccount> for AccountRow {
@@ -44,6 +47,7 @@ impl TryFrom<RawAccount> for AccountRow {
             thumbprint: r.key_thumbprint,
             tos_agreed: r.tos_agreed,
             created_at: r.created_at,
+            eab_kid: r.eab_kid,
         })
     }
 }
@@ -67,6 +71,8 @@ pub(super) struct RawOrder {
     created_at: i64,
     #[allow(dead_code)]
     updated_at: i64,
+    profile: Option<String>,
+    replaces: Option<String>,
 }
 
 /// An order with the IDs of its authorizations, in identifier order.
@@ -86,6 +92,9 @@ pub struct OrderRow {
     pub next_attempt_at: Option<i64>,
     pub created_at: i64,
     pub authz_ids: Vec<String>,
+    pub profile: Option<String>,
+    /// RFC 9773 certID of the certificate this order renews.
+    pub replaces: Option<String>,
 }
 
 impl OrderRow {
@@ -105,6 +114,8 @@ impl OrderRow {
             next_attempt_at: r.next_attempt_at,
             created_at: r.created_at,
             authz_ids,
+            profile: r.profile,
+            replaces: r.replaces,
         })
     }
 }
@@ -264,6 +275,9 @@ pub(super) struct RawCertificate {
     revoked_at: Option<i64>,
     revocation_reason: Option<i64>,
     created_at: i64,
+    profile: Option<String>,
+    ari_id: Option<String>,
+    ca_revoked_at: Option<i64>,
 }
 
 /// An issued certificate.
@@ -281,6 +295,11 @@ pub struct CertificateRow {
     pub revoked_at: Option<i64>,
     pub revocation_reason: Option<i64>,
     pub created_at: i64,
+    pub profile: Option<String>,
+    /// RFC 9773 certID.
+    pub ari_id: Option<String>,
+    /// When the CA confirmed the revocation; `None` while it is still to be told.
+    pub ca_revoked_at: Option<i64>,
 }
 
 impl TryFrom<RawCertificate> for CertificateRow {
@@ -299,6 +318,9 @@ impl TryFrom<RawCertificate> for CertificateRow {
             revoked_at: r.revoked_at,
             revocation_reason: r.revocation_reason,
             created_at: r.created_at,
+            profile: r.profile,
+            ari_id: r.ari_id,
+            ca_revoked_at: r.ca_revoked_at,
         })
     }
 }

@@ -1,0 +1,53 @@
+//! ACME Renewal Information (RFC 9773): `GET /acme/renewal-info/<certID>`, unauthenticated.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use http::StatusCode;
+
+use crate::{
+    acme::{
+        Problem, ari,
+        types::{RenewalInfo, SuggestedWindow},
+    },
+    api::AcmeResponse,
+    clock::from_unix,
+    state::AppState,
+};
+
+/// How long renewal info waits for Vault to say whether it revoked a certificate.
+const CA_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// GET /acme/renewal-info/{certID}: the configured share of the lifetime, or a window that has
+/// already started when the certificate was revoked (in vacme, or in Vault behind its back).
+pub async fn renewal_info(State(st): State<AppState>, Path(id): Path<String>) -> Result<AcmeResponse, Problem> {
+    let id = ari::parse_cert_id(&id)?;
+    let cert = st
+        .store
+        .certificate_by_ari_id(id)
+        .await?
+        .ok_or_else(|| Problem::not_found("no certificate with this certID was issued here"))?;
+    let now = st.clock.unix();
+    let mut revoked_at = cert.revoked_at;
+    if revoked_at.is_none() && cert.not_after > now {
+        let mount = st.lifecycle.target(cert.profile.as_deref()).mount;
+        if let Ok(Ok(Some(at))) =
+            tokio::time::timeout(CA_CHECK_TIMEOUT, st.issuer.revoked_at(&cert.serial, mount.as_deref())).await
+        {
+            tracing::info!(certificate_id = %cert.id, serial = %cert.serial, "the CA revoked this certificate");
+            st.store.revoked_by_ca(&cert.id, at).await?;
+            revoked_at = Some(at);
+        }
+    }
+    let renewal = &st.lifecycle.renewal;
+    let (start, end) = match revoked_at {
+        // In the past: RFC 9773 §4.2 clients renew at once.
+        Some(at) => (at.min(now) - 1, now),
+        None => ari::window(cert.not_before, cert.not_after, renewal.window_start_percent, renewal.window_end_percent),
+    };
+    let info = RenewalInfo {
+        suggested_window: SuggestedWindow { start: from_unix(start), end: from_unix(end.max(start + 1)) },
+        explanation_url: None,
+    };
+    Ok(AcmeResponse::json(StatusCode::OK, &info).retry_after(renewal.retry_after_secs))
+}

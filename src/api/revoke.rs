@@ -1,0 +1,186 @@
+//! revokeCert (RFC 8555 §7.6): by the account that ordered the certificate, or by the
+//! certificate's own key. vacme records the revocation first, then tells the CA; a CA that is
+//! down is told later by the clean-up task, so a revocation is never lost.
+
+use axum::extract::State;
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use http::StatusCode;
+use tracing::Span;
+use x509_parser::{certificate::X509Certificate, pem::Pem, prelude::FromDer, public_key::PublicKey};
+
+use crate::{
+    acme::{Problem, ProblemType, types::RevocationRequest},
+    api::AcmeResponse,
+    jws::{
+        PublicJwk,
+        extract::{SignedAny, Signer},
+    },
+    state::AppState,
+    store::CertificateRow,
+};
+
+/// RFC 5280 §5.3.1 reasons a subscriber may give: unspecified, keyCompromise,
+/// affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn. The others
+/// (cACompromise, certificateHold, removeFromCRL, aACompromise) are the CA's to state.
+pub const SUBSCRIBER_REASONS: &[u8] = &[0, 1, 3, 4, 5, 9];
+
+/// POST /acme/revoke-cert.
+pub async fn revoke_cert(
+    State(st): State<AppState>,
+    req: SignedAny<RevocationRequest>,
+) -> Result<AcmeResponse, Problem> {
+    let reason = check_reason(req.payload.reason)?;
+    let der = URL_SAFE_NO_PAD
+        .decode(req.payload.certificate.trim_end_matches('='))
+        .map_err(|_| Problem::malformed("certificate is not base64url"))?;
+    let (rest, cert) = X509Certificate::from_der(&der)
+        .map_err(|_| Problem::malformed("certificate is not a DER X.509 certificate"))?;
+    if !rest.is_empty() {
+        return Err(Problem::malformed("certificate has trailing data"));
+    }
+    let record = find_issued(&st, &cert, &der).await?;
+    match &req.signer {
+        Signer::Account(acct) => {
+            Span::current().record("account_id", acct.id.as_str());
+            if acct.id != record.account_id {
+                return Err(Problem::unauthorized("this certificate was issued to another account"));
+            }
+        }
+        Signer::Key(jwk) => {
+            if !key_matches(jwk, &cert) {
+                return Err(Problem::unauthorized(
+                    "the request is signed neither by the account nor by the certificate's key",
+                ));
+            }
+        }
+    }
+    revoke(&st, &record, reason).await?;
+    Ok(AcmeResponse::empty(StatusCode::OK))
+}
+
+/// `badRevocationReason` unless the reason is one a subscriber may give (absent means 0).
+pub fn check_reason(reason: Option<i64>) -> Result<u8, Problem> {
+    let r = reason.unwrap_or(0);
+    match u8::try_from(r) {
+        Ok(r) if SUBSCRIBER_REASONS.contains(&r) => Ok(r),
+        _ => Err(Problem::new(
+            ProblemType::BadRevocationReason,
+            format!("revocation reason {r} is not accepted; use one of {SUBSCRIBER_REASONS:?} (RFC 5280 §5.3.1)"),
+        )),
+    }
+}
+
+/// Records the revocation (`alreadyRevoked` the second time) and tells the CA.
+pub async fn revoke(st: &AppState, record: &CertificateRow, reason: u8) -> Result<(), Problem> {
+    let now = st.clock.unix();
+    if !st.store.revoke_certificate(&record.id, reason, now).await? {
+        return Err(Problem::new(ProblemType::AlreadyRevoked, "this certificate is already revoked"));
+    }
+    tracing::info!(certificate_id = %record.id, serial = %record.serial, reason, "certificate revoked");
+    tell_ca(st.issuer.as_ref(), &st.store, &st.lifecycle, record, now).await;
+    Ok(())
+}
+
+/// Pushes one recorded revocation to the CA; on failure it stays pending for the next clean-up run.
+pub async fn tell_ca(
+    issuer: &dyn crate::issuer::Issuer,
+    store: &crate::store::Store,
+    lifecycle: &crate::state::Lifecycle,
+    record: &CertificateRow,
+    now: i64,
+) -> bool {
+    let mount = lifecycle.target(record.profile.as_deref()).mount;
+    let leaf = leaf_pem(&record.chain_pem);
+    match issuer.revoke(&record.serial, &leaf, mount.as_deref()).await {
+        Ok(()) => {
+            if let Err(e) = store.ca_revoked(&record.id, now).await {
+                tracing::error!(certificate_id = %record.id, error = %e, "cannot record the CA's revocation");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!(certificate_id = %record.id, serial = %record.serial, error = %e,
+                "the CA did not take the revocation yet; it is retried");
+            false
+        }
+    }
+}
+
+/// The first PEM block of a chain.
+fn leaf_pem(chain_pem: &str) -> String {
+    match chain_pem.find("-----END CERTIFICATE-----") {
+        Some(i) => format!("{}\n", &chain_pem[..i + "-----END CERTIFICATE-----".len()]),
+        None => String::new(),
+    }
+}
+
+/// The store's record of exactly this certificate (same serial and same bytes).
+async fn find_issued(st: &AppState, cert: &X509Certificate<'_>, der: &[u8]) -> Result<CertificateRow, Problem> {
+    let serial = serial_hex(cert.raw_serial());
+    for record in st.store.certificates_by_serial(&serial).await? {
+        let same = Pem::iter_from_buffer(record.chain_pem.as_bytes())
+            .next()
+            .and_then(Result::ok)
+            .is_some_and(|p| p.contents == der);
+        if same {
+            return Ok(record);
+        }
+    }
+    Err(Problem::not_found("this server did not issue that certificate"))
+}
+
+/// Lower-case hex without leading zero bytes (how the store keeps serials).
+pub fn serial_hex(raw: &[u8]) -> String {
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len().saturating_sub(1));
+    raw[start..].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `jwk` is the certificate's subject public key.
+fn key_matches(jwk: &PublicJwk, cert: &X509Certificate<'_>) -> bool {
+    let spki = cert.public_key();
+    let strip = |b: &[u8]| b.iter().position(|x| *x != 0).map_or_else(Vec::new, |i| b[i..].to_vec());
+    match (jwk, spki.parsed()) {
+        (PublicJwk::Ec { x, y, .. }, Ok(PublicKey::EC(point))) => {
+            let data = point.data();
+            data.len() == 1 + x.len() + y.len()
+                && data[0] == 4
+                && data[1..=x.len()] == x[..]
+                && data[1 + x.len()..] == y[..]
+        }
+        (PublicJwk::Rsa { n, e }, Ok(PublicKey::RSA(rsa))) => {
+            strip(rsa.modulus) == strip(n) && strip(rsa.exponent) == strip(e)
+        }
+        (PublicJwk::Ed25519 { x }, _) => {
+            spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519
+                && spki.subject_public_key.data[..] == x[..]
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons() {
+        assert_eq!(check_reason(None).unwrap(), 0);
+        assert_eq!(check_reason(Some(1)).unwrap(), 1);
+        for bad in [2, 6, 7, 8, 10, 11, -1, 300] {
+            assert_eq!(check_reason(Some(bad)).unwrap_err().kind.code(), "badRevocationReason", "{bad}");
+        }
+    }
+
+    #[test]
+    fn serials_lose_leading_zero_bytes() {
+        assert_eq!(serial_hex(&[0x00, 0x87, 0x65]), "8765");
+        assert_eq!(serial_hex(&[0x0a, 0x01]), "0a01");
+        assert_eq!(serial_hex(&[0x00]), "00");
+    }
+
+    #[test]
+    fn leaf_of_a_chain() {
+        let chain = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nAQ==\n-----END CERTIFICATE-----\n";
+        assert_eq!(leaf_pem(chain), "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n");
+    }
+}
