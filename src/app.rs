@@ -368,7 +368,7 @@ fn host_of(base: &str) -> Option<String> {
 }
 
 #[cfg(unix)]
-fn restrict_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn restrict_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }

@@ -5,6 +5,7 @@ pub mod acme;
 pub mod api;
 pub mod app;
 pub mod cleanup;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod eab;

@@ -1,10 +1,11 @@
-//! The `vacme` command: `serve`, and `check-config`.
+//! The `vacme` command: `serve`, `check-config`, and the admin commands (`eab`, `accounts`, `certs`).
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use vacme::{
     App,
+    cli::{Admin, EabCreate},
     config::{Config, Overrides},
     telemetry,
 };
@@ -16,6 +17,9 @@ struct Cli {
     /// TOML configuration file; without one, vacme runs on its embedded default.
     #[arg(long, short, global = true, env = "VACME_CONFIG")]
     config: Option<PathBuf>,
+    /// Data directory: SQLite file, local CA, EAB secret (server.data_dir).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,15 +31,90 @@ enum Command {
         /// Listen address (server.listen).
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Data directory: SQLite file and local CA (server.data_dir).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
         /// Port vacme connects to for http-01 (validation.http01_port).
         #[arg(long)]
         http01_port: Option<u16>,
     },
     /// Check the configuration and print the effective settings.
     CheckConfig,
+    /// External account binding keys.
+    Eab {
+        #[command(subcommand)]
+        command: EabCommand,
+        /// JSON output, for scripts.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// ACME accounts.
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+        /// JSON output, for scripts.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Issued certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+        /// JSON output, for scripts.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EabCommand {
+    /// Make a single-use key; prints the kid and the HMAC key once.
+    Create {
+        /// Names accounts made with this key may order: `host.lab.example`, `*.lab.example`
+        /// (anything below), `10.0.0.0/24`. Repeat for more; none means whatever policy allows.
+        #[arg(long)]
+        scope: Vec<String>,
+        /// Profile every order of the account uses (a key of [profiles]).
+        #[arg(long)]
+        profile: Option<String>,
+        /// The key stops working if unused for this long: 30d, 12h, 90m.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// A note for `eab list`, e.g. who the key is for.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// List keys (never the HMAC keys themselves).
+    List,
+    /// Stop an unused key from binding accounts.
+    Revoke { kid: String },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// List accounts with their order and certificate counts.
+    List,
+    /// One account and its certificates.
+    Show { id: String },
+    /// Deactivate an account (final): its key can no longer order or revoke.
+    Deactivate { id: String },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// List certificates, newest first.
+    List {
+        /// Only this account's.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// One certificate (by ID or serial) with its chain.
+    Show { id: String },
+    /// Revoke a certificate (by ID or serial) in vacme and in Vault.
+    Revoke {
+        id: String,
+        /// RFC 5280 reason code: 0 unspecified, 1 keyCompromise, 3 affiliationChanged,
+        /// 4 superseded, 5 cessationOfOperation, 9 privilegeWithdrawn.
+        #[arg(long, default_value_t = 0)]
+        reason: i64,
+    },
 }
 
 /// EX_CONFIG from sysexits.h: the configuration is wrong.
@@ -44,10 +123,10 @@ const EXIT_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let overrides = match &cli.command {
-        Command::Serve { listen, data_dir, http01_port } => {
-            Overrides { listen: *listen, data_dir: data_dir.clone(), http01_port: *http01_port }
+        Command::Serve { listen, http01_port } => {
+            Overrides { listen: *listen, data_dir: cli.data_dir.clone(), http01_port: *http01_port }
         }
-        Command::CheckConfig => Overrides::default(),
+        _ => Overrides { data_dir: cli.data_dir.clone(), ..Overrides::default() },
     };
     let config = match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,
@@ -62,6 +141,61 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { .. } => serve(config),
+        Command::Eab { command, json } => admin(&config, eab_admin(command), json),
+        Command::Accounts { command, json } => admin(&config, accounts_admin(command), json),
+        Command::Certs { command, json } => admin(&config, certs_admin(command), json),
+    }
+}
+
+fn eab_admin(c: EabCommand) -> Admin {
+    match c {
+        EabCommand::Create { scope, profile, expires_in, comment } => {
+            Admin::EabCreate(EabCreate { scope, profile, expires_in, comment })
+        }
+        EabCommand::List => Admin::EabList,
+        EabCommand::Revoke { kid } => Admin::EabRevoke(kid),
+    }
+}
+
+fn accounts_admin(c: AccountsCommand) -> Admin {
+    match c {
+        AccountsCommand::List => Admin::AccountsList,
+        AccountsCommand::Show { id } => Admin::AccountsShow(id),
+        AccountsCommand::Deactivate { id } => Admin::AccountsDeactivate(id),
+    }
+}
+
+fn certs_admin(c: CertsCommand) -> Admin {
+    match c {
+        CertsCommand::List { account } => Admin::CertsList { account },
+        CertsCommand::Show { id } => Admin::CertsShow(id),
+        CertsCommand::Revoke { id, reason } => Admin::CertsRevoke { id, reason },
+    }
+}
+
+/// Runs one admin command; errors go to stderr with exit status 1 (2 for "no such object").
+fn admin(config: &Config, cmd: Admin, json: bool) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vacme: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(vacme::cli::run(config, cmd, json)) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ vacme::cli::CliError::NotFound(_)) => {
+            eprintln!("vacme: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("vacme: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

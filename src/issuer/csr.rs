@@ -40,6 +40,9 @@ impl Default for KeyPolicy {
     }
 }
 
+/// How far a CA may set notBefore before the signing time.
+const BACKDATE_ALLOWANCE: time::Duration = time::Duration::minutes(1);
+
 /// Longest subject CN (RFC 5280 ub-common-name).
 const MAX_CN: usize = 64;
 
@@ -151,9 +154,11 @@ impl IssuanceRequest {
     }
 
     /// Applies a profile: its role and mount, and its lifetime cap (clamping, never refusing).
+    /// The cap counts from a notBefore the CA may backdate (the local CA by a minute, Vault by
+    /// 30 seconds), so notAfter - notBefore never exceeds the profile's maximum.
     pub fn with_target(mut self, target: SignTarget, now: OffsetDateTime) -> Self {
         if let Some(max) = target.max_lifetime {
-            let start = self.not_before.filter(|t| *t > now).unwrap_or(now);
+            let start = self.not_before.filter(|t| *t > now).unwrap_or(now) - BACKDATE_ALLOWANCE;
             let cap = start + max;
             self.not_after = Some(match self.not_after {
                 Some(t) if t < cap => t,

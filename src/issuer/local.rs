@@ -152,13 +152,13 @@ impl LocalCa {
     }
 
     /// Signs a checked request: fresh extensions (nothing copied from the CSR), SANs exactly the
-    /// identifiers, validity clamped to [now - 1 min, now + max].
+    /// identifiers, notBefore in [now - 1 min, now], and notAfter at most `max` after notBefore.
     fn sign(&self, req: &IssuanceRequest, default_ttl: Duration, max_ttl: Duration) -> Result<Issued, LocalCaError> {
         let now = OffsetDateTime::now_utc();
         let earliest = now - time::Duration::minutes(1);
-        let latest = now + max_ttl;
         // Whole seconds, so `Issued` says exactly what the certificate says (X.509 times have no fraction).
         let not_before = whole_seconds(req.not_before.map_or(earliest, |t| t.clamp(earliest, now)));
+        let latest = not_before + max_ttl;
         let not_after = whole_seconds(req.not_after.filter(|t| *t > now).map_or(now + default_ttl, |t| t.min(latest)));
         let spki = SubjectPublicKeyInfo::from_der(&req.spki_der)?;
         let mut params = CertificateParams::default();

@@ -1,6 +1,7 @@
 //! A real OpenBao dev server, configured like the homelab: root `pki/`, intermediate `pki_int/`
-//! signed by it, role `lab-internal` (EC P-256), and a `vacme` policy that may only sign with that
-//! role and revoke, handed out as a token and as an AppRole.
+//! signed by it, role `lab-internal` (EC P-256) and a 24-hour role `lab-short` for the `short`
+//! profile, and a `vacme` policy that may only sign with those roles, revoke, and read
+//! certificates' revocation state, handed out as a token and as an AppRole.
 
 use std::{
     path::{Path, PathBuf},
@@ -28,7 +29,9 @@ const ROOT_TOKEN: &str = "vacme-test-root";
 
 const POLICY: &str = r#"
 path "pki_int/sign/lab-internal" { capabilities = ["update"] }
+path "pki_int/sign/lab-short"    { capabilities = ["update"] }
 path "pki_int/revoke"            { capabilities = ["update"] }
+path "pki_int/cert/*"            { capabilities = ["read"] }
 "#;
 
 impl Bao {
@@ -116,6 +119,14 @@ impl Bao {
             }),
         )
         .await;
+        self.post(
+            "pki_int/roles/lab-short",
+            json!({
+                "allowed_domains": ZONE, "allow_subdomains": true,
+                "key_type": "ec", "key_bits": 256, "ttl": "1h", "max_ttl": "24h",
+            }),
+        )
+        .await;
         self.api(reqwest::Method::PUT, "sys/policies/acl/vacme", Some(json!({"policy": POLICY}))).await;
         let token = self
             .post("auth/token/create", json!({"policies": ["vacme"], "ttl": "2h", "no_default_policy": true}))
@@ -127,6 +138,19 @@ impl Bao {
         write_private(&self.role_id_file, role_id["data"]["role_id"].as_str().unwrap());
         let secret_id = self.post("auth/approle/role/vacme/secret-id", json!({})).await;
         write_private(&self.secret_id_file, secret_id["data"]["secret_id"].as_str().unwrap());
+    }
+
+    /// When OpenBao revoked the certificate with this serial (any form), if it did.
+    #[allow(dead_code)]
+    pub async fn revocation_time(&self, serial: &str) -> Option<i64> {
+        let v = self.api(reqwest::Method::GET, &format!("pki_int/cert/{}", colon(serial)), None).await;
+        v["data"]["revocation_time"].as_i64().filter(|t| *t > 0)
+    }
+
+    /// Revokes directly in OpenBao, behind vacme's back (as an operator with `bao write` would).
+    #[allow(dead_code)]
+    pub async fn revoke(&self, serial: &str) {
+        self.post("pki_int/revoke", json!({"serial_number": colon(serial)})).await;
     }
 
     /// Serials (colon form) of certificates OpenBao has issued from pki_int.
@@ -144,4 +168,11 @@ fn write_private(path: &Path, value: &str) {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).unwrap();
     std::io::Write::write_all(&mut f, value.as_bytes()).unwrap();
+}
+
+/// `0a1b2c` -> `0a:1b:2c`.
+fn colon(serial: &str) -> String {
+    let hex: String = serial.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_ascii_lowercase();
+    let hex = if hex.len() % 2 == 1 { format!("0{hex}") } else { hex };
+    hex.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(":")
 }

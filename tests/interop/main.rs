@@ -8,6 +8,7 @@
 mod bao;
 #[path = "../support/dns.rs"]
 mod dns;
+mod lifecycle;
 mod procs;
 
 use std::{

@@ -118,7 +118,11 @@ async fn directory_and_nonce_headers() {
     let dir: serde_json::Value = res.json().await.unwrap();
     assert_eq!(dir["newNonce"], env.url("/acme/new-nonce"));
     assert_eq!(dir["newOrder"], env.url("/acme/new-order"));
-    assert!(dir.get("revokeCert").is_none(), "advertise only what is implemented");
+    assert_eq!(dir["revokeCert"], env.url("/acme/revoke-cert"));
+    assert_eq!(dir["keyChange"], env.url("/acme/key-change"));
+    assert_eq!(dir["renewalInfo"], env.url("/acme/renewal-info"));
+    assert_eq!(dir["meta"]["externalAccountRequired"], false);
+    assert!(dir["meta"].get("profiles").is_none(), "no profiles configured, none advertised");
 
     let head = http.head(env.url("/acme/new-nonce")).send().await.unwrap();
     assert_eq!(head.status(), 200);

@@ -11,3 +11,4 @@ mod challenges;
 mod dns;
 mod env;
 mod flow;
+mod lifecycle;

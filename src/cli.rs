@@ -1,0 +1,465 @@
+//! The admin commands (`vacme eab|accounts|certs ...`): they open the same store as the server,
+//! print a table for people or JSON (`--json`) for scripts, and never print a secret except the
+//! one EAB key `eab create` exists to hand out.
+
+use std::{fmt::Write as _, sync::Arc};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::{
+    acme::Identifier,
+    api::revoke::{check_reason, tell_ca},
+    app,
+    clock::from_unix,
+    config::Config,
+    eab::check_pattern,
+    issuer::LocalCa,
+    store::{CertificateRow, NewEabKey, Store},
+};
+
+/// What an admin command can fail with; `main` prints it and exits 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    App(#[from] app::AppError),
+}
+
+/// `vacme eab create`.
+#[derive(Clone, Debug, Default)]
+pub struct EabCreate {
+    pub scope: Vec<String>,
+    pub profile: Option<String>,
+    /// e.g. `30d`, `12h`, `90m`, `3600s`.
+    pub expires_in: Option<String>,
+    pub comment: String,
+}
+
+/// One admin command.
+#[derive(Clone, Debug)]
+pub enum Admin {
+    EabCreate(EabCreate),
+    EabList,
+    EabRevoke(String),
+    AccountsList,
+    AccountsShow(String),
+    AccountsDeactivate(String),
+    CertsList { account: Option<String> },
+    CertsShow(String),
+    CertsRevoke { id: String, reason: i64 },
+}
+
+/// Runs `cmd` against the store of `config`; returns what to print.
+pub async fn run(config: &Config, cmd: Admin, json_out: bool) -> Result<String, CliError> {
+    let dir = &config.server.data_dir;
+    let io = |e: std::io::Error| CliError::Usage(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    app::restrict_dir(dir).map_err(io)?;
+    let store = Store::connect(&config.database_url()).await?;
+    let out = dispatch(config, &store, cmd, json_out).await;
+    store.close().await;
+    out
+}
+
+fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) -> Result<String, CliError> {
+    match cmd {
+        Admin::EabCreate(req) => eab_create(config, store, req, json_out).await,
+        Admin::EabList => {
+            let keys = store.eab_keys().await?;
+            let now = now();
+            if json_out {
+                let rows: Vec<Value> = keys
+                    .iter()
+                    .map(|k| {
+                        let mut v = serde_json::to_value(k).unwrap_or_default();
+                        v["state"] = json!(k.state(now));
+                        v
+                    })
+                    .collect();
+                return Ok(pretty(&rows));
+            }
+            let rows = keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.kid.clone(),
+                        k.state(now).to_owned(),
+                        or_any(&k.scope.join(",")),
+                        k.profile.clone().unwrap_or_else(|| "-".into()),
+                        k.expires_at.map_or_else(|| "never".into(), time_str),
+                        k.account_id.clone().unwrap_or_else(|| "-".into()),
+                        k.comment.clone(),
+                    ]
+                })
+                .collect();
+            Ok(table(&["KID", "STATE", "SCOPE", "PROFILE", "EXPIRES", "ACCOUNT", "COMMENT"], rows))
+        }
+        Admin::EabRevoke(kid) => {
+            if store.eab_key(&kid).await?.is_none() {
+                return Err(CliError::NotFound(format!("no EAB key {kid}")));
+            }
+            let done = store.revoke_eab_key(&kid, now()).await?;
+            Ok(if json_out {
+                pretty(&json!({"kid": kid, "revoked": done}))
+            } else if done {
+                format!(
+                    "revoked EAB key {kid}; accounts already bound with it keep working (see `vacme accounts deactivate`)\n"
+                )
+            } else {
+                format!("EAB key {kid} was already revoked\n")
+            })
+        }
+        Admin::AccountsList => {
+            let accounts = store.account_summaries().await?;
+            if json_out {
+                let rows: Vec<Value> = accounts
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "id": s.account.id, "status": s.account.status, "contact": s.account.contact,
+                            "created_at": s.account.created_at, "eab_kid": s.account.eab_kid,
+                            "orders": s.orders, "certificates": s.certificates,
+                        })
+                    })
+                    .collect();
+                return Ok(pretty(&rows));
+            }
+            let rows = accounts
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.account.id.clone(),
+                        s.account.status.to_string(),
+                        or_dash(&s.account.contact.join(",")),
+                        s.account.eab_kid.clone().unwrap_or_else(|| "-".into()),
+                        s.orders.to_string(),
+                        s.certificates.to_string(),
+                        time_str(s.account.created_at),
+                    ]
+                })
+                .collect();
+            Ok(table(&["ID", "STATUS", "CONTACT", "EAB KID", "ORDERS", "CERTS", "CREATED"], rows))
+        }
+        Admin::AccountsShow(id) => {
+            let acct = store.account(&id).await?.ok_or_else(|| CliError::NotFound(format!("no account {id}")))?;
+            let certs = store.certificates(Some(&id)).await?;
+            let orders = store.order_ids_of_account(&id).await?;
+            let v = json!({
+                "id": acct.id, "status": acct.status, "contact": acct.contact, "key_thumbprint": acct.thumbprint,
+                "jwk": acct.jwk, "terms_of_service_agreed": acct.tos_agreed, "created_at": acct.created_at,
+                "eab_kid": acct.eab_kid, "orders": orders.len(),
+                "certificates": certs.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+            });
+            if json_out {
+                return Ok(pretty(&v));
+            }
+            let mut out = String::new();
+            let _ = writeln!(out, "id:             {}", acct.id);
+            let _ = writeln!(out, "status:         {}", acct.status);
+            let _ = writeln!(out, "contact:        {}", or_dash(&acct.contact.join(", ")));
+            let _ = writeln!(out, "key thumbprint: {}", acct.thumbprint);
+            let _ = writeln!(out, "created:        {}", time_str(acct.created_at));
+            let _ = writeln!(out, "eab kid:        {}", acct.eab_kid.as_deref().unwrap_or("-"));
+            let _ = writeln!(out, "orders:         {}", orders.len());
+            let _ = writeln!(out, "certificates:   {}", certs.len());
+            if !certs.is_empty() {
+                out.push('\n');
+                out.push_str(&cert_table(&certs, now()));
+            }
+            Ok(out)
+        }
+        Admin::AccountsDeactivate(id) => match store.admin_deactivate_account(&id).await? {
+            None => Err(CliError::NotFound(format!("no account {id}"))),
+            Some(done) => Ok(if json_out {
+                pretty(&json!({"id": id, "deactivated": done}))
+            } else if done {
+                format!(
+                    "deactivated account {id}: its key can no longer order, and its pending authorizations are gone\n"
+                )
+            } else {
+                format!("account {id} was not valid; nothing changed\n")
+            }),
+        },
+        Admin::CertsList { account } => {
+            let certs = store.certificates(account.as_deref()).await?;
+            if json_out {
+                let mut rows = Vec::with_capacity(certs.len());
+                for c in &certs {
+                    rows.push(cert_json_full(store, c).await?);
+                }
+                return Ok(pretty(&rows));
+            }
+            Ok(cert_table(&certs, now()))
+        }
+        Admin::CertsShow(key) => {
+            let cert = find_cert(store, &key).await?;
+            let mut v = cert_json_full(store, &cert).await?;
+            if json_out {
+                v["chain_pem"] = json!(cert.chain_pem);
+                return Ok(pretty(&v));
+            }
+            let mut out = String::new();
+            for (k, label) in [
+                ("id", "id"),
+                ("serial", "serial"),
+                ("state", "state"),
+                ("account_id", "account"),
+                ("order_id", "order"),
+                ("issuer", "issuer"),
+                ("profile", "profile"),
+                ("ari_id", "renewal-info certID"),
+                ("replaces", "replaces"),
+            ] {
+                let value = match &v[k] {
+                    Value::String(s) => s.clone(),
+                    Value::Null => "-".into(),
+                    other => other.to_string(),
+                };
+                let _ = writeln!(out, "{:<20} {value}", format!("{label}:"));
+            }
+            let _ = writeln!(out, "{:<20} {}", "names:", names(&cert.identifiers));
+            let _ = writeln!(out, "{:<20} {}", "not before:", time_str(cert.not_before));
+            let _ = writeln!(out, "{:<20} {}", "not after:", time_str(cert.not_after));
+            if let Some(at) = cert.revoked_at {
+                let _ = writeln!(
+                    out,
+                    "{:<20} {} (reason {}), CA {}",
+                    "revoked:",
+                    time_str(at),
+                    cert.revocation_reason.unwrap_or(0),
+                    cert.ca_revoked_at.map_or_else(|| "not told yet".into(), |t| format!("confirmed {}", time_str(t)))
+                );
+            }
+            out.push('\n');
+            out.push_str(&cert.chain_pem);
+            Ok(out)
+        }
+        Admin::CertsRevoke { id, reason } => {
+            let reason = check_reason(Some(reason)).map_err(|p| CliError::Usage(p.detail))?;
+            let cert = find_cert(store, &id).await?;
+            if !store.revoke_certificate(&cert.id, reason, now()).await? {
+                return Err(CliError::Usage(format!("certificate {} is already revoked", cert.id)));
+            }
+            let local_ca = Arc::new(
+                LocalCa::load_or_create(&config.server.data_dir.join("ca"))
+                    .map_err(|e| app::AppError::LocalCa(e.to_string()))?,
+            );
+            let issuer = app::build_issuer(config, &local_ca).await?;
+            let lifecycle = app::lifecycle(config)?;
+            let told = tell_ca(issuer.as_ref(), store, &lifecycle, &cert, now()).await;
+            Ok(if json_out {
+                pretty(&json!({"id": cert.id, "serial": cert.serial, "revoked": true, "ca_confirmed": told}))
+            } else if told {
+                format!("revoked certificate {} (serial {}); {} confirmed\n", cert.id, cert.serial, issuer.name())
+            } else {
+                format!(
+                    "revoked certificate {} (serial {}) in vacme; {} did not answer, the server retries until it does\n",
+                    cert.id,
+                    cert.serial,
+                    issuer.name()
+                )
+            })
+        }
+    }
+}
+
+async fn eab_create(config: &Config, store: &Store, req: EabCreate, json_out: bool) -> Result<String, CliError> {
+    for p in &req.scope {
+        check_pattern(p).map_err(CliError::Usage)?;
+    }
+    if let Some(p) = &req.profile
+        && !config.profiles.contains_key(p)
+    {
+        return Err(CliError::Usage(format!("profile {p:?} is not configured ([profiles.{p}])")));
+    }
+    let now = now();
+    let expires_at = match &req.expires_in {
+        Some(s) => Some(
+            now + parse_duration(s)
+                .ok_or_else(|| CliError::Usage(format!("bad duration {s:?}: use e.g. 30d, 12h, 90m")))?,
+        ),
+        None => None,
+    };
+    let lifecycle = app::lifecycle(config)?;
+    let (kid, key) = lifecycle.eab.new_key().map_err(|e| CliError::Usage(e.to_string()))?;
+    let scope: Vec<String> = req.scope.iter().map(|s| s.trim().trim_end_matches('.').to_ascii_lowercase()).collect();
+    let row = NewEabKey { kid: kid.clone(), scope, profile: req.profile, comment: req.comment, expires_at };
+    store.create_eab_key(&row, now).await?;
+    if json_out {
+        return Ok(pretty(&json!({
+            "kid": kid, "hmac_key": key, "scope": row.scope, "profile": row.profile, "expires_at": expires_at,
+        })));
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "kid:      {kid}");
+    let _ = writeln!(out, "hmac key: {key}");
+    let _ = writeln!(out, "scope:    {}", or_any(&row.scope.join(", ")));
+    let _ = writeln!(out, "profile:  {}", row.profile.as_deref().unwrap_or("-"));
+    let _ = writeln!(out, "expires:  {}", expires_at.map_or_else(|| "never (single use)".into(), time_str));
+    let _ = writeln!(out, "\nThe key is shown once; vacme does not store it. Use it once, e.g.:");
+    let _ = writeln!(out, "  certbot register --server <directory> --eab-kid {kid} --eab-hmac-key {key}");
+    Ok(out)
+}
+
+/// A certificate by ID or by serial (hex, colons allowed).
+async fn find_cert(store: &Store, key: &str) -> Result<CertificateRow, CliError> {
+    if let Some(c) = store.certificate(key).await? {
+        return Ok(c);
+    }
+    let serial = crate::issuer::normalize_serial(key);
+    if !serial.is_empty() && serial.len() == key.chars().filter(|c| *c != ':').count() {
+        let mut found = store.certificates_by_serial(&serial).await?;
+        if found.len() == 1 {
+            return Ok(found.remove(0));
+        }
+        if found.len() > 1 {
+            return Err(CliError::Usage(format!("{} certificates have serial {serial}; name one by ID", found.len())));
+        }
+    }
+    Err(CliError::NotFound(format!("no certificate with ID or serial {key}")))
+}
+
+fn cert_state(c: &CertificateRow, now: i64) -> &'static str {
+    if c.revoked_at.is_some() {
+        "revoked"
+    } else if c.not_after <= now {
+        "expired"
+    } else {
+        "valid"
+    }
+}
+
+fn cert_json(c: &CertificateRow, now: i64) -> Value {
+    json!({
+        "id": c.id, "serial": c.serial, "state": cert_state(c, now), "account_id": c.account_id,
+        "order_id": c.order_id, "issuer": c.issuer, "profile": c.profile, "ari_id": c.ari_id,
+        "identifiers": c.identifiers, "not_before": c.not_before, "not_after": c.not_after,
+        "revoked_at": c.revoked_at, "revocation_reason": c.revocation_reason, "ca_revoked_at": c.ca_revoked_at,
+        "created_at": c.created_at,
+    })
+}
+
+/// `cert_json` plus what its order says: the certID it replaced (RFC 9773 `replaces`).
+async fn cert_json_full(store: &Store, c: &CertificateRow) -> Result<Value, CliError> {
+    let mut v = cert_json(c, now());
+    v["replaces"] = json!(store.order(&c.order_id).await?.and_then(|o| o.replaces));
+    Ok(v)
+}
+
+fn cert_table(certs: &[CertificateRow], now: i64) -> String {
+    let rows = certs
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.clone(),
+                c.serial.clone(),
+                cert_state(c, now).to_owned(),
+                names(&c.identifiers),
+                time_str(c.not_after),
+                c.profile.clone().unwrap_or_else(|| "-".into()),
+                c.account_id.clone(),
+            ]
+        })
+        .collect();
+    table(&["ID", "SERIAL", "STATE", "NAMES", "NOT AFTER", "PROFILE", "ACCOUNT"], rows)
+}
+
+fn names(ids: &[Identifier]) -> String {
+    ids.iter().map(Identifier::value).collect::<Vec<_>>().join(",")
+}
+
+fn time_str(t: i64) -> String {
+    from_unix(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() { "-".into() } else { s.to_owned() }
+}
+
+fn or_any(s: &str) -> String {
+    if s.is_empty() { "any (policy)".into() } else { s.to_owned() }
+}
+
+fn pretty<T: Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (cell, w) in cells.zip(&widths) {
+            let _ = write!(l, "{cell:<w$}  ");
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &mut headers.iter().copied());
+    for row in &rows {
+        line(&mut out, &mut row.iter().map(String::as_str));
+    }
+    if rows.is_empty() {
+        out.push_str("(none)\n");
+    }
+    out
+}
+
+/// `30d`, `12h`, `90m`, `3600s` or plain seconds.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: i64 = num.parse().ok().filter(|n| *n > 0)?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d"), Some(30 * 86_400));
+        assert_eq!(parse_duration("12h"), Some(43_200));
+        assert_eq!(parse_duration("90"), Some(90));
+        for bad in ["", "d", "-1d", "3w", "1.5h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "LONG HEADER"], vec![vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    LONG HEADER\nxyz  1\n");
+        assert!(table(&["A"], vec![]).ends_with("(none)\n"));
+    }
+}

@@ -1,0 +1,189 @@
+//! The certificate lifecycle with certbot against vacme fronting the real OpenBao: an account
+//! bound by a scoped EAB key from `vacme eab create`, a profile mapped to another Vault role,
+//! revocation that reaches OpenBao, and `certbot renew` driven by renewal information.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+use serde_json::Value;
+use x509_parser::pem::Pem;
+
+use crate::{
+    VACME, Vacme,
+    bao::{Bao, ZONE},
+    dns::TestDns,
+    install_provider,
+    procs::{free_port, tools_bin},
+    verify_chain,
+};
+
+/// `vacme <args> --json` against the running server's configuration; the parsed output.
+fn admin(config: &Path, args: &[&str]) -> Value {
+    let out = Command::new(VACME).arg("--config").arg(config).args(args).arg("--json").output().unwrap();
+    assert!(out.status.success(), "vacme {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("vacme {args:?}: not JSON ({e})"))
+}
+
+/// One certbot run with a shared config dir (so later runs reuse the account); no panic on failure.
+async fn certbot(tools: &Path, dir: &Path, vacme: &Vacme, http01: u16, args: &[String]) -> Output {
+    let le = dir.join("certbot");
+    let mut cmd = Command::new(tools.join("certbot"));
+    cmd.args(args)
+        .args(["--non-interactive", "--server", &vacme.directory()])
+        .args(["--standalone", "--http-01-port", &http01.to_string(), "--http-01-address", "127.0.0.1"])
+        .args(["--config-dir", &le.join("config").display().to_string()])
+        .args(["--work-dir", &le.join("work").display().to_string()])
+        .args(["--logs-dir", &le.join("logs").display().to_string()])
+        .env("REQUESTS_CA_BUNDLE", vacme.ca_bundle());
+    tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[track_caller]
+fn assert_ok(out: &Output, what: &str, dir: &Path) {
+    if !out.status.success() {
+        let log = std::fs::read_to_string(dir.join("certbot/logs/letsencrypt.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        panic!("{what} failed\n{}\n--- certbot log (tail, newest first) ---\n{}", text(out), tail.join("\n"));
+    }
+}
+
+fn live(dir: &Path, name: &str) -> PathBuf {
+    dir.join("certbot/config/live").join(name)
+}
+
+/// Lifetime in seconds and the serial (lower-case hex, no leading zero bytes) of a PEM leaf.
+fn leaf_facts(cert_pem: &Path) -> (i64, String) {
+    let text = std::fs::read_to_string(cert_pem).unwrap();
+    let pem = Pem::iter_from_buffer(text.as_bytes()).next().unwrap().unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    let raw = cert.raw_serial();
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(0);
+    (life, raw[start..].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn certs_named(certs: &Value, name: &str) -> Vec<Value> {
+    certs.as_array().unwrap().iter().filter(|c| c["identifiers"][0]["value"] == name).cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
+    let Some(tools) = tools_bin("certbot_lifecycle_eab_profiles_revocation_and_renewal_info") else { return };
+    install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start(&tools, dir.path()).await;
+    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
+    let (port, http01) = (free_port(), free_port());
+    let extra = format!(
+        "[eab]\nrequired = true\n\n\
+         [renewal]\nretry_after_secs = 1\n\n\
+         [issuance]\ndefault_profile = \"default\"\n\n\
+         [profiles.default]\ndescription = \"90-day server certificate\"\n\n\
+         [profiles.short]\ndescription = \"24-hour certificate\"\nrole = \"lab-short\"\nmax_days = 1\n\n\
+         [vault]\naddress = \"{}\"\n\n[vault.auth]\ntoken_file = \"{}\"\n",
+        bao.addr,
+        bao.token_file.display()
+    );
+    let args = crate::config_args(dir.path(), port, http01, &dns, &extra);
+    let config = PathBuf::from(&args[1]);
+    let vacme = Vacme::start(args, port, &dir.path().join("data"), dir.path()).await;
+    let d = dir.path();
+    let s = |v: &str| v.to_owned();
+
+    // No binding: certbot reads meta.externalAccountRequired and asks for one.
+    let out =
+        certbot(&tools, d, &vacme, http01, &[s("register"), s("--agree-tos"), s("--register-unsafely-without-email")])
+            .await;
+    assert!(!out.status.success() && text(&out).contains("requires external account binding"), "{}", text(&out));
+
+    // A scoped key from the admin CLI binds certbot's account.
+    let key =
+        admin(&config, &["eab", "create", "--scope", "nas.lab.test", "--scope", "*.dev.lab.test", "--comment", "nas"]);
+    let (kid, hmac) = (key["kid"].as_str().unwrap().to_owned(), key["hmac_key"].as_str().unwrap().to_owned());
+    let register = [s("--agree-tos"), s("--register-unsafely-without-email"), s("--eab-kid"), kid.clone()];
+    let mut first = vec![s("certonly"), s("-d"), s("nas.lab.test"), s("--eab-hmac-key"), hmac.clone()];
+    first.extend(register.iter().cloned());
+    assert_ok(&certbot(&tools, d, &vacme, http01, &first).await, "certonly with EAB", d);
+    let (sans, issuer) = verify_chain(&live(d, "nas.lab.test").join("fullchain.pem"), &bao.root_pem);
+    assert_eq!((sans, issuer.as_str()), (vec![s("nas.lab.test")], "Lab Intermediate CA"));
+    let keys = admin(&config, &["eab", "list"]);
+    assert_eq!(keys[0]["state"], "used", "{keys}");
+
+    // The same key cannot bind a second account.
+    let other = dir.path().join("other");
+    let out = Command::new(tools.join("certbot"))
+        .args(["register", "--non-interactive", "--agree-tos", "--register-unsafely-without-email"])
+        .args(["--eab-kid", &kid, "--eab-hmac-key", &hmac, "--server", &vacme.directory()])
+        .args(["--config-dir", &other.join("c").display().to_string()])
+        .args(["--work-dir", &other.join("w").display().to_string()])
+        .args(["--logs-dir", &other.join("l").display().to_string()])
+        .env("REQUESTS_CA_BUNDLE", vacme.ca_bundle())
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && text(&out).contains("already used"), "{}", text(&out));
+
+    // Outside the key's scope: refused, though the server's policy allows lab.test.
+    let out = certbot(&tools, d, &vacme, http01, &[s("certonly"), s("-d"), s("s3.lab.test")]).await;
+    assert!(!out.status.success() && text(&out).contains("outside this account's scope"), "{}", text(&out));
+
+    // --preferred-profile short: signed by OpenBao's lab-short role, 24 hours at most.
+    let short = [s("certonly"), s("-d"), s("pi.dev.lab.test"), s("--preferred-profile"), s("short")];
+    assert_ok(&certbot(&tools, d, &vacme, http01, &short).await, "certonly --preferred-profile short", d);
+    let (life, short_serial) = leaf_facts(&live(d, "pi.dev.lab.test").join("cert.pem"));
+    assert!(life <= 24 * 3600 + 60, "the short profile's certificate lives {life} s");
+    let certs = admin(&config, &["certs", "list"]);
+    assert_eq!(certs_named(&certs, "pi.dev.lab.test")[0]["profile"], "short");
+    assert_eq!(certs_named(&certs, "nas.lab.test")[0]["profile"], "default");
+    let (nas_life, nas_serial) = leaf_facts(&live(d, "nas.lab.test").join("cert.pem"));
+    assert!(nas_life > 80 * 86_400, "the default profile keeps lab-internal's 90 days ({nas_life} s)");
+
+    // certbot revoke (signed by the account): vacme records it and OpenBao revokes the serial.
+    let revoke = [
+        s("revoke"),
+        s("--cert-name"),
+        s("pi.dev.lab.test"),
+        s("--reason"),
+        s("superseded"),
+        s("--delete-after-revoke"),
+    ];
+    assert_ok(&certbot(&tools, d, &vacme, http01, &revoke).await, "certbot revoke", d);
+    assert!(bao.revocation_time(&short_serial).await.is_some(), "OpenBao lists {short_serial} as revoked");
+    let shown = admin(&config, &["certs", "show", &short_serial]);
+    assert_eq!((shown["state"].as_str(), shown["revocation_reason"].as_i64()), (Some("revoked"), Some(4)));
+    assert!(shown["ca_revoked_at"].is_i64(), "vacme knows OpenBao confirmed: {shown}");
+    let pem_path = dir.path().join("pi.pem");
+    std::fs::write(&pem_path, shown["chain_pem"].as_str().unwrap()).unwrap();
+    let again = [s("revoke"), s("--cert-path"), pem_path.display().to_string(), s("--no-delete-after-revoke")];
+    let out = certbot(&tools, d, &vacme, http01, &again).await;
+    assert!(!out.status.success() && text(&out).contains("already revoked"), "{}", text(&out));
+
+    // certbot renew asks renewal info: nas is early in its window, so nothing is renewed...
+    let out = certbot(&tools, d, &vacme, http01, &[s("renew")]).await;
+    assert_ok(&out, "certbot renew (nothing due)", d);
+    assert!(text(&out).contains("not yet due"), "{}", text(&out));
+    assert_eq!(certs_named(&admin(&config, &["certs", "list"]), "nas.lab.test").len(), 1);
+
+    // ...until OpenBao revokes it behind vacme's back: renewal info says "now", certbot renews.
+    bao.revoke(&nas_serial).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // past the Retry-After certbot stored
+    let out = certbot(&tools, d, &vacme, http01, &[s("renew")]).await;
+    assert_ok(&out, "certbot renew (revoked in OpenBao)", d);
+    let nas = certs_named(&admin(&config, &["certs", "list"]), "nas.lab.test");
+    assert_eq!(nas.len(), 2, "renewed: {nas:#?}");
+    let (_, new_serial) = leaf_facts(&live(d, "nas.lab.test").join("cert.pem"));
+    assert_ne!(new_serial, nas_serial);
+    let old = nas
+        .iter()
+        .find(|c| c["serial"].as_str().unwrap().trim_start_matches('0') == nas_serial.trim_start_matches('0'));
+    assert_eq!(old.unwrap()["state"], "revoked", "vacme learnt of OpenBao's revocation: {nas:#?}");
+    let (sans, _) = verify_chain(&live(d, "nas.lab.test").join("fullchain.pem"), &bao.root_pem);
+    assert_eq!(sans, vec![s("nas.lab.test")]);
+}
