@@ -42,6 +42,11 @@ async fn certbot(tools: &Path, dir: &Path, vacme: &Vacme, http01: u16, args: &[S
     tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
 }
 
+/// Progress on stderr (shown by `--nocapture` and when the test fails).
+fn step(started: std::time::Instant, what: &str) {
+    eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
+}
+
 fn text(out: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
@@ -97,6 +102,8 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     let vacme = Vacme::start(args, port, &dir.path().join("data"), dir.path()).await;
     let d = dir.path();
     let s = |v: &str| v.to_owned();
+    let t0 = std::time::Instant::now();
+    step(t0, "OpenBao and vacme up");
 
     // No binding: certbot reads meta.externalAccountRequired and asks for one.
     let out =
@@ -104,6 +111,7 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
             .await;
     assert!(!out.status.success() && text(&out).contains("requires external account binding"), "{}", text(&out));
 
+    step(t0, "register without EAB refused");
     // A scoped key from the admin CLI binds certbot's account.
     let key =
         admin(&config, &["eab", "create", "--scope", "nas.lab.test", "--scope", "*.dev.lab.test", "--comment", "nas"]);
@@ -117,6 +125,7 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     let keys = admin(&config, &["eab", "list"]);
     assert_eq!(keys[0]["state"], "used", "{keys}");
 
+    step(t0, "certonly with EAB done");
     // The same key cannot bind a second account.
     let other = dir.path().join("other");
     let out = Command::new(tools.join("certbot"))
@@ -130,10 +139,12 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
         .unwrap();
     assert!(!out.status.success() && text(&out).contains("already used"), "{}", text(&out));
 
+    step(t0, "second account refused");
     // Outside the key's scope: refused, though the server's policy allows lab.test.
     let out = certbot(&tools, d, &vacme, http01, &[s("certonly"), s("-d"), s("s3.lab.test")]).await;
     assert!(!out.status.success() && text(&out).contains("outside this account's scope"), "{}", text(&out));
 
+    step(t0, "out-of-scope refused");
     // --preferred-profile short: signed by OpenBao's lab-short role, 24 hours at most.
     let short = [s("certonly"), s("-d"), s("pi.dev.lab.test"), s("--preferred-profile"), s("short")];
     assert_ok(&certbot(&tools, d, &vacme, http01, &short).await, "certonly --preferred-profile short", d);
@@ -145,6 +156,7 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     let (nas_life, nas_serial) = leaf_facts(&live(d, "nas.lab.test").join("cert.pem"));
     assert!(nas_life > 80 * 86_400, "the default profile keeps lab-internal's 90 days ({nas_life} s)");
 
+    step(t0, "short profile issued");
     // certbot revoke (signed by the account): vacme records it and OpenBao revokes the serial.
     let revoke = [
         s("revoke"),
@@ -165,16 +177,18 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     let out = certbot(&tools, d, &vacme, http01, &again).await;
     assert!(!out.status.success() && text(&out).contains("already revoked"), "{}", text(&out));
 
+    step(t0, "revoked twice");
     // certbot renew asks renewal info: nas is early in its window, so nothing is renewed...
-    let out = certbot(&tools, d, &vacme, http01, &[s("renew")]).await;
+    let out = certbot(&tools, d, &vacme, http01, &[s("renew"), s("--no-random-sleep-on-renew")]).await;
     assert_ok(&out, "certbot renew (nothing due)", d);
     assert!(text(&out).contains("not yet due"), "{}", text(&out));
     assert_eq!(certs_named(&admin(&config, &["certs", "list"]), "nas.lab.test").len(), 1);
 
+    step(t0, "renew: nothing due");
     // ...until OpenBao revokes it behind vacme's back: renewal info says "now", certbot renews.
     bao.revoke(&nas_serial).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // past the Retry-After certbot stored
-    let out = certbot(&tools, d, &vacme, http01, &[s("renew")]).await;
+    let out = certbot(&tools, d, &vacme, http01, &[s("renew"), s("--no-random-sleep-on-renew")]).await;
     assert_ok(&out, "certbot renew (revoked in OpenBao)", d);
     let nas = certs_named(&admin(&config, &["certs", "list"]), "nas.lab.test");
     assert_eq!(nas.len(), 2, "renewed: {nas:#?}");
@@ -186,4 +200,5 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     assert_eq!(old.unwrap()["state"], "revoked", "vacme learnt of OpenBao's revocation: {nas:#?}");
     let (sans, _) = verify_chain(&live(d, "nas.lab.test").join("fullchain.pem"), &bao.root_pem);
     assert_eq!(sans, vec![s("nas.lab.test")]);
+    step(t0, "renewed after the revocation in OpenBao");
 }

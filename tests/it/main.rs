@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod challenges;
+mod cli;
 #[path = "../support/dns.rs"]
 mod dns;
 mod env;
