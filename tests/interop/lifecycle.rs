@@ -201,4 +201,10 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     let (sans, _) = verify_chain(&live(d, "nas.lab.test").join("fullchain.pem"), &bao.root_pem);
     assert_eq!(sans, vec![s("nas.lab.test")]);
     step(t0, "renewed after the revocation in OpenBao");
+
+    // The operator revokes the new certificate with the admin CLI: OpenBao has it too.
+    let done = admin(&config, &["certs", "revoke", &new_serial, "--reason", "5"]);
+    assert_eq!((done["revoked"].as_bool(), done["ca_confirmed"].as_bool()), (Some(true), Some(true)), "{done}");
+    assert!(bao.revocation_time(&new_serial).await.is_some(), "OpenBao lists {new_serial} as revoked");
+    step(t0, "vacme certs revoke reached OpenBao");
 }
