@@ -208,3 +208,59 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     assert!(bao.revocation_time(&new_serial).await.is_some(), "OpenBao lists {new_serial} as revoked");
     step(t0, "vacme certs revoke reached OpenBao");
 }
+
+/// lego (Debian's package, when installed) registers with an EAB key, gets a certificate from
+/// OpenBao through vacme, and revokes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lego_with_eab_gets_and_revokes_a_certificate_from_openbao() {
+    let name = "lego_with_eab_gets_and_revokes_a_certificate_from_openbao";
+    let Some(tools) = tools_bin(name) else { return };
+    let lego = std::env::var_os("VACME_LEGO").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/lego"));
+    if !lego.exists() {
+        eprintln!(
+            "\n*** SKIPPED: {name}: lego not installed (Debian package `lego`; .ci/run installs it as root) ***\n"
+        );
+        return;
+    }
+    install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start(&tools, dir.path()).await;
+    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
+    let (port, http01) = (free_port(), free_port());
+    let extra = format!(
+        "[eab]\nrequired = true\n\n[vault]\naddress = \"{}\"\n\n[vault.auth]\ntoken_file = \"{}\"\n",
+        bao.addr,
+        bao.token_file.display()
+    );
+    let args = crate::config_args(dir.path(), port, http01, &dns, &extra);
+    let config = PathBuf::from(&args[1]);
+    let vacme = Vacme::start(args, port, &dir.path().join("data"), dir.path()).await;
+    let key = admin(&config, &["eab", "create", "--scope", "*.lab.test"]);
+    let lego_dir = dir.path().join("lego");
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(&lego);
+        cmd.args(["--accept-tos", "--email", "ops@lab.example", "--server", &vacme.directory()])
+            .args(["--eab", "--kid", key["kid"].as_str().unwrap(), "--hmac", key["hmac_key"].as_str().unwrap()])
+            .args(["--domains", "nas.lab.test", "--http", "--http.port", &format!("127.0.0.1:{http01}")])
+            .arg("--path")
+            .arg(&lego_dir)
+            .args(extra)
+            .env("LEGO_CA_CERTIFICATES", vacme.ca_bundle());
+        cmd
+    };
+    let mut cmd = run(&["run"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "lego run\n{}\n{}", text(&out), vacme.process.output());
+    let crt = lego_dir.join("certificates/nas.lab.test.crt");
+    let (sans, issuer) = verify_chain(&crt, &bao.root_pem);
+    assert_eq!((sans, issuer.as_str()), (vec!["nas.lab.test".to_owned()], "Lab Intermediate CA"));
+    let (_, serial) = leaf_facts(&crt);
+    assert_eq!(admin(&config, &["eab", "list"])[0]["state"], "used");
+
+    let mut cmd = run(&["revoke", "--reason", "4"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "lego revoke\n{}", text(&out));
+    assert!(bao.revocation_time(&serial).await.is_some(), "OpenBao lists {serial} as revoked");
+    let shown = admin(&config, &["certs", "show", &serial]);
+    assert_eq!((shown["state"].as_str(), shown["revocation_reason"].as_i64()), (Some("revoked"), Some(4)));
+}
