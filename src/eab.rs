@@ -11,12 +11,11 @@ use ring::{
     hmac,
     rand::{SecureRandom, SystemRandom},
 };
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
     acme::{Identifier, Problem},
-    jws::PublicJwk,
+    jws::{Flattened, PublicJwk},
 };
 
 const SECRET_LEN: usize = 32;
@@ -92,13 +91,6 @@ impl EabSecret {
     /// Checks the `externalAccountBinding` of a newAccount request (RFC 8555 §7.3.4) and returns
     /// its kid. The key's state (unused, unexpired, unrevoked) is the caller's to check.
     pub fn verify_binding(&self, binding: &Value, account_jwk: &PublicJwk, url: &str) -> Result<String, Problem> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Flattened {
-            protected: String,
-            payload: String,
-            signature: String,
-        }
         let bad = |m: &str| Problem::malformed(format!("externalAccountBinding: {m}"));
         let flat: Flattened = serde_json::from_value(binding.clone())
             .map_err(|_| bad("must be a flattened JWS (protected, payload, signature)"))?;

@@ -6,6 +6,7 @@ mod jwk;
 mod parse;
 
 pub use jwk::PublicJwk;
+pub(crate) use parse::Flattened;
 pub use parse::{Alg, Jws, KeySource, Protected, parse};
 
 /// What vacme accepts, in the order advertised in `badSignatureAlgorithm` problems.

@@ -74,10 +74,10 @@ pub struct Jws {
 /// `signatures` array (general serialization) is refused, not merged (RFC 8555 §6.2).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Flattened {
-    protected: String,
-    payload: String,
-    signature: String,
+pub(crate) struct Flattened {
+    pub protected: String,
+    pub payload: String,
+    pub signature: String,
 }
 
 #[derive(Deserialize)]

@@ -79,27 +79,49 @@ fn certs_named(certs: &Value, name: &str) -> Vec<Value> {
     certs.as_array().unwrap().iter().filter(|c| c["identifiers"][0]["value"] == name).cloned().collect()
 }
 
+/// OpenBao, the test DNS zone and vacme with `[vault]` (token auth) after `extra` config.
+struct Lab {
+    dir: tempfile::TempDir,
+    bao: Bao,
+    _dns: TestDns,
+    vacme: Vacme,
+    config: PathBuf,
+    http01: u16,
+}
+
+impl Lab {
+    async fn start(tools: &Path, extra: &str) -> Lab {
+        install_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let bao = Bao::start(tools, dir.path()).await;
+        let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
+        let (port, http01) = (free_port(), free_port());
+        let vault = format!(
+            "{extra}[vault]\naddress = \"{}\"\n\n[vault.auth]\ntoken_file = \"{}\"\n",
+            bao.addr,
+            bao.token_file.display()
+        );
+        let args = crate::config_args(dir.path(), port, http01, &dns, &vault);
+        let config = PathBuf::from(&args[1]);
+        let vacme = Vacme::start(args, port, &dir.path().join("data"), dir.path()).await;
+        Lab { dir, bao, _dns: dns, vacme, config, http01 }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     let Some(tools) = tools_bin("certbot_lifecycle_eab_profiles_revocation_and_renewal_info") else { return };
-    install_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let bao = Bao::start(&tools, dir.path()).await;
-    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
-    let (port, http01) = (free_port(), free_port());
-    let extra = format!(
+    let lab = Lab::start(
+        &tools,
         "[eab]\nrequired = true\n\n\
          [renewal]\nretry_after_secs = 1\n\n\
          [issuance]\ndefault_profile = \"default\"\n\n\
          [profiles.default]\ndescription = \"90-day server certificate\"\n\n\
-         [profiles.short]\ndescription = \"24-hour certificate\"\nrole = \"lab-short\"\nmax_days = 1\n\n\
-         [vault]\naddress = \"{}\"\n\n[vault.auth]\ntoken_file = \"{}\"\n",
-        bao.addr,
-        bao.token_file.display()
-    );
-    let args = crate::config_args(dir.path(), port, http01, &dns, &extra);
-    let config = PathBuf::from(&args[1]);
-    let vacme = Vacme::start(args, port, &dir.path().join("data"), dir.path()).await;
+         [profiles.short]\ndescription = \"24-hour certificate\"\nrole = \"lab-short\"\nmax_days = 1\n\n",
+    )
+    .await;
+    let Lab { dir, bao, vacme, config, http01, .. } = &lab;
+    let (config, http01) = (config.clone(), *http01);
     let d = dir.path();
     let s = |v: &str| v.to_owned();
     let t0 = std::time::Instant::now();
@@ -107,7 +129,7 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
 
     // No binding: certbot reads meta.externalAccountRequired and asks for one.
     let out =
-        certbot(&tools, d, &vacme, http01, &[s("register"), s("--agree-tos"), s("--register-unsafely-without-email")])
+        certbot(&tools, d, vacme, http01, &[s("register"), s("--agree-tos"), s("--register-unsafely-without-email")])
             .await;
     assert!(!out.status.success() && text(&out).contains("requires external account binding"), "{}", text(&out));
 
@@ -119,7 +141,7 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     let register = [s("--agree-tos"), s("--register-unsafely-without-email"), s("--eab-kid"), kid.clone()];
     let mut first = vec![s("certonly"), s("-d"), s("nas.lab.test"), s("--eab-hmac-key"), hmac.clone()];
     first.extend(register.iter().cloned());
-    assert_ok(&certbot(&tools, d, &vacme, http01, &first).await, "certonly with EAB", d);
+    assert_ok(&certbot(&tools, d, vacme, http01, &first).await, "certonly with EAB", d);
     let (sans, issuer) = verify_chain(&live(d, "nas.lab.test").join("fullchain.pem"), &bao.root_pem);
     assert_eq!((sans, issuer.as_str()), (vec![s("nas.lab.test")], "Lab Intermediate CA"));
     let keys = admin(&config, &["eab", "list"]);
@@ -141,13 +163,13 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
 
     step(t0, "second account refused");
     // Outside the key's scope: refused, though the server's policy allows lab.test.
-    let out = certbot(&tools, d, &vacme, http01, &[s("certonly"), s("-d"), s("s3.lab.test")]).await;
+    let out = certbot(&tools, d, vacme, http01, &[s("certonly"), s("-d"), s("s3.lab.test")]).await;
     assert!(!out.status.success() && text(&out).contains("outside this account's scope"), "{}", text(&out));
 
     step(t0, "out-of-scope refused");
     // --preferred-profile short: signed by OpenBao's lab-short role, 24 hours at most.
     let short = [s("certonly"), s("-d"), s("pi.dev.lab.test"), s("--preferred-profile"), s("short")];
-    assert_ok(&certbot(&tools, d, &vacme, http01, &short).await, "certonly --preferred-profile short", d);
+    assert_ok(&certbot(&tools, d, vacme, http01, &short).await, "certonly --preferred-profile short", d);
     let (life, short_serial) = leaf_facts(&live(d, "pi.dev.lab.test").join("cert.pem"));
     assert!(life <= 24 * 3600 + 60, "the short profile's certificate lives {life} s");
     let certs = admin(&config, &["certs", "list"]);
@@ -166,7 +188,7 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
         s("superseded"),
         s("--delete-after-revoke"),
     ];
-    assert_ok(&certbot(&tools, d, &vacme, http01, &revoke).await, "certbot revoke", d);
+    assert_ok(&certbot(&tools, d, vacme, http01, &revoke).await, "certbot revoke", d);
     assert!(bao.revocation_time(&short_serial).await.is_some(), "OpenBao lists {short_serial} as revoked");
     let shown = admin(&config, &["certs", "show", &short_serial]);
     assert_eq!((shown["state"].as_str(), shown["revocation_reason"].as_i64()), (Some("revoked"), Some(4)));
@@ -174,12 +196,12 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     let pem_path = dir.path().join("pi.pem");
     std::fs::write(&pem_path, shown["chain_pem"].as_str().unwrap()).unwrap();
     let again = [s("revoke"), s("--cert-path"), pem_path.display().to_string(), s("--no-delete-after-revoke")];
-    let out = certbot(&tools, d, &vacme, http01, &again).await;
+    let out = certbot(&tools, d, vacme, http01, &again).await;
     assert!(!out.status.success() && text(&out).contains("already revoked"), "{}", text(&out));
 
     step(t0, "revoked twice");
     // certbot renew asks renewal info: nas is early in its window, so nothing is renewed...
-    let out = certbot(&tools, d, &vacme, http01, &[s("renew"), s("--no-random-sleep-on-renew")]).await;
+    let out = certbot(&tools, d, vacme, http01, &[s("renew"), s("--no-random-sleep-on-renew")]).await;
     assert_ok(&out, "certbot renew (nothing due)", d);
     assert!(text(&out).contains("not yet due"), "{}", text(&out));
     assert_eq!(certs_named(&admin(&config, &["certs", "list"]), "nas.lab.test").len(), 1);
@@ -188,7 +210,7 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     // ...until OpenBao revokes it behind vacme's back: renewal info says "now", certbot renews.
     bao.revoke(&nas_serial).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // past the Retry-After certbot stored
-    let out = certbot(&tools, d, &vacme, http01, &[s("renew"), s("--no-random-sleep-on-renew")]).await;
+    let out = certbot(&tools, d, vacme, http01, &[s("renew"), s("--no-random-sleep-on-renew")]).await;
     assert_ok(&out, "certbot renew (revoked in OpenBao)", d);
     let nas = certs_named(&admin(&config, &["certs", "list"]), "nas.lab.test");
     assert_eq!(nas.len(), 2, "renewed: {nas:#?}");
@@ -222,19 +244,9 @@ async fn lego_with_eab_gets_and_revokes_a_certificate_from_openbao() {
         );
         return;
     }
-    install_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let bao = Bao::start(&tools, dir.path()).await;
-    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
-    let (port, http01) = (free_port(), free_port());
-    let extra = format!(
-        "[eab]\nrequired = true\n\n[vault]\naddress = \"{}\"\n\n[vault.auth]\ntoken_file = \"{}\"\n",
-        bao.addr,
-        bao.token_file.display()
-    );
-    let args = crate::config_args(dir.path(), port, http01, &dns, &extra);
-    let config = PathBuf::from(&args[1]);
-    let vacme = Vacme::start(args, port, &dir.path().join("data"), dir.path()).await;
+    let lab = Lab::start(&tools, "[eab]\nrequired = true\n\n").await;
+    let Lab { dir, bao, vacme, config, http01, .. } = &lab;
+    let (config, http01) = (config.clone(), *http01);
     let key = admin(&config, &["eab", "create", "--scope", "*.lab.test"]);
     let lego_dir = dir.path().join("lego");
     let run = |extra: &[&str]| {

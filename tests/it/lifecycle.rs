@@ -384,30 +384,14 @@ async fn eab_required_binds_each_key_once_and_scopes_orders() {
     let account = env.state.store.account(id_of(&alice_kid)).await.unwrap().unwrap();
     assert_eq!(account.eab_kid.as_deref(), Some(kid.as_str()));
 
-    // The same EAB key for another account key.
+    // The same EAB key for another account key; then a MAC made with another kid's key.
     let bob = TestKey::new();
-    let binding = eab_binding(&kid, &key, &bob.jwk(), &new_account);
-    let r = raw
-        .signed(
-            &bob,
-            None,
-            &new_account,
-            Some(&json!({"termsOfServiceAgreed": true, "externalAccountBinding": binding})),
-        )
-        .await;
-    r.assert_problem(401, "unauthorized");
-    // A MAC made with another kid's key.
     let (other_kid, _) = scoped_eab_key(&env).await;
-    let binding = eab_binding(&other_kid, &key, &bob.jwk(), &new_account);
-    let r = raw
-        .signed(
-            &bob,
-            None,
-            &new_account,
-            Some(&json!({"termsOfServiceAgreed": true, "externalAccountBinding": binding})),
-        )
-        .await;
-    r.assert_problem(401, "unauthorized");
+    for binding_kid in [&kid, &other_kid] {
+        let binding = eab_binding(binding_kid, &key, &bob.jwk(), &new_account);
+        let payload = json!({"termsOfServiceAgreed": true, "externalAccountBinding": binding});
+        raw.signed(&bob, None, &new_account, Some(&payload)).await.assert_problem(401, "unauthorized");
+    }
     assert_eq!(env.counts().await.accounts, 1);
     assert_eq!(env.state.store.eab_key(&other_kid).await.unwrap().unwrap().state(now()), "unused");
 
