@@ -24,6 +24,7 @@ use crate::{
         IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, VaultAuth, VaultIssuer, VaultSettings,
         worker::IssuanceWorker,
     },
+    nonce::{MemoryNonces, Nonces},
     policy::Policy,
     secret::Secret,
     state::{AppState, Lifecycle, Limits, Wake},
@@ -80,6 +81,12 @@ impl App {
             Arc::new(LocalCa::load_or_create(&data_dir.join("ca")).map_err(|e| AppError::LocalCa(e.to_string()))?);
         let issuer = build_issuer(&config, &local_ca).await?;
         let lifecycle = Arc::new(lifecycle(&config)?);
+        // One SQLite process: nonces in memory. A shared database: nonces in it (DESIGN.md, multi-replica).
+        let nonces = Arc::new(if config.database_url().starts_with("sqlite:") {
+            Nonces::Memory(MemoryNonces::new()?)
+        } else {
+            Nonces::Database { store: store.clone(), ttl_secs: Limits::default().nonce_ttl_secs }
+        });
         let backfilled = crate::cleanup::backfill_ari_ids(&store).await?;
         if backfilled > 0 {
             tracing::info!(certificates = backfilled, "gave older certificates their renewal-info certID");
@@ -122,6 +129,7 @@ impl App {
             }),
             wake: Arc::new(Wake::default()),
             lifecycle,
+            nonces,
         };
         Ok(App {
             router: api::router(state.clone()),

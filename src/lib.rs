@@ -11,6 +11,7 @@ pub mod config;
 pub mod eab;
 pub mod issuer;
 pub mod jws;
+pub mod nonce;
 pub mod policy;
 pub mod secret;
 pub mod state;

@@ -10,6 +10,7 @@ use crate::{
     config::{ProfileConfig, RenewalConfig},
     eab::EabSecret,
     issuer::{Issuer, KeyPolicy, SignTarget},
+    nonce::Nonces,
     policy::Policy,
     store::Store,
 };
@@ -25,6 +26,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub wake: Arc<Wake>,
     pub lifecycle: Arc<Lifecycle>,
+    pub nonces: Arc<Nonces>,
 }
 
 /// Accounts, profiles and renewal: what the lifecycle endpoints need from the configuration.

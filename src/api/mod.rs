@@ -101,8 +101,7 @@ fn request_span(req: &Request) -> tracing::Span {
 /// §7.1 (`Link` to the directory) and no caching of protocol state.
 async fn acme_headers(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
-    let expires = st.clock.unix() + st.limits.nonce_ttl_secs;
-    match st.store.new_nonce(expires).await {
+    match st.nonces.issue(st.clock.unix()).await {
         Ok(nonce) => {
             if let Ok(v) = HeaderValue::from_str(&nonce) {
                 res.headers_mut().insert("replay-nonce", v);

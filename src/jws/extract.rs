@@ -76,7 +76,7 @@ async fn read(req: Request, state: &AppState) -> Result<Jws, Problem> {
     let jws = parse(&body)?;
     // RFC 8555 §6.5: every request carries a nonce, accepted once, on any replica.
     let nonce = jws.protected.nonce.as_deref().ok_or_else(Problem::bad_nonce)?;
-    if !state.store.redeem_nonce(nonce, state.clock.unix()).await? {
+    if !state.nonces.redeem(nonce, state.clock.unix()).await? {
         return Err(Problem::bad_nonce());
     }
     // RFC 8555 §6.4: the signed url must be this request's URL, so a signature can't be replayed elsewhere.
