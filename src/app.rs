@@ -76,7 +76,8 @@ impl App {
         let data_dir = &config.server.data_dir;
         std::fs::create_dir_all(data_dir)?;
         restrict_dir(data_dir)?;
-        let store = Store::connect(&config.database_url()).await?;
+        let durable = config.database.synchronous == crate::config::Synchronous::Full;
+        let store = Store::connect_with(&config.database_url(), durable).await?;
         let local_ca =
             Arc::new(LocalCa::load_or_create(&data_dir.join("ca")).map_err(|e| AppError::LocalCa(e.to_string()))?);
         let issuer = build_issuer(&config, &local_ca).await?;
@@ -232,6 +233,8 @@ impl App {
                     }
                 },
             };
+            // Responses go out as soon as they are written (no Nagle wait for the client's ACK).
+            let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let service = TowerToHyperService::new(self.router.clone());
             let watcher = graceful.watcher();

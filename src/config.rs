@@ -62,6 +62,18 @@ impl Default for ServerConfig {
 pub struct DatabaseConfig {
     /// Store URL. Default `sqlite://<data_dir>/vacme.db`.
     pub url: Option<String>,
+    /// SQLite: `full` (each commit on disk before the answer) or `normal` (a power cut may lose
+    /// the last commits; a crash of vacme does not). Default `full`.
+    pub synchronous: Synchronous,
+}
+
+/// SQLite durability of commits.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Full,
+    Normal,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

@@ -23,8 +23,15 @@ use std::{
 };
 
 use axum::{Router, extract::Path as UrlPath, routing::get};
+use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use instant_acme::{Account, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client as HyperClient, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use instant_acme::{Account, BodyWrapper, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio::{net::UdpSocket, task::JoinSet};
 
@@ -93,6 +100,9 @@ enum Command {
         json: bool,
     },
 }
+
+/// Longest one flow may take before it counts as an error.
+const FLOW_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The phases of one flow, in order.
 const PHASES: [&str; 4] = ["new_order", "validation", "finalize", "download"];
@@ -166,8 +176,7 @@ async fn run_flows(s: FlowSettings) -> Value {
     // One account per worker, made before the clock starts (a fleet's devices already have theirs).
     let mut accounts = Vec::with_capacity(s.concurrency);
     for _ in 0..s.concurrency {
-        let (account, _) = Account::builder_with_root(&s.root)
-            .unwrap()
+        let (account, _) = Account::builder_with_http(Box::new(http_client(&s.root)))
             .create(
                 &NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false },
                 s.directory.clone(),
@@ -192,7 +201,11 @@ async fn run_flows(s: FlowSettings) -> Value {
                     return;
                 }
                 let name = format!("{run}-{n}.{domain}");
-                match flow(&account, &name, &answers).await {
+                // A server that stops answering costs this flow, not the whole run.
+                let outcome = tokio::time::timeout(FLOW_TIMEOUT, flow(&account, &name, &answers))
+                    .await
+                    .unwrap_or_else(|_| Err("flow timeout".into()));
+                match outcome {
                     Ok(times) => {
                         let mut r = results.lock().unwrap();
                         r.ok += 1;
@@ -209,6 +222,28 @@ async fn run_flows(s: FlowSettings) -> Value {
     let secs = started.elapsed().as_secs_f64();
     let r = results.lock().unwrap();
     summary("flows", r.ok, secs, s.concurrency, &r.errors, &r.phases)
+}
+
+/// An HTTPS client trusting `root`, with TCP_NODELAY: without it, a POST's headers and body go
+/// out as two segments and Nagle's algorithm holds the second for the peer's delayed ACK
+/// (about 40 ms on Linux loopback), which would measure the client, not the server.
+fn http_client(root: &std::path::Path) -> HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(root).unwrap_or_else(|e| panic!("{}: {e}", root.display()));
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(tcp);
+    HyperClient::builder(TokioExecutor::new()).build(https)
 }
 
 /// Polls quickly and evenly for every server: 2 ms, then x1.3, honouring Retry-After.
@@ -355,7 +390,11 @@ async fn run_signs(
                 }
                 let name = format!("sign-{n}.{domain}");
                 let key = rcgen::KeyPair::generate().unwrap();
-                let csr = rcgen::CertificateParams::new(vec![name.clone()]).unwrap().serialize_request(&key).unwrap();
+                let mut params = rcgen::CertificateParams::new(vec![name.clone()]).unwrap();
+                // rcgen's default subject CN is not a name any role allows.
+                params.distinguished_name = rcgen::DistinguishedName::new();
+                params.distinguished_name.push(rcgen::DnType::CommonName, name.clone());
+                let csr = params.serialize_request(&key).unwrap();
                 let t = Instant::now();
                 let res = client
                     .post(&url)
@@ -370,7 +409,13 @@ async fn run_signs(
                         r.ok += 1;
                         r.phases.entry("sign").or_default().push(elapsed);
                     }
-                    Ok(resp) => r.error(format!("HTTP {}", resp.status().as_u16())),
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        drop(r);
+                        let body = resp.text().await.unwrap_or_default();
+                        let why: String = body.chars().take(100).collect();
+                        results.lock().unwrap().error(format!("HTTP {status}: {why}"));
+                    }
                     Err(e) => r.error(format!("transport: {}", e.to_string().chars().take(60).collect::<String>())),
                 }
             }

@@ -70,8 +70,8 @@ impl IssuanceWorker {
     }
 
     async fn until_next_due(&self) -> Duration {
-        match self.store.next_due().await {
-            Ok((_, Some(due))) => {
+        match self.store.next_issuance_due().await {
+            Ok(Some(due)) => {
                 let secs = (due - self.clock.unix()).clamp(0, POLL.as_secs() as i64);
                 Duration::from_secs(secs as u64).max(Duration::from_millis(50))
             }

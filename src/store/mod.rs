@@ -101,13 +101,21 @@ pub struct Store {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 impl Store {
-    /// Opens (creating if missing) the database at `url` and runs migrations.
+    /// Opens (creating if missing) the database at `url` and runs migrations, with every commit
+    /// on disk before it returns (survives a power cut).
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, true).await
+    }
+
+    /// As `connect`; `durable = false` lets SQLite skip the fsync of each commit (WAL
+    /// `synchronous=NORMAL`): a crash of vacme loses nothing, a power cut may lose the last
+    /// commits.
+    pub async fn connect_with(url: &str, durable: bool) -> Result<Self> {
+        let sync = if durable { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: an issued certificate or a redeemed nonce must survive a power cut.
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(sync)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
@@ -630,19 +638,22 @@ impl Store {
         Ok(())
     }
 
-    /// Earliest time any worker has something to do (challenge or issuance), if any.
-    pub async fn next_due(&self) -> Result<(Option<i64>, Option<i64>)> {
-        let chall = sqlx::query_scalar::<_, Option<i64>>(
+    /// Earliest time the validation worker has something to do, if any.
+    pub async fn next_challenge_due(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar::<_, Option<i64>>(
             "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM challenges WHERE status = 'processing'",
         )
         .fetch_one(&self.pool)
-        .await?;
-        let order = sqlx::query_scalar::<_, Option<i64>>(
+        .await?)
+    }
+
+    /// Earliest time the issuance worker has something to do, if any.
+    pub async fn next_issuance_due(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar::<_, Option<i64>>(
             "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM orders WHERE status = 'processing'",
         )
         .fetch_one(&self.pool)
-        .await?;
-        Ok((chall, order))
+        .await?)
     }
 
     // ---- certificates ----
@@ -697,19 +708,19 @@ async fn authz_and_order_of(tx: &mut Transaction<'_, Sqlite>, challenge_id: &str
 }
 
 async fn load_order(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<OrderRow>> {
-    let Some(raw) = sqlx::query_as::<_, rows::RawOrder>("SELECT * FROM orders WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
+    // One round trip: the order and its authorization IDs, in the order of its identifiers.
+    let Some(raw) = sqlx::query_as::<_, rows::RawOrder>(
+        "SELECT o.*, (SELECT json_group_array(id) FROM
+                        (SELECT id FROM authorizations WHERE order_id = o.id ORDER BY position)) AS authz_ids
+         FROM orders o WHERE o.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
     else {
         return Ok(None);
     };
-    let authz_ids =
-        sqlx::query_scalar::<_, String>("SELECT id FROM authorizations WHERE order_id = $1 ORDER BY position")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
-    OrderRow::from_raw(raw, authz_ids).map(Some)
+    OrderRow::from_raw(raw).map(Some)
 }
 
 async fn load_authz(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<AuthzRow>> {

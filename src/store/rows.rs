@@ -73,6 +73,8 @@ pub(super) struct RawOrder {
     updated_at: i64,
     profile: Option<String>,
     replaces: Option<String>,
+    /// JSON array of the order's authorization IDs, by position.
+    authz_ids: String,
 }
 
 /// An order with the IDs of its authorizations, in identifier order.
@@ -98,8 +100,9 @@ pub struct OrderRow {
 }
 
 impl OrderRow {
-    pub(super) fn from_raw(r: RawOrder, authz_ids: Vec<String>) -> Result<Self> {
+    pub(super) fn from_raw(r: RawOrder) -> Result<Self> {
         Ok(Self {
+            authz_ids: serde_json::from_str(&r.authz_ids).map_err(|e| corrupt("orders", e))?,
             status: status("orders", &r.status, OrderStatus::from_db)?,
             identifiers: serde_json::from_str(&r.identifiers).map_err(|e| corrupt("orders", e))?,
             error: r.error.as_deref().map(serde_json::from_str).transpose().map_err(|e| corrupt("orders", e))?,
@@ -113,7 +116,6 @@ impl OrderRow {
             attempts: r.attempts,
             next_attempt_at: r.next_attempt_at,
             created_at: r.created_at,
-            authz_ids,
             profile: r.profile,
             replaces: r.replaces,
         })

@@ -77,8 +77,8 @@ impl ValidationWorker {
     }
 
     async fn until_next_due(&self) -> Duration {
-        match self.store.next_due().await {
-            Ok((Some(due), _)) => {
+        match self.store.next_challenge_due().await {
+            Ok(Some(due)) => {
                 let secs = (due - self.clock.unix()).clamp(0, POLL.as_secs() as i64);
                 Duration::from_secs(secs as u64).max(Duration::from_millis(50))
             }
