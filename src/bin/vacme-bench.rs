@@ -176,14 +176,16 @@ async fn run_flows(s: FlowSettings) -> Value {
     // One account per worker, made before the clock starts (a fleet's devices already have theirs).
     let mut accounts = Vec::with_capacity(s.concurrency);
     for _ in 0..s.concurrency {
-        let (account, _) = Account::builder_with_http(Box::new(http_client(&s.root)))
-            .create(
-                &NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false },
-                s.directory.clone(),
-                None,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("cannot create an account at {}: {e}", s.directory));
+        let create = Account::builder_with_http(Box::new(http_client(&s.root))).create(
+            &NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false },
+            s.directory.clone(),
+            None,
+        );
+        let (account, _) = match tokio::time::timeout(FLOW_TIMEOUT, create).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => panic!("cannot create an account at {}: {e}", s.directory),
+            Err(_) => panic!("{} did not answer newAccount within {FLOW_TIMEOUT:?}", s.directory),
+        };
         accounts.push(account);
     }
     let run = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis());
