@@ -607,7 +607,12 @@ mod tests {
     }
 
     async fn fake_revoke(State(f): State<Fake>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+        // Like a role with no_store: the serial `de:ad` was never kept, only its certificate works.
+        let unknown = body["serial_number"] == "de:ad";
         f.bodies.lock().unwrap().push(body);
+        if unknown {
+            return (StatusCode::BAD_REQUEST, Json(json!({"errors": ["certificate with serial de:ad not found"]})));
+        }
         (StatusCode::OK, Json(json!({"data": {"state": "revoked"}})))
     }
 
@@ -855,6 +860,14 @@ mod tests {
         let issuer = env.issuer().await;
         issuer.revoke("0a0B1c", "", None).await.unwrap();
         assert_eq!(env.fake.bodies.lock().unwrap()[0]["serial_number"], "0a:0b:1c");
+        // A serial Vault does not know (no_store): revoked by the certificate itself.
+        issuer.revoke("dead", "-----BEGIN CERTIFICATE-----\nAA==\n", None).await.unwrap();
+        let bodies = env.fake.bodies.lock().unwrap().clone();
+        assert_eq!(
+            (bodies[1]["serial_number"].as_str(), bodies[2]["certificate"].as_str()),
+            (Some("de:ad"), Some("-----BEGIN CERTIFICATE-----\nAA==\n"))
+        );
+        env.fake.bodies.lock().unwrap().clear();
 
         let chain = issuer.chain().await.unwrap();
         assert_eq!(chain, vec![env.fake.intermediate.clone(), env.fake.ca.ca_pem().to_owned()]);
