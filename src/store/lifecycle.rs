@@ -116,7 +116,7 @@ impl Store {
         .bind(&key.comment)
         .bind(key.expires_at)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -143,7 +143,7 @@ impl Store {
         let done = sqlx::query("UPDATE eab_keys SET revoked_at = $2 WHERE kid = $1 AND revoked_at IS NULL")
             .bind(kid)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -168,7 +168,7 @@ impl Store {
         .bind(old_thumbprint)
         .bind(new_thumbprint)
         .bind(new_jwk.to_string())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match done {
             Ok(d) if d.rows_affected() == 1 => Ok(KeyChange::Changed),
@@ -205,7 +205,7 @@ impl Store {
         .bind(id)
         .bind(now)
         .bind(i64::from(reason))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -215,7 +215,7 @@ impl Store {
         sqlx::query("UPDATE certificates SET ca_revoked_at = $2 WHERE id = $1 AND ca_revoked_at IS NULL")
             .bind(id)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -229,7 +229,7 @@ impl Store {
         )
         .bind(id)
         .bind(revoked_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -266,7 +266,7 @@ impl Store {
         sqlx::query("UPDATE certificates SET ari_id = $2 WHERE id = $1")
             .bind(id)
             .bind(ari_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -276,7 +276,7 @@ impl Store {
     /// The client gives up an authorization: `pending` or `valid` -> `deactivated`, and an order
     /// still waiting on it becomes `invalid` (RFC 8555 §7.1.6). `false` when nothing moved.
     pub async fn deactivate_authz(&self, id: &str, order_problem: &serde_json::Value, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let order_id = sqlx::query_scalar::<_, String>(
             "UPDATE authorizations SET status = 'deactivated' WHERE id = $1 AND status IN ('pending', 'valid')
              RETURNING order_id",
@@ -319,7 +319,7 @@ impl Store {
         report.expired_authorizations =
             sqlx::query("UPDATE authorizations SET status = 'expired' WHERE status = 'pending' AND expires_at <= $1")
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected();
         report.expired_orders = sqlx::query(
@@ -328,11 +328,11 @@ impl Store {
         )
         .bind(now)
         .bind(order_problem.to_string())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         let cutoff = now - retention_secs;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let stale = "SELECT id FROM orders WHERE status = 'invalid' AND expires_at <= $1 AND certificate_id IS NULL
                      AND id NOT IN (SELECT order_id FROM certificates)";
         sqlx::query(&format!(

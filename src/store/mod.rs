@@ -94,7 +94,11 @@ pub struct Counts {
 /// The protocol state: SQLite today.
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Reads, from several connections at once.
     pool: SqlitePool,
+    /// Every write, on one connection: SQLite has one writer at a time, and writers queued
+    /// here wait in the pool instead of sleeping in SQLite's busy handler.
+    writer: SqlitePool,
     rng: SystemRandom,
 }
 
@@ -118,8 +122,10 @@ impl Store {
             .synchronous(sync)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+        MIGRATOR.run(&writer).await?;
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        Self::with_pool(pool).await
+        Ok(Self { pool, writer, rng: SystemRandom::new() })
     }
 
     /// A private in-memory database, for tests.
@@ -127,12 +133,8 @@ impl Store {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
         // One connection: every connection to :memory: is a different database.
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
-        Self::with_pool(pool).await
-    }
-
-    async fn with_pool(pool: SqlitePool) -> Result<Self> {
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, rng: SystemRandom::new() })
+        Ok(Self { writer: pool.clone(), pool, rng: SystemRandom::new() })
     }
 
     /// 128 random bits, base64url: object IDs, nonces and challenge tokens.
@@ -157,7 +159,7 @@ impl Store {
         sqlx::query("INSERT INTO nonces (value, expires_at) VALUES ($1, $2)")
             .bind(&nonce)
             .bind(expires_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(nonce)
     }
@@ -167,14 +169,14 @@ impl Store {
         let done = sqlx::query("DELETE FROM nonces WHERE value = $1 AND expires_at > $2")
             .bind(nonce)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Drops expired nonces; returns how many.
     pub async fn purge_nonces(&self, now: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM nonces WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM nonces WHERE expires_at <= $1").bind(now).execute(&self.writer).await?;
         Ok(done.rows_affected())
     }
 
@@ -209,7 +211,7 @@ impl Store {
     ) -> Result<NewAccountOutcome> {
         let id = self.random_id()?;
         let contact_json = serde_json::to_string(contact).unwrap_or_else(|_| "[]".into());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (id, key_thumbprint, jwk, status, contact, tos_agreed, eab_kid, created_at)
              VALUES ($1, $2, $3, 'valid', $4, $5, $6, $7) ON CONFLICT (key_thumbprint) DO NOTHING",
@@ -257,14 +259,14 @@ impl Store {
         sqlx::query("UPDATE accounts SET contact = $1 WHERE id = $2 AND status = 'valid'")
             .bind(contact_json)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     /// RFC 8555 §7.3.6: deactivation is final; the account's pending authorizations go with it.
     pub async fn deactivate_account(&self, id: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE accounts SET status = 'deactivated' WHERE id = $1 AND status = 'valid'")
             .bind(id)
             .execute(&mut *tx)
@@ -291,7 +293,7 @@ impl Store {
     ) -> Result<Option<OrderRow>> {
         let order_id = self.random_id()?;
         let ids_json = serde_json::to_string(&new.identifiers).map_err(|e| corrupt("orders", e))?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO orders (id, account_id, status, expires_at, identifiers, not_before, not_after,
                                  profile, replaces, created_at, updated_at)
@@ -394,7 +396,7 @@ impl Store {
     /// RFC 8555 §7.5.1: the client says "ready". Moves a pending challenge of a pending, unexpired
     /// authorization to `processing`, due now. `false` when nothing moved.
     pub async fn start_challenge(&self, id: &str, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE challenges SET status = 'processing', started_at = $2, next_attempt_at = $2, attempts = 0
              WHERE id = $1 AND status = 'pending'
@@ -426,7 +428,7 @@ impl Store {
         .bind(now)
         .bind(lease_until)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
@@ -449,7 +451,7 @@ impl Store {
     /// The challenge passed: challenge and authorization `valid`; the order `ready` once all its
     /// authorizations are.
     pub async fn challenge_succeeded(&self, id: &str, now: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE challenges SET status = 'valid', validated_at = $2, error = NULL, claimed_until = NULL
              WHERE id = $1 AND status = 'processing'",
@@ -487,7 +489,7 @@ impl Store {
         .bind(id)
         .bind(problem.to_string())
         .bind(next_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -501,7 +503,7 @@ impl Store {
         order_problem: &serde_json::Value,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
             "UPDATE challenges SET status = 'invalid', error = $2, attempts = attempts + 1, claimed_until = NULL
              WHERE id = $1 AND status = 'processing'",
@@ -541,7 +543,7 @@ impl Store {
         .bind(order_id)
         .bind(csr_der)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -560,7 +562,7 @@ impl Store {
         .bind(now)
         .bind(lease_until)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
@@ -575,7 +577,7 @@ impl Store {
     pub async fn issuance_succeeded(&self, order: &OrderRow, cert: &NewCertificate, now: i64) -> Result<String> {
         let cert_id = self.random_id()?;
         let ids_json = serde_json::to_string(&order.identifiers).map_err(|e| corrupt("orders", e))?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         sqlx::query(
             "INSERT INTO certificates (id, order_id, account_id, serial, issuer, identifiers, chain_pem,
                                        not_before, not_after, created_at, profile, ari_id)
@@ -619,7 +621,7 @@ impl Store {
         )
         .bind(order_id)
         .bind(next_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -633,7 +635,7 @@ impl Store {
         .bind(order_id)
         .bind(problem.to_string())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -690,6 +692,7 @@ impl Store {
     /// Closes the pool, flushing the WAL.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 
