@@ -638,3 +638,29 @@ async fn deactivating_a_valid_authorization_keeps_the_issued_order() {
     assert_eq!(order.poll_certificate(&RetryPolicy::default()).await.unwrap(), chain);
     assert_eq!(stored(&env, &chain).await.revoked_at, None);
 }
+
+// ---- clean-up ----
+
+/// A revocation the CA did not take (it was down) is pushed by the next clean-up run.
+#[tokio::test]
+async fn cleanup_pushes_revocations_the_ca_has_not_confirmed() {
+    let env = TestEnv::start().await;
+    let (account, _) = env.account().await;
+    let (_, chain) = env.issue(&account, &["late.localhost"]).await;
+    let cert = stored(&env, &chain).await;
+    // Recorded in the store only, as when Vault did not answer.
+    assert!(env.state.store.revoke_certificate(&cert.id, 4, now()).await.unwrap());
+    assert_eq!(env.state.store.pending_ca_revocations(10).await.unwrap().len(), 1);
+    let cleanup = vacme::cleanup::Cleanup {
+        store: env.state.store.clone(),
+        issuer: env.state.issuer.clone(),
+        lifecycle: env.state.lifecycle.clone(),
+        clock: env.state.clock.clone(),
+        interval: std::time::Duration::from_secs(3600),
+        retention_secs: 30 * 86_400,
+    };
+    let (_, confirmed) = cleanup.once().await;
+    assert_eq!(confirmed, 1);
+    assert!(env.state.store.pending_ca_revocations(10).await.unwrap().is_empty());
+    assert!(env.state.store.certificate(&cert.id).await.unwrap().unwrap().ca_revoked_at.is_some());
+}
