@@ -5,9 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     acme::{Problem, ari},
-    api::revoke::tell_ca,
     clock::Clock,
     issuer::Issuer,
+    revocation::tell_ca,
     state::Lifecycle,
     store::{CleanupReport, Store},
 };

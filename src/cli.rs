@@ -10,12 +10,12 @@ use time::OffsetDateTime;
 
 use crate::{
     acme::Identifier,
-    api::revoke::{check_reason, tell_ca},
     app,
     clock::from_unix,
     config::Config,
     eab::check_pattern,
     issuer::LocalCa,
+    revocation::{check_reason, tell_ca},
     store::{CertificateRow, NewEabKey, Store},
 };
 

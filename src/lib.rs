@@ -13,6 +13,7 @@ pub mod issuer;
 pub mod jws;
 pub mod nonce;
 pub mod policy;
+pub mod revocation;
 pub mod secret;
 pub mod state;
 pub mod store;

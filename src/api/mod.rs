@@ -11,7 +11,7 @@ mod order;
 mod render;
 mod renewal;
 mod response;
-pub mod revoke;
+mod revoke;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,6 +1,5 @@
 //! revokeCert (RFC 8555 §7.6): by the account that ordered the certificate, or by the
-//! certificate's own key. vacme records the revocation first, then tells the CA; a CA that is
-//! down is told later by the clean-up task, so a revocation is never lost.
+//! certificate's own key. The recording and the CA call are in `crate::revocation`.
 
 use axum::extract::State;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -15,14 +14,10 @@ use crate::{
         PublicJwk,
         extract::{SignedAny, Signer},
     },
+    revocation::{check_reason, tell_ca},
     state::AppState,
     store::CertificateRow,
 };
-
-/// RFC 5280 §5.3.1 reasons a subscriber may give: unspecified, keyCompromise,
-/// affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn. The others
-/// (cACompromise, certificateHold, removeFromCRL, aACompromise) are the CA's to state.
-pub const SUBSCRIBER_REASONS: &[u8] = &[0, 1, 3, 4, 5, 9];
 
 /// POST /acme/revoke-cert.
 pub async fn revoke_cert(
@@ -58,20 +53,8 @@ pub async fn revoke_cert(
     Ok(AcmeResponse::empty(StatusCode::OK))
 }
 
-/// `badRevocationReason` unless the reason is one a subscriber may give (absent means 0).
-pub fn check_reason(reason: Option<i64>) -> Result<u8, Problem> {
-    let r = reason.unwrap_or(0);
-    match u8::try_from(r) {
-        Ok(r) if SUBSCRIBER_REASONS.contains(&r) => Ok(r),
-        _ => Err(Problem::new(
-            ProblemType::BadRevocationReason,
-            format!("revocation reason {r} is not accepted; use one of {SUBSCRIBER_REASONS:?} (RFC 5280 §5.3.1)"),
-        )),
-    }
-}
-
 /// Records the revocation (`alreadyRevoked` the second time) and tells the CA.
-pub async fn revoke(st: &AppState, record: &CertificateRow, reason: u8) -> Result<(), Problem> {
+async fn revoke(st: &AppState, record: &CertificateRow, reason: u8) -> Result<(), Problem> {
     let now = st.clock.unix();
     if !st.store.revoke_certificate(&record.id, reason, now).await? {
         return Err(Problem::new(ProblemType::AlreadyRevoked, "this certificate is already revoked"));
@@ -79,39 +62,6 @@ pub async fn revoke(st: &AppState, record: &CertificateRow, reason: u8) -> Resul
     tracing::info!(certificate_id = %record.id, serial = %record.serial, reason, "certificate revoked");
     tell_ca(st.issuer.as_ref(), &st.store, &st.lifecycle, record, now).await;
     Ok(())
-}
-
-/// Pushes one recorded revocation to the CA; on failure it stays pending for the next clean-up run.
-pub async fn tell_ca(
-    issuer: &dyn crate::issuer::Issuer,
-    store: &crate::store::Store,
-    lifecycle: &crate::state::Lifecycle,
-    record: &CertificateRow,
-    now: i64,
-) -> bool {
-    let mount = lifecycle.target(record.profile.as_deref()).mount;
-    let leaf = leaf_pem(&record.chain_pem);
-    match issuer.revoke(&record.serial, &leaf, mount.as_deref()).await {
-        Ok(()) => {
-            if let Err(e) = store.ca_revoked(&record.id, now).await {
-                tracing::error!(certificate_id = %record.id, error = %e, "cannot record the CA's revocation");
-            }
-            true
-        }
-        Err(e) => {
-            tracing::warn!(certificate_id = %record.id, serial = %record.serial, error = %e,
-                "the CA did not take the revocation yet; it is retried");
-            false
-        }
-    }
-}
-
-/// The first PEM block of a chain.
-fn leaf_pem(chain_pem: &str) -> String {
-    match chain_pem.find("-----END CERTIFICATE-----") {
-        Some(i) => format!("{}\n", &chain_pem[..i + "-----END CERTIFICATE-----".len()]),
-        None => String::new(),
-    }
 }
 
 /// The store's record of exactly this certificate (same serial and same bytes).
@@ -163,24 +113,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reasons() {
-        assert_eq!(check_reason(None).unwrap(), 0);
-        assert_eq!(check_reason(Some(1)).unwrap(), 1);
-        for bad in [2, 6, 7, 8, 10, 11, -1, 300] {
-            assert_eq!(check_reason(Some(bad)).unwrap_err().kind.code(), "badRevocationReason", "{bad}");
-        }
-    }
-
-    #[test]
     fn serials_lose_leading_zero_bytes() {
         assert_eq!(serial_hex(&[0x00, 0x87, 0x65]), "8765");
         assert_eq!(serial_hex(&[0x0a, 0x01]), "0a01");
         assert_eq!(serial_hex(&[0x00]), "00");
-    }
-
-    #[test]
-    fn leaf_of_a_chain() {
-        let chain = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nAQ==\n-----END CERTIFICATE-----\n";
-        assert_eq!(leaf_pem(chain), "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n");
     }
 }
