@@ -3,14 +3,9 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::Router;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
-    service::TowerToHyperService,
-};
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
+use tokio::{net::TcpListener, task::JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
@@ -19,6 +14,7 @@ use crate::{
     cleanup::Cleanup,
     clock::{Clock, SystemClock},
     config::{Config, VaultAuthMethod},
+    conn::{ConnLimits, Gate},
     eab::EabSecret,
     issuer::{
         IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, VaultAuth, VaultIssuer, VaultSettings,
@@ -55,9 +51,6 @@ pub enum AppError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
-
-/// Most TLS connections served at once; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 4096;
 
 /// A built vacme: store open, CA ready, listener bound, workers not yet running.
 pub struct App {
@@ -126,6 +119,9 @@ impl App {
                 max_body_bytes: config.server.max_body_bytes,
                 finalize_wait: Duration::from_secs(config.issuance.finalize_wait_secs),
                 key_policy: KeyPolicy::default(),
+                rate: config.limits.clone(),
+                request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+                max_url_bytes: config.server.max_url_bytes,
                 ..Limits::default()
             }),
             wake: Arc::new(Wake::default()),
@@ -158,6 +154,20 @@ impl App {
         &self.ca_bundle
     }
 
+    fn conn_limits(&self) -> ConnLimits {
+        let server = &self.config.server;
+        ConnLimits {
+            max_connections: server.max_connections,
+            max_per_ip: server.max_connections_per_ip,
+            header_timeout: Duration::from_secs(server.header_timeout_secs),
+            max_header_bytes: server.max_header_bytes,
+            max_lifetime: Duration::from_secs(server.max_connection_secs),
+            trusted_proxies: Arc::new(
+                server.trusted_proxies.iter().filter_map(|s| crate::config::parse_net(s)).collect(),
+            ),
+        }
+    }
+
     /// Shared state, for tests that inspect the store.
     pub fn state(&self) -> &AppState {
         &self.state
@@ -183,6 +193,7 @@ impl App {
                     workers: self.config.validation.workers,
                     retry_window_secs: self.config.validation.retry_window_secs as i64,
                     lease_secs: self.config.validation.timeout_secs as i64 * 3 + 10,
+                    pause_after_failures: self.config.limits.failed_validations_per_name_per_hour,
                 },
             }
             .run(stopped(stop_rx.clone())),
@@ -213,14 +224,14 @@ impl App {
         );
 
         let acceptor = TlsAcceptor::from(self.tls.clone());
-        let graceful = GracefulShutdown::new();
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let header_timeout = Duration::from_secs(self.config.server.header_timeout_secs);
+        let limits = self.conn_limits();
+        let gate = Gate::new(limits.clone());
+        let (close_tx, close_rx) = tokio::sync::watch::channel(false);
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
+            let slot = tokio::select! {
                 () = &mut shutdown => break,
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                s = gate.slot() => match s { Some(s) => s, None => break },
             };
             let (tcp, peer) = tokio::select! {
                 () = &mut shutdown => break,
@@ -233,37 +244,25 @@ impl App {
                     }
                 },
             };
-            // Responses go out as soon as they are written (no Nagle wait for the client's ACK).
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let service = TowerToHyperService::new(self.router.clone());
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let tls = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let mut builder = auto::Builder::new(TokioExecutor::new());
-                builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
-                builder.http2().timer(TokioTimer::new()).max_concurrent_streams(64);
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
+            let Some(ticket) = gate.admit(slot, peer.ip()) else {
+                tracing::debug!(%peer, "connection refused: too many from this address (server.max_connections_per_ip)");
+                continue;
+            };
+            tokio::spawn(crate::conn::serve(
+                tcp,
+                peer,
+                acceptor.clone(),
+                self.router.clone(),
+                limits.clone(),
+                close_rx.clone(),
+                ticket,
+            ));
         }
         tracing::info!("shutting down: no new connections");
         drop(self.listener);
         let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        let _ = close_tx.send(true);
+        if !gate.drained(grace).await {
             tracing::warn!("grace period over; closing remaining connections");
         }
         let _ = stop_tx.send(true);

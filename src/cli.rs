@@ -1,4 +1,4 @@
-//! The admin commands (`vacme eab|accounts|certs ...`): they open the same store as the server,
+//! The admin commands (`vacme eab|accounts|certs|limits ...`): they open the same store as the server,
 //! print a table for people or JSON (`--json`) for scripts, and never print a secret except the
 //! one EAB key `eab create` exists to hand out.
 
@@ -54,6 +54,8 @@ pub enum Admin {
     CertsList { account: Option<String> },
     CertsShow(String),
     CertsRevoke { id: String, reason: i64 },
+    PausesList { account: Option<String>, all: bool },
+    Unpause { account: String, name: Option<String> },
 }
 
 /// Runs `cmd` against the store of `config`; returns what to print.
@@ -154,7 +156,7 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
         Admin::AccountsShow(id) => {
             let acct = store.account(&id).await?.ok_or_else(|| CliError::NotFound(format!("no account {id}")))?;
             let certs = store.certificates(Some(&id)).await?;
-            let orders = store.order_ids_of_account(&id).await?;
+            let orders = store.order_ids_of_account(&id, None, i64::MAX).await?;
             let v = json!({
                 "id": acct.id, "status": acct.status, "contact": acct.contact, "key_thumbprint": acct.thumbprint,
                 "jwk": acct.jwk, "terms_of_service_agreed": acct.tos_agreed, "created_at": acct.created_at,
@@ -178,6 +180,38 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
                 out.push_str(&cert_table(&certs, now()));
             }
             Ok(out)
+        }
+        Admin::PausesList { account, all } => {
+            let pauses = store.pauses(account.as_deref(), all).await?;
+            if json_out {
+                return Ok(pretty(&pauses));
+            }
+            let rows = pauses
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.account_id.clone(),
+                        format!("{}:{}", p.identifier_type, p.identifier_value),
+                        p.failures.to_string(),
+                        time_str(p.paused_at),
+                        p.lifted_at.map_or_else(|| "paused".into(), |t| format!("lifted {}", time_str(t))),
+                    ]
+                })
+                .collect();
+            Ok(table(&["ACCOUNT", "IDENTIFIER", "FAILURES", "PAUSED", "STATE"], rows))
+        }
+        Admin::Unpause { account, name } => {
+            if store.account(&account).await?.is_none() {
+                return Err(CliError::NotFound(format!("no account {account}")));
+            }
+            let lifted = store.unpause(&account, name.as_deref(), now()).await?;
+            Ok(if json_out {
+                pretty(&json!({"account": account, "name": name, "lifted": lifted}))
+            } else if lifted == 0 {
+                format!("account {account} had no paused {}; nothing changed\n", name.as_deref().unwrap_or("names"))
+            } else {
+                format!("lifted {lifted} pause(s) of account {account}: it may order and validate again\n")
+            })
         }
         Admin::AccountsDeactivate(id) => match store.admin_deactivate_account(&id).await? {
             None => Err(CliError::NotFound(format!("no account {id}"))),

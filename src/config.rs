@@ -22,6 +22,7 @@ pub struct Config {
     pub eab: EabConfig,
     pub renewal: RenewalConfig,
     pub cleanup: CleanupConfig,
+    pub limits: LimitsConfig,
     /// Certificate profiles (draft-ietf-acme-profiles), by name. Default none.
     pub profiles: BTreeMap<String, ProfileConfig>,
     pub vault: Option<VaultConfig>,
@@ -42,6 +43,25 @@ pub struct ServerConfig {
     pub header_timeout_secs: u64,
     /// Seconds a graceful shutdown waits for in-flight requests. Default 10.
     pub shutdown_grace_secs: u64,
+    /// Seconds one request may take from its headers to its last response byte; longer gets 503.
+    /// Default 30.
+    pub request_timeout_secs: u64,
+    /// Longest request target (path and query), in bytes; longer gets 414. Default 2048.
+    pub max_url_bytes: usize,
+    /// Largest request head (request line and headers), in bytes; larger gets 431. Default 16384.
+    pub max_header_bytes: usize,
+    /// Seconds an HTTP connection may stay open in all, however busy; then it is closed gracefully.
+    /// Default 600.
+    pub max_connection_secs: u64,
+    /// Connections served at once; more wait in the kernel's accept queue. Default 4096.
+    pub max_connections: usize,
+    /// Connections from one client address at once (trusted proxies exempt); more are closed at
+    /// once. Default 256.
+    pub max_connections_per_ip: usize,
+    /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` names the client, for the per-address
+    /// account limit. Default none: the TCP peer is the client.
+    #[serde(deserialize_with = "string_or_list")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +73,13 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024,
             header_timeout_secs: 10,
             shutdown_grace_secs: 10,
+            request_timeout_secs: 30,
+            max_url_bytes: 2048,
+            max_header_bytes: 16 * 1024,
+            max_connection_secs: 600,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -215,6 +242,36 @@ pub struct CleanupConfig {
 impl Default for CleanupConfig {
     fn default() -> Self {
         Self { interval_secs: 3600, retention_days: 30 }
+    }
+}
+
+/// Rate limits (docs/security.md). Counted from the store, so they hold across restarts and
+/// replicas; 0 turns a limit off.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// New accounts from one client address in any hour. Default 20.
+    pub accounts_per_ip_per_hour: u32,
+    /// New orders by one account in any hour. Default 300.
+    pub orders_per_account_per_hour: u32,
+    /// Failed validations of one name by one account in an hour after which that account may not
+    /// order or validate the name until `vacme limits unpause`. Default 10.
+    pub failed_validations_per_name_per_hour: u32,
+    /// Pending authorizations one account may hold at once. Default 300.
+    pub pending_authorizations_per_account: u32,
+    /// Orders per page of an account's orders list (`Link: rel="next"`). Default 100.
+    pub orders_per_page: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            accounts_per_ip_per_hour: 20,
+            orders_per_account_per_hour: 300,
+            failed_validations_per_name_per_hour: 10,
+            pending_authorizations_per_account: 300,
+            orders_per_page: 100,
+        }
     }
 }
 
@@ -385,6 +442,7 @@ impl Config {
         for (key, list) in [
             ("policy.allowed_ips", &self.policy.allowed_ips),
             ("validation.allowed_targets", &self.validation.allowed_targets),
+            ("server.trusted_proxies", &self.server.trusted_proxies),
         ] {
             for net in list {
                 if parse_net(net).is_none() {
@@ -396,6 +454,18 @@ impl Config {
             if parse_nameserver(ns).is_none() {
                 return bad(format!("validation.nameservers: {ns:?} is not ip or ip:port"));
             }
+        }
+        if self.server.max_header_bytes < 8192 {
+            return bad("server.max_header_bytes must be at least 8192".into());
+        }
+        if self.server.request_timeout_secs == 0 || self.server.max_url_bytes < 256 {
+            return bad("server.request_timeout_secs must be at least 1 and server.max_url_bytes at least 256".into());
+        }
+        if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
+            return bad("server.max_connections and server.max_connections_per_ip must be at least 1".into());
+        }
+        if self.limits.orders_per_page == 0 {
+            return bad("limits.orders_per_page must be at least 1".into());
         }
         if self.validation.workers == 0 || self.issuance.workers == 0 {
             return bad("validation.workers and issuance.workers must be at least 1".into());

@@ -61,6 +61,29 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Validation pauses (after too many failed validations of a name).
+    Limits {
+        #[command(subcommand)]
+        command: LimitsCommand,
+        /// JSON output, for scripts.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LimitsCommand {
+    /// Names accounts may not order or validate until unpaused.
+    List {
+        /// Only this account's.
+        #[arg(long)]
+        account: Option<String>,
+        /// Lifted pauses too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Let an account order and validate a name again (all its paused names without NAME).
+    Unpause { account: String, name: Option<String> },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +167,7 @@ fn main() -> ExitCode {
         Command::Eab { command, json } => admin(&config, eab_admin(command), json),
         Command::Accounts { command, json } => admin(&config, accounts_admin(command), json),
         Command::Certs { command, json } => admin(&config, certs_admin(command), json),
+        Command::Limits { command, json } => admin(&config, limits_admin(command), json),
     }
 }
 
@@ -162,6 +186,13 @@ fn accounts_admin(c: AccountsCommand) -> Admin {
         AccountsCommand::List => Admin::AccountsList,
         AccountsCommand::Show { id } => Admin::AccountsShow(id),
         AccountsCommand::Deactivate { id } => Admin::AccountsDeactivate(id),
+    }
+}
+
+fn limits_admin(c: LimitsCommand) -> Admin {
+    match c {
+        LimitsCommand::List { account, all } => Admin::PausesList { account, all },
+        LimitsCommand::Unpause { account, name } => Admin::Unpause { account, name },
     }
 }
 

@@ -7,7 +7,7 @@ use tokio::sync::{Notify, watch};
 use crate::{
     acme::Urls,
     clock::Clock,
-    config::{ProfileConfig, RenewalConfig},
+    config::{LimitsConfig, ProfileConfig, RenewalConfig},
     eab::EabSecret,
     issuer::{Issuer, KeyPolicy, SignTarget},
     nonce::Nonces,
@@ -70,6 +70,12 @@ pub struct Limits {
     pub retry_after_secs: u64,
     /// CSR keys accepted at finalize.
     pub key_policy: KeyPolicy,
+    /// Rate limits and the orders list's page size.
+    pub rate: LimitsConfig,
+    /// Longest time from a request's head to its response; the body must arrive in half of it.
+    pub request_timeout: Duration,
+    /// Longest request target (path and query).
+    pub max_url_bytes: usize,
 }
 
 impl Default for Limits {
@@ -81,6 +87,9 @@ impl Default for Limits {
             finalize_wait: Duration::from_secs(5),
             retry_after_secs: 1,
             key_policy: KeyPolicy::default(),
+            rate: LimitsConfig::default(),
+            request_timeout: Duration::from_secs(30),
+            max_url_bytes: 2048,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! newAccount, account update and deactivation, and the orders list (RFC 8555 §7.3).
 
-use axum::extract::{Path, State};
+use axum::{
+    Extension,
+    extract::{Path, Query, State},
+};
 use http::StatusCode;
 use serde::Deserialize;
 use tracing::Span;
@@ -16,6 +19,7 @@ use crate::{
         extract::{PostAsGet, Signed, SignedJwk, SignedOrGet},
         parse,
     },
+    ratelimit::{self, ClientAddr},
     state::AppState,
     store::{AccountRow, KeyChange, NewAccountOutcome},
 };
@@ -33,7 +37,11 @@ fn wire(acct: &AccountRow, st: &AppState) -> types::Account {
 }
 
 /// POST /acme/new-account: 201 for a new key, 200 with the existing account for a known one.
-pub async fn new_account(State(st): State<AppState>, req: SignedJwk<AccountRequest>) -> Result<AcmeResponse, Problem> {
+pub async fn new_account(
+    State(st): State<AppState>,
+    addr: Option<Extension<ClientAddr>>,
+    req: SignedJwk<AccountRequest>,
+) -> Result<AcmeResponse, Problem> {
     let thumbprint = req.jwk.thumbprint();
     if let Some(acct) = st.store.account_by_thumbprint(&thumbprint).await? {
         Span::current().record("account_id", acct.id.as_str());
@@ -48,6 +56,8 @@ pub async fn new_account(State(st): State<AppState>, req: SignedJwk<AccountReque
     let contact = check_contacts(req.payload.contact.as_deref().unwrap_or_default())?;
     let tos = req.payload.terms_of_service_agreed.unwrap_or(false);
     let now = st.clock.unix();
+    let addr = addr.map(|Extension(ClientAddr(ip))| ip);
+    ratelimit::check_new_account(&st.store, &st.limits.rate, addr, now).await?;
     let eab_kid = match &req.payload.external_account_binding {
         Some(binding) => Some(check_binding(&st, binding, &req.jwk, &req.url, now).await?),
         None if st.lifecycle.eab_required => {
@@ -58,14 +68,18 @@ pub async fn new_account(State(st): State<AppState>, req: SignedJwk<AccountReque
         }
         None => None,
     };
-    let (acct, status) =
-        match st.store.create_account(&thumbprint, &req.jwk.to_json(), &contact, tos, eab_kid.as_deref(), now).await? {
-            NewAccountOutcome::Created(a) => (a, StatusCode::CREATED),
-            NewAccountOutcome::Exists(a) => (a, StatusCode::OK),
-            NewAccountOutcome::EabUnusable => {
-                return Err(Problem::unauthorized("externalAccountBinding: this EAB key was used by another account"));
-            }
-        };
+    let created_ip = addr.map(|ip| ip.to_string());
+    let (acct, status) = match st
+        .store
+        .create_account(&thumbprint, &req.jwk.to_json(), &contact, tos, eab_kid.as_deref(), created_ip.as_deref(), now)
+        .await?
+    {
+        NewAccountOutcome::Created(a) => (a, StatusCode::CREATED),
+        NewAccountOutcome::Exists(a) => (a, StatusCode::OK),
+        NewAccountOutcome::EabUnusable => {
+            return Err(Problem::unauthorized("externalAccountBinding: this EAB key was used by another account"));
+        }
+    };
     Span::current().record("account_id", acct.id.as_str());
     Ok(AcmeResponse::json(status, &wire(&acct, &st)).location(st.urls.account(&acct.id)))
 }
@@ -178,18 +192,33 @@ pub async fn account(
     Ok(AcmeResponse::json(StatusCode::OK, &wire(&acct, &st)).location(st.urls.account(&id)))
 }
 
-/// POST-as-GET /acme/acct/{id}/orders (RFC 8555 §7.1.2.1).
+/// The orders list's page cursor: `?cursor=<id of the last order on the previous page>`.
+#[derive(Debug, Default, Deserialize)]
+pub struct Page {
+    cursor: Option<String>,
+}
+
+/// POST-as-GET /acme/acct/{id}/orders (RFC 8555 §7.1.2.1), oldest first, `limits.orders_per_page`
+/// at a time, with `Link: <next page>;rel="next"` while there are more.
 pub async fn orders(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    Query(page): Query<Page>,
     req: PostAsGet,
 ) -> Result<AcmeResponse, Problem> {
     if req.account.id != id {
         return Err(Problem::unauthorized("an account's orders can only be listed with its own key"));
     }
-    let ids = st.store.order_ids_of_account(&id).await?;
+    let per_page = i64::from(st.limits.rate.orders_per_page);
+    let mut ids = st.store.order_ids_of_account(&id, page.cursor.as_deref(), per_page + 1).await?;
+    let more = ids.len() as i64 > per_page;
+    ids.truncate(per_page as usize);
     let list = OrdersList { orders: ids.iter().map(|o| st.urls.order(o)).collect() };
-    Ok(AcmeResponse::json(StatusCode::OK, &list))
+    let res = AcmeResponse::json(StatusCode::OK, &list);
+    Ok(match ids.last() {
+        Some(last) if more => res.link(&format!("{}?cursor={last}", st.urls.orders(&id)), "next"),
+        _ => res,
+    })
 }
 
 /// RFC 8555 §7.3: `mailto:` URIs only, one address each, no header fields.

@@ -11,6 +11,7 @@ use crate::{
     },
     api::{AcmeResponse, render},
     jws::extract::SignedOrGet,
+    ratelimit,
     state::AppState,
     store::AuthzRow,
 };
@@ -66,6 +67,7 @@ pub async fn challenge(
         if !payload.is_object() {
             return Err(Problem::malformed("a challenge response must be a JSON object"));
         }
+        ratelimit::check_paused(&st.store, &req.account.id, std::slice::from_ref(&authz.identifier)).await?;
         if st.store.start_challenge(&id, st.clock.unix()).await? {
             st.wake.validation.notify_one();
         }

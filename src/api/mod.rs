@@ -59,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .merge(acme)
+        .layer(middleware::from_fn_with_state(state.clone(), bounded))
         .layer(middleware::from_fn(log_problems))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(|_| {
@@ -115,6 +116,30 @@ async fn acme_headers(State(st): State<AppState>, req: Request, next: Next) -> R
     }
     res.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     res
+}
+
+/// Request limits that apply before any handler: the length of the request target, and the
+/// time from the request's head to its response.
+async fn bounded(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > st.limits.max_url_bytes {
+        return Problem::malformed(format!("request target longer than {} bytes", st.limits.max_url_bytes))
+            .with_status(http::StatusCode::URI_TOO_LONG)
+            .into_response();
+    }
+    let limit = st.limits.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            let mut p = Problem::new(
+                ProblemType::ServerInternal,
+                format!("the request was not answered within {} s; try again", limit.as_secs()),
+            )
+            .with_status(http::StatusCode::SERVICE_UNAVAILABLE);
+            p.retry_after = Some(1);
+            p.into_response()
+        }
+    }
 }
 
 /// Logs each problem once, inside the request span: 4xx at debug, `serverInternal` at error with its cause.

@@ -17,6 +17,7 @@ use crate::{
     eab::scope_allows,
     issuer::IssuanceRequest,
     jws::extract::{PostAsGet, Signed},
+    ratelimit,
     state::AppState,
     store::{AccountRow, EabKeyRow, NewAuthz, NewOrder, OrderRow},
 };
@@ -31,6 +32,7 @@ pub async fn new_order(State(st): State<AppState>, req: Signed<NewOrderRequest>)
         check_scope(key, &identifiers)?;
     }
     let profile = choose_profile(&st, req.payload.profile.as_deref(), binding.as_ref())?;
+    ratelimit::check_new_order(&st.store, &st.limits.rate, &req.account.id, &identifiers, st.clock.unix()).await?;
     if let Some(replaces) = &req.payload.replaces {
         check_replaces(&st, &req.account, replaces, &identifiers).await?;
     }

@@ -66,13 +66,25 @@ async fn read(req: Request, state: &AppState) -> Result<Jws, Problem> {
     if !mime.eq_ignore_ascii_case("application/jose+json") {
         return Err(Problem::new(ProblemType::UnsupportedMediaType, "Content-Type must be application/jose+json"));
     }
-    let path = req.uri().path().to_owned();
-    let body = axum::body::to_bytes(req.into_body(), state.limits.max_body_bytes).await.map_err(|_| {
-        Problem::new(
-            ProblemType::PayloadTooLarge,
-            format!("request body larger than {} bytes or unreadable", state.limits.max_body_bytes),
-        )
-    })?;
+    // The signed url covers the query too (the orders list's page cursor).
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    // A slow sender gets half the request's time for its body, so the answer can still be sent.
+    let body_time = state.limits.request_timeout / 2;
+    let body = match tokio::time::timeout(body_time, axum::body::to_bytes(req.into_body(), state.limits.max_body_bytes))
+        .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            return Err(Problem::new(
+                ProblemType::PayloadTooLarge,
+                format!("request body larger than {} bytes or unreadable", state.limits.max_body_bytes),
+            ));
+        }
+        Err(_) => {
+            return Err(Problem::malformed(format!("request body not received within {} s", body_time.as_secs()))
+                .with_status(http::StatusCode::REQUEST_TIMEOUT));
+        }
+    };
     let jws = parse(&body)?;
     // RFC 8555 §6.5: every request carries a nonce, accepted once, on any replica.
     let nonce = jws.protected.nonce.as_deref().ok_or_else(Problem::bad_nonce)?;

@@ -3,6 +3,7 @@
 //! never move the same object twice.
 
 mod lifecycle;
+mod limits;
 mod rows;
 
 use std::{str::FromStr, time::Duration};
@@ -15,6 +16,7 @@ use sqlx::{
 };
 
 pub use lifecycle::{AccountSummary, CleanupReport, EabKeyRow, KeyChange, NewEabKey};
+pub use limits::{HOUR, PauseRow, WindowCount};
 pub use rows::{AccountRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge, OrderRow};
 
 use crate::acme::{Identifier, Problem, types::ChallengeType};
@@ -207,14 +209,15 @@ impl Store {
         contact: &[String],
         tos_agreed: bool,
         eab_kid: Option<&str>,
+        ip: Option<&str>,
         now: i64,
     ) -> Result<NewAccountOutcome> {
         let id = self.random_id()?;
         let contact_json = serde_json::to_string(contact).unwrap_or_else(|_| "[]".into());
         let mut tx = self.writer.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO accounts (id, key_thumbprint, jwk, status, contact, tos_agreed, eab_kid, created_at)
-             VALUES ($1, $2, $3, 'valid', $4, $5, $6, $7) ON CONFLICT (key_thumbprint) DO NOTHING",
+            "INSERT INTO accounts (id, key_thumbprint, jwk, status, contact, tos_agreed, eab_kid, created_ip, created_at)
+             VALUES ($1, $2, $3, 'valid', $4, $5, $6, $7, $8) ON CONFLICT (key_thumbprint) DO NOTHING",
         )
         .bind(&id)
         .bind(thumbprint)
@@ -222,6 +225,7 @@ impl Store {
         .bind(contact_json)
         .bind(tos_agreed)
         .bind(eab_kid)
+        .bind(ip)
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -359,13 +363,20 @@ impl Store {
         load_order(&mut conn, id).await
     }
 
-    /// IDs of an account's orders, oldest first.
-    pub async fn order_ids_of_account(&self, account_id: &str) -> Result<Vec<String>> {
-        let ids =
-            sqlx::query_scalar::<_, String>("SELECT id FROM orders WHERE account_id = $1 ORDER BY created_at, id")
-                .bind(account_id)
-                .fetch_all(&self.pool)
-                .await?;
+    /// IDs of an account's orders, oldest first (in the order they were written): at most
+    /// `limit` after the order `after` (a page cursor), or from the first.
+    pub async fn order_ids_of_account(&self, account_id: &str, after: Option<&str>, limit: i64) -> Result<Vec<String>> {
+        let ids = sqlx::query_scalar::<_, String>(
+            "SELECT id FROM orders WHERE account_id = $1
+               AND ($2 IS NULL OR (created_at, rowid) >
+                                  (SELECT created_at, rowid FROM orders WHERE id = $2 AND account_id = $1))
+             ORDER BY created_at, rowid LIMIT $3",
+        )
+        .bind(account_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(ids)
     }
 
@@ -505,11 +516,13 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         let done = sqlx::query(
-            "UPDATE challenges SET status = 'invalid', error = $2, attempts = attempts + 1, claimed_until = NULL
+            "UPDATE challenges SET status = 'invalid', error = $2, attempts = attempts + 1, claimed_until = NULL,
+                                   failed_at = $3
              WHERE id = $1 AND status = 'processing'",
         )
         .bind(id)
         .bind(problem.to_string())
+        .bind(now)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {

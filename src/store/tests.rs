@@ -15,7 +15,7 @@ async fn account(s: &Store) -> AccountRow {
 
 async fn account_with(s: &Store, thumbprint: &str, eab: Option<&str>) -> Option<AccountRow> {
     match s
-        .create_account(thumbprint, &json!({"kty": "OKP"}), &["mailto:a@lab.example".into()], true, eab, 100)
+        .create_account(thumbprint, &json!({"kty": "OKP"}), &["mailto:a@lab.example".into()], true, eab, None, 100)
         .await
         .unwrap()
     {
@@ -77,7 +77,7 @@ async fn nonce_is_single_use_and_expires() {
 async fn same_key_gets_same_account() {
     let s = store().await;
     let a = account(&s).await;
-    let NewAccountOutcome::Exists(b) = s.create_account("tp-1", &json!({}), &[], false, None, 200).await.unwrap()
+    let NewAccountOutcome::Exists(b) = s.create_account("tp-1", &json!({}), &[], false, None, None, 200).await.unwrap()
     else {
         panic!("same key, same account");
     };

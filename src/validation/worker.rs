@@ -23,6 +23,8 @@ pub struct ValidationWorkerSettings {
     pub retry_window_secs: i64,
     /// Lease on a claimed challenge; longer than one attempt can take.
     pub lease_secs: i64,
+    /// Failed validations of one name by one account within an hour that pause it (0: never).
+    pub pause_after_failures: u32,
 }
 
 /// The validation worker's dependencies.
@@ -120,7 +122,10 @@ impl ValidationWorker {
                     tracing::info!(challenge_type = %chall.kind, identifier = %chall.identifier,
                         detail = %problem.detail, "challenge invalid");
                     let order_problem = order_problem(&chall, &problem);
-                    self.store.challenge_failed(&chall.id, &wire, &order_problem, now).await
+                    match self.store.challenge_failed(&chall.id, &wire, &order_problem, now).await {
+                        Ok(()) => self.pause_if_failing(&chall, now).await,
+                        Err(e) => Err(e),
+                    }
                 }
             }
         };
@@ -128,6 +133,18 @@ impl ValidationWorker {
             // The lease runs out and the challenge is tried again.
             tracing::error!(error = %e, challenge = %chall.id, "cannot record a validation result");
         }
+    }
+}
+
+impl ValidationWorker {
+    /// Too many failures of one name by one account in an hour pause it (src/ratelimit.rs).
+    async fn pause_if_failing(&self, chall: &ClaimedChallenge, now: i64) -> Result<(), crate::store::StoreError> {
+        let limit = self.settings.pause_after_failures;
+        if self.store.pause_if_failing(&chall.account_id, &chall.identifier, limit, now).await? {
+            tracing::warn!(account_id = %chall.account_id, identifier = %chall.identifier,
+                "validation paused after {limit} failures within an hour; `vacme limits unpause` lifts it");
+        }
+        Ok(())
     }
 }
 

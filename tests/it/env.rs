@@ -119,10 +119,15 @@ impl TestEnv {
     }
 
     /// Stops vacme (graceful shutdown) and starts it again on the same port and data directory.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// As `restart`, with the configuration changed by `tweak`.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
         self.shutdown().await;
         let (dir, addr, responder) = (self.dir.clone(), self.addr, self.responder.clone());
-        Self::launch(dir, addr, responder, |_| {}).await
+        Self::launch(dir, addr, responder, tweak).await
     }
 
     pub async fn shutdown(&mut self) {

@@ -13,3 +13,4 @@ mod dns;
 mod env;
 mod flow;
 mod lifecycle;
+mod limits;
