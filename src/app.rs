@@ -20,6 +20,7 @@ use crate::{
         IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, VaultAuth, VaultIssuer, VaultSettings,
         worker::IssuanceWorker,
     },
+    metrics::Metrics,
     nonce::{MemoryNonces, Nonces},
     policy::Policy,
     secret::Secret,
@@ -127,6 +128,7 @@ impl App {
             wake: Arc::new(Wake::default()),
             lifecycle,
             nonces,
+            metrics: Arc::new(Metrics::default()),
         };
         Ok(App {
             router: api::router(state.clone()),
@@ -189,6 +191,7 @@ impl App {
                 clock: st.clock.clone(),
                 wake: st.wake.clone(),
                 urls: st.urls.clone(),
+                metrics: st.metrics.clone(),
                 settings: ValidationWorkerSettings {
                     workers: self.config.validation.workers,
                     retry_window_secs: self.config.validation.retry_window_secs as i64,
@@ -206,6 +209,7 @@ impl App {
                 wake: st.wake.clone(),
                 key_policy: st.limits.key_policy.clone(),
                 lifecycle: st.lifecycle.clone(),
+                metrics: st.metrics.clone(),
                 workers: self.config.issuance.workers,
                 lease_secs: self.config.vault.as_ref().map_or(30, |v| v.timeout_secs as i64 * 2 + 10),
             }

@@ -1,4 +1,4 @@
-//! The admin commands (`vacme eab|accounts|certs|limits ...`): they open the same store as the server,
+//! The admin commands (`vacme eab|accounts|certs|limits|audit ...`): they open the same store as the server,
 //! print a table for people or JSON (`--json`) for scripts, and never print a secret except the
 //! one EAB key `eab create` exists to hand out.
 
@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use crate::{
     acme::Identifier,
     app,
+    audit::AuditEvent,
     clock::from_unix,
     config::Config,
     eab::check_pattern,
@@ -55,6 +56,7 @@ pub enum Admin {
     CertsShow(String),
     CertsRevoke { id: String, reason: i64 },
     PausesList { account: Option<String>, all: bool },
+    Audit { account: Option<String>, limit: i64 },
     Unpause { account: String, name: Option<String> },
 }
 
@@ -205,6 +207,13 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
                 return Err(CliError::NotFound(format!("no account {account}")));
             }
             let lifted = store.unpause(&account, name.as_deref(), now()).await?;
+            if lifted > 0 {
+                AuditEvent::new("unpaused", "admin")
+                    .account(&account)
+                    .detail(format!("{lifted} pause(s) of {}", name.as_deref().unwrap_or("every name")))
+                    .record(store, now())
+                    .await;
+            }
             Ok(if json_out {
                 pretty(&json!({"account": account, "name": name, "lifted": lifted}))
             } else if lifted == 0 {
@@ -215,16 +224,41 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
         }
         Admin::AccountsDeactivate(id) => match store.admin_deactivate_account(&id).await? {
             None => Err(CliError::NotFound(format!("no account {id}"))),
-            Some(done) => Ok(if json_out {
-                pretty(&json!({"id": id, "deactivated": done}))
-            } else if done {
-                format!(
-                    "deactivated account {id}: its key can no longer order, and its pending authorizations are gone\n"
-                )
-            } else {
-                format!("account {id} was not valid; nothing changed\n")
-            }),
+            Some(done) => {
+                if done {
+                    AuditEvent::new("account_deactivated", "admin").account(&id).record(store, now()).await;
+                }
+                Ok(if json_out {
+                    pretty(&json!({"id": id, "deactivated": done}))
+                } else if done {
+                    format!(
+                        "deactivated account {id}: its key can no longer order, and its pending authorizations are gone\n"
+                    )
+                } else {
+                    format!("account {id} was not valid; nothing changed\n")
+                })
+            }
         },
+        Admin::Audit { account, limit } => {
+            let rows = store.audit_events(account.as_deref(), limit).await?;
+            if json_out {
+                return Ok(pretty(&rows));
+            }
+            let rows = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        time_str(r.at),
+                        r.event.event.clone(),
+                        r.event.actor.clone(),
+                        or_dash(&r.event.identifiers.iter().map(Identifier::value).collect::<Vec<_>>().join(",")),
+                        r.event.serial.clone().unwrap_or_else(|| "-".into()),
+                        or_dash(&r.event.detail),
+                    ]
+                })
+                .collect();
+            Ok(table(&["TIME", "EVENT", "ACTOR", "NAMES", "SERIAL", "DETAIL"], rows))
+        }
         Admin::CertsList { account } => {
             let certs = store.certificates(account.as_deref()).await?;
             if json_out {
@@ -285,6 +319,14 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
             if !store.revoke_certificate(&cert.id, reason, now()).await? {
                 return Err(CliError::Usage(format!("certificate {} is already revoked", cert.id)));
             }
+            AuditEvent::new("revoked", "admin")
+                .account(&cert.account_id)
+                .order(&cert.order_id)
+                .certificate(&cert.id, &cert.serial)
+                .identifiers(&cert.identifiers)
+                .detail(format!("reason {reason}"))
+                .record(store, now())
+                .await;
             let local_ca = Arc::new(
                 LocalCa::load_or_create(&config.server.data_dir.join("ca"))
                     .map_err(|e| app::AppError::LocalCa(e.to_string()))?,

@@ -4,6 +4,7 @@
 pub mod acme;
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod cleanup;
 pub mod cli;
 pub mod clock;
@@ -12,6 +13,7 @@ pub mod conn;
 pub mod eab;
 pub mod issuer;
 pub mod jws;
+pub mod metrics;
 pub mod nonce;
 pub mod policy;
 pub mod ratelimit;

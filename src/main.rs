@@ -61,6 +61,18 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The audit trail: issuances, refusals, revocations and account changes, newest first.
+    Audit {
+        /// Only this account's.
+        #[arg(long)]
+        account: Option<String>,
+        /// How many events.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// JSON output, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validation pauses (after too many failed validations of a name).
     Limits {
         #[command(subcommand)]
@@ -168,6 +180,7 @@ fn main() -> ExitCode {
         Command::Accounts { command, json } => admin(&config, accounts_admin(command), json),
         Command::Certs { command, json } => admin(&config, certs_admin(command), json),
         Command::Limits { command, json } => admin(&config, limits_admin(command), json),
+        Command::Audit { account, limit, json } => admin(&config, Admin::Audit { account, limit }, json),
     }
 }
 

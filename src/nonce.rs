@@ -42,6 +42,14 @@ impl Nonces {
         }
     }
 
+    /// How many nonces could still be redeemed: those in the window, or the unexpired rows.
+    pub async fn outstanding(&self) -> Result<u64, StoreError> {
+        match self {
+            Nonces::Memory(m) => Ok(m.outstanding()),
+            Nonces::Database { store, .. } => store.nonce_count().await,
+        }
+    }
+
     /// `true` exactly once per issued nonce.
     pub async fn redeem(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
         match self {
@@ -98,6 +106,11 @@ impl MemoryNonces {
         raw[..8].copy_from_slice(&counter.to_be_bytes());
         raw[8..].copy_from_slice(&self.mac(counter).as_ref()[..MAC_LEN]);
         URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Nonces issued that are still inside the window.
+    pub fn outstanding(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).next.min(WINDOW)
     }
 
     pub fn redeem(&self, nonce: &str) -> bool {

@@ -10,6 +10,7 @@ use crate::{
     config::{LimitsConfig, ProfileConfig, RenewalConfig},
     eab::EabSecret,
     issuer::{Issuer, KeyPolicy, SignTarget},
+    metrics::Metrics,
     nonce::Nonces,
     policy::Policy,
     store::Store,
@@ -27,6 +28,7 @@ pub struct AppState {
     pub wake: Arc<Wake>,
     pub lifecycle: Arc<Lifecycle>,
     pub nonces: Arc<Nonces>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Accounts, profiles and renewal: what the lifecycle endpoints need from the configuration.

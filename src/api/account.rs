@@ -14,6 +14,7 @@ use crate::{
         types::{self, AccountRequest, AccountStatus, OrdersList},
     },
     api::AcmeResponse,
+    audit::AuditEvent,
     jws::{
         KeySource, PublicJwk,
         extract::{PostAsGet, Signed, SignedJwk, SignedOrGet},
@@ -81,6 +82,13 @@ pub async fn new_account(
         }
     };
     Span::current().record("account_id", acct.id.as_str());
+    if status == StatusCode::CREATED {
+        AuditEvent::by_account("account_created", &acct.id)
+            .client_ip(addr)
+            .detail(eab_kid.map(|k| format!("eab kid {k}")).unwrap_or_default())
+            .record(&st.store, now)
+            .await;
+    }
     Ok(AcmeResponse::json(status, &wire(&acct, &st)).location(st.urls.account(&acct.id)))
 }
 
@@ -179,7 +187,10 @@ pub async fn account(
             .map_err(|e| Problem::malformed(format!("account update is not valid: {e}")))?;
         match update.status.as_deref() {
             None => {}
-            Some("deactivated") => st.store.deactivate_account(&id).await?,
+            Some("deactivated") => {
+                st.store.deactivate_account(&id).await?;
+                AuditEvent::by_account("account_deactivated", &id).record(&st.store, st.clock.unix()).await;
+            }
             Some(other) => {
                 return Err(Problem::malformed(format!("account status cannot be set to {other:?}")));
             }

@@ -1,10 +1,10 @@
-//! Liveness and readiness, outside ACME.
+//! Liveness, readiness and metrics, outside ACME.
 
 use axum::{Json, extract::State, response::IntoResponse};
 use http::StatusCode;
 use serde_json::json;
 
-use crate::state::AppState;
+use crate::{metrics::Gauges, state::AppState};
 
 /// GET /healthz: the process answers.
 pub async fn healthz() -> &'static str {
@@ -29,4 +29,16 @@ pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         "issuer": { "kind": st.issuer.name(), "state": if issuer.is_ok() { "ok" } else { "unavailable" } },
     });
     (status, Json(body))
+}
+
+/// GET /metrics: Prometheus text exposition (docs/operations.md lists the series).
+pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    let mut g = Gauges { nonces: st.nonces.outstanding().await.ok(), ..Gauges::default() };
+    if let Ok((challenges, orders)) = st.store.queue_depths().await {
+        (g.challenges_processing, g.orders_processing) = (challenges, orders);
+    }
+    if let Ok(c) = st.store.counts().await {
+        (g.accounts, g.certificates) = (c.accounts, c.certificates);
+    }
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.render(&g))
 }

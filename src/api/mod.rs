@@ -58,9 +58,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .merge(acme)
         .layer(middleware::from_fn_with_state(state.clone(), bounded))
-        .layer(middleware::from_fn(log_problems))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(CatchPanicLayer::custom(|_| {
             Problem::internal(std::io::Error::other("a request handler panicked")).into_response()
@@ -142,10 +143,15 @@ async fn bounded(State(st): State<AppState>, req: Request, next: Next) -> Respon
     }
 }
 
-/// Logs each problem once, inside the request span: 4xx at debug, `serverInternal` at error with its cause.
-async fn log_problems(req: Request, next: Next) -> Response {
+/// Counts each answer by route and status, and logs and counts each problem once, inside the
+/// request span: 4xx at debug, `serverInternal` at error with its cause.
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    // The route, never the URL: object IDs would make one series per order.
+    let resource = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let res = next.run(req).await;
+    st.metrics.request(&resource, res.status().as_u16());
     if let Some(p) = res.extensions().get::<Problem>() {
+        st.metrics.problem(p.kind.code());
         if p.kind == ProblemType::ServerInternal {
             let cause = p.source_error().map(|e| e.to_string()).unwrap_or_default();
             tracing::error!(problem_type = p.kind.code(), cause = %cause, "request failed");

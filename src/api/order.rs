@@ -3,7 +3,10 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::{Path, State};
+use axum::{
+    Extension,
+    extract::{Path, State},
+};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::StatusCode;
 use tracing::Span;
@@ -14,17 +17,48 @@ use crate::{
         types::{FinalizeRequest, NewOrderRequest, OrderStatus},
     },
     api::{AcmeResponse, render},
+    audit::AuditEvent,
     eab::scope_allows,
     issuer::IssuanceRequest,
     jws::extract::{PostAsGet, Signed},
-    ratelimit,
+    ratelimit::{self, ClientAddr},
     state::AppState,
     store::{AccountRow, EabKeyRow, NewAuthz, NewOrder, OrderRow},
 };
 
-/// POST /acme/new-order.
-pub async fn new_order(State(st): State<AppState>, req: Signed<NewOrderRequest>) -> Result<AcmeResponse, Problem> {
+/// POST /acme/new-order. A refusal of names (policy, scope, rate limits) is audited.
+pub async fn new_order(
+    State(st): State<AppState>,
+    addr: Option<Extension<ClientAddr>>,
+    req: Signed<NewOrderRequest>,
+) -> Result<AcmeResponse, Problem> {
     Span::current().record("account_id", req.account.id.as_str());
+    let account_id = req.account.id.clone();
+    let asked: Vec<Identifier> = req
+        .payload
+        .identifiers
+        .iter()
+        .take(st.policy.max_identifiers())
+        .filter_map(|raw| Identifier::parse(raw).ok())
+        .collect();
+    let result = create_order(&st, req).await;
+    if let Err(p) = &result
+        && matches!(
+            p.kind,
+            ProblemType::RejectedIdentifier | ProblemType::UnsupportedIdentifier | ProblemType::RateLimited
+        )
+    {
+        AuditEvent::by_account("order_refused", &account_id)
+            .identifiers(&asked)
+            .client_ip(addr.map(|Extension(ClientAddr(ip))| ip))
+            .detail(format!("{}: {}", p.kind.code(), p.detail))
+            .record(&st.store, st.clock.unix())
+            .await;
+    }
+    result
+}
+
+async fn create_order(st: &AppState, req: Signed<NewOrderRequest>) -> Result<AcmeResponse, Problem> {
     let identifiers = parse_identifiers(&req.payload, st.policy.max_identifiers())?;
     st.policy.check(&identifiers)?;
     let binding = eab_key_of(&st, &req.account).await?;
@@ -202,7 +236,15 @@ pub async fn finalize(
     let nb = order.not_before.map(crate::clock::from_unix);
     let na = order.not_after.map(crate::clock::from_unix);
     // badCSR here, before anything is written: the CA only ever sees checked requests.
-    IssuanceRequest::new(&order.identifiers, &der, &st.limits.key_policy, nb, na)?;
+    if let Err(p) = IssuanceRequest::new(&order.identifiers, &der, &st.limits.key_policy, nb, na) {
+        AuditEvent::by_account("finalize_refused", &req.account.id)
+            .order(&id)
+            .identifiers(&order.identifiers)
+            .detail(format!("{}: {}", p.kind.code(), p.detail))
+            .record(&st.store, now)
+            .await;
+        return Err(p);
+    }
     let mut issued = st.wake.issued.subscribe();
     if !st.store.begin_issuance(&id, &der, now).await? {
         return Err(Problem::order_not_ready("order is no longer ready"));

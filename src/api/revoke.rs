@@ -10,6 +10,7 @@ use x509_parser::{certificate::X509Certificate, pem::Pem, prelude::FromDer, publ
 use crate::{
     acme::{Problem, ProblemType, types::RevocationRequest},
     api::AcmeResponse,
+    audit::AuditEvent,
     jws::{
         PublicJwk,
         extract::{SignedAny, Signer},
@@ -49,16 +50,28 @@ pub async fn revoke_cert(
             }
         }
     }
-    revoke(&st, &record, reason).await?;
+    let actor = match &req.signer {
+        Signer::Account(acct) => format!("account:{}", acct.id),
+        Signer::Key(_) => "certificate-key".to_owned(),
+    };
+    revoke(&st, &record, reason, actor).await?;
     Ok(AcmeResponse::empty(StatusCode::OK))
 }
 
 /// Records the revocation (`alreadyRevoked` the second time) and tells the CA.
-async fn revoke(st: &AppState, record: &CertificateRow, reason: u8) -> Result<(), Problem> {
+async fn revoke(st: &AppState, record: &CertificateRow, reason: u8, actor: String) -> Result<(), Problem> {
     let now = st.clock.unix();
     if !st.store.revoke_certificate(&record.id, reason, now).await? {
         return Err(Problem::new(ProblemType::AlreadyRevoked, "this certificate is already revoked"));
     }
+    AuditEvent::new("revoked", actor)
+        .account(&record.account_id)
+        .order(&record.order_id)
+        .certificate(&record.id, &record.serial)
+        .identifiers(&record.identifiers)
+        .detail(format!("reason {reason}"))
+        .record(&st.store, now)
+        .await;
     tracing::info!(certificate_id = %record.id, serial = %record.serial, reason, "certificate revoked");
     tell_ca(st.issuer.as_ref(), &st.store, &st.lifecycle, record, now).await;
     Ok(())

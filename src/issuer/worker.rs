@@ -9,6 +9,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
     acme::{Problem, ari},
+    audit::AuditEvent,
     clock::Clock,
     issuer::{IssuanceRequest, IssueError, Issuer, KeyPolicy},
     state::{Lifecycle, Wake},
@@ -24,6 +25,7 @@ pub struct IssuanceWorker {
     pub wake: Arc<Wake>,
     pub key_policy: KeyPolicy,
     pub lifecycle: Arc<Lifecycle>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub workers: usize,
     /// Lease on a claimed order; longer than one CA call can take.
     pub lease_secs: i64,
@@ -81,10 +83,17 @@ impl IssuanceWorker {
 
     async fn issue(&self, order: OrderRow) {
         let now = self.clock.unix();
+        let started = std::time::Instant::now();
         let result = match self.request(&order) {
             Ok(req) => self.issuer.sign(&req).await,
             Err(p) => Err(IssueError::Refused(p.detail)),
         };
+        let outcome = match &result {
+            Ok(_) => "issued",
+            Err(IssueError::Refused(_)) => "refused",
+            Err(IssueError::Unavailable(_)) => "unavailable",
+        };
+        self.metrics.issuance(self.issuer.name(), outcome, started.elapsed());
         let outcome = match result {
             Ok(issued) => {
                 let cert = NewCertificate {
@@ -97,10 +106,28 @@ impl IssuanceWorker {
                 };
                 tracing::info!(order_id = %order.id, serial = %issued.serial, issuer = self.issuer.name(),
                     identifiers = ?order.identifiers.iter().map(|i| i.value()).collect::<Vec<_>>(), "certificate issued");
-                self.store.issuance_succeeded(&order, &cert, now).await.map(|_| ())
+                match self.store.issuance_succeeded(&order, &cert, now).await {
+                    Ok(cert_id) => {
+                        AuditEvent::by_account("issued", &order.account_id)
+                            .order(&order.id)
+                            .certificate(&cert_id, &issued.serial)
+                            .identifiers(&order.identifiers)
+                            .detail(format!("issuer {}", self.issuer.name()))
+                            .record(&self.store, now)
+                            .await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(IssueError::Refused(why)) => {
                 tracing::warn!(order_id = %order.id, reason = %why, "CA refused the order");
+                AuditEvent::by_account("ca_refused", &order.account_id)
+                    .order(&order.id)
+                    .identifiers(&order.identifiers)
+                    .detail(why.clone())
+                    .record(&self.store, now)
+                    .await;
                 let p = Problem::bad_csr(format!("the CA refused to sign: {why}"));
                 self.store
                     .issuance_failed(&order.id, &serde_json::to_value(&p).unwrap_or_else(|_| json!({})), now)

@@ -31,6 +31,23 @@ pub struct PauseRow {
 pub const HOUR: i64 = 3600;
 
 impl Store {
+    /// Nonce rows in the store (shared-store nonces).
+    pub async fn nonce_count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nonces").fetch_one(&self.pool).await?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Work waiting for the workers: answered challenges, and finalized orders.
+    pub async fn queue_depths(&self) -> Result<(i64, i64)> {
+        let depths = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT (SELECT COUNT(*) FROM challenges WHERE status = 'processing'),
+                    (SELECT COUNT(*) FROM orders WHERE status = 'processing')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(depths)
+    }
+
     /// Accounts created from `ip` since `since`.
     pub async fn accounts_created_from(&self, ip: &str, since: i64) -> Result<WindowCount> {
         let w = sqlx::query_as::<_, WindowCount>(

@@ -2,6 +2,7 @@
 //! updates (`WHERE status = ...`) checked by `rows_affected`, so several workers (or replicas)
 //! never move the same object twice.
 
+mod audit;
 mod lifecycle;
 mod limits;
 mod rows;
@@ -15,6 +16,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use audit::AuditRow;
 pub use lifecycle::{AccountSummary, CleanupReport, EabKeyRow, KeyChange, NewEabKey};
 pub use limits::{HOUR, PauseRow, WindowCount};
 pub use rows::{AccountRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge, OrderRow};

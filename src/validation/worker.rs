@@ -9,6 +9,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
     acme::{Identifier, Problem, Subproblem},
+    audit::AuditEvent,
     clock::Clock,
     state::Wake,
     store::{ClaimedChallenge, Store},
@@ -35,6 +36,7 @@ pub struct ValidationWorker {
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Wake>,
     pub urls: Arc<crate::acme::Urls>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub settings: ValidationWorkerSettings,
 }
 
@@ -91,6 +93,7 @@ impl ValidationWorker {
     /// One attempt at one challenge, and its outcome written to the store.
     async fn attempt(&self, chall: ClaimedChallenge) {
         let key_authz = format!("{}.{}", chall.token, chall.account_thumbprint);
+        let started = std::time::Instant::now();
         let mut result = self.validator.validate(chall.kind, &chall.identifier, &chall.token, &key_authz).await;
         let mut final_failure = false;
         if result.is_ok() {
@@ -106,8 +109,10 @@ impl ValidationWorker {
             }
         }
         let now = self.clock.unix();
+        let took = started.elapsed();
         let outcome = match result {
             Ok(()) => {
+                self.metrics.validation(chall.kind.as_str(), "valid", took);
                 tracing::info!(challenge_type = %chall.kind, identifier = %chall.identifier, "challenge valid");
                 self.store.challenge_succeeded(&chall.id, now).await
             }
@@ -117,13 +122,23 @@ impl ValidationWorker {
                 if !final_failure && now + delay - chall.started_at <= self.settings.retry_window_secs {
                     tracing::debug!(challenge_type = %chall.kind, identifier = %chall.identifier,
                         detail = %problem.detail, "challenge attempt failed; retrying");
+                    self.metrics.validation(chall.kind.as_str(), "retry", took);
                     self.store.challenge_retry(&chall.id, &wire, now + delay).await
                 } else {
                     tracing::info!(challenge_type = %chall.kind, identifier = %chall.identifier,
                         detail = %problem.detail, "challenge invalid");
+                    self.metrics.validation(chall.kind.as_str(), "invalid", took);
                     let order_problem = order_problem(&chall, &problem);
                     match self.store.challenge_failed(&chall.id, &wire, &order_problem, now).await {
-                        Ok(()) => self.pause_if_failing(&chall, now).await,
+                        Ok(()) => {
+                            AuditEvent::by_account("validation_failed", &chall.account_id)
+                                .order(&chall.order_id)
+                                .identifiers(std::slice::from_ref(&chall.identifier))
+                                .detail(format!("{}: {}", chall.kind, problem.detail))
+                                .record(&self.store, now)
+                                .await;
+                            self.pause_if_failing(&chall, now).await
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -143,6 +158,12 @@ impl ValidationWorker {
         if self.store.pause_if_failing(&chall.account_id, &chall.identifier, limit, now).await? {
             tracing::warn!(account_id = %chall.account_id, identifier = %chall.identifier,
                 "validation paused after {limit} failures within an hour; `vacme limits unpause` lifts it");
+            AuditEvent::new("paused", "vacme")
+                .identifiers(std::slice::from_ref(&chall.identifier))
+                .detail(format!("{limit} failed validations within an hour"))
+                .account(&chall.account_id)
+                .record(&self.store, now)
+                .await;
         }
         Ok(())
     }

@@ -138,12 +138,8 @@ async fn failed_validations_pause_a_name_until_an_admin_lifts_it() {
     assert_eq!(env.counts().await, before);
     // The pending order made before the pause cannot be validated either.
     let pending = raw.signed(&key, Some(&kid), &env.url(&format!("/acme/acct/{account_id}/orders")), None).await;
-    let pending_order = pending.body["orders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u.as_str().unwrap().to_owned())
-        .collect::<Vec<_>>();
+    let pending_order =
+        pending.body["orders"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().to_owned()).collect::<Vec<_>>();
     let mut refused = false;
     for url in &pending_order {
         let o = raw.signed(&key, Some(&kid), url, None).await;

@@ -14,3 +14,4 @@ mod env;
 mod flow;
 mod lifecycle;
 mod limits;
+mod observe;

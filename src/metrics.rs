@@ -1,0 +1,244 @@
+//! Prometheus metrics, served at `GET /metrics` in the text exposition format (version 0.0.4).
+//! Counters and histograms live here and are bumped by the API layer and the workers; gauges
+//! (queue depths, nonces, row counts) are read from the store when scraped.
+
+use std::{collections::BTreeMap, fmt::Write as _, sync::Mutex, time::Duration};
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// Label values, in the order of the family's label names.
+type Labels = Vec<String>;
+
+#[derive(Debug, Default)]
+struct Counter {
+    values: Mutex<BTreeMap<Labels, u64>>,
+}
+
+impl Counter {
+    fn inc(&self, labels: &[&str]) {
+        let mut v = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        *v.entry(labels.iter().map(|s| (*s).to_owned()).collect()).or_insert(0) += 1;
+    }
+
+    fn get(&self, labels: &[&str]) -> u64 {
+        let key: Labels = labels.iter().map(|s| (*s).to_owned()).collect();
+        self.values.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct HistogramValue {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    values: Mutex<BTreeMap<Labels, HistogramValue>>,
+}
+
+impl Histogram {
+    fn observe(&self, labels: &[&str], d: Duration) {
+        let secs = d.as_secs_f64();
+        let mut v = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        let h = v.entry(labels.iter().map(|s| (*s).to_owned()).collect()).or_default();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                h.buckets[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+}
+
+/// The metrics of one vacme process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Counter,
+    problems: Counter,
+    validations: Counter,
+    validation_seconds: Histogram,
+    issuances: Counter,
+    ca_seconds: Histogram,
+    ca_errors: Counter,
+}
+
+/// Values read from the store when scraped.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gauges {
+    pub nonces: Option<u64>,
+    pub challenges_processing: i64,
+    pub orders_processing: i64,
+    pub accounts: i64,
+    pub certificates: i64,
+}
+
+impl Metrics {
+    /// One answered request: `resource` is the route (`/acme/order/{id}`), not the URL.
+    pub fn request(&self, resource: &str, status: u16) {
+        self.requests.inc(&[resource, &status.to_string()]);
+    }
+
+    /// One problem document sent, by its ACME type (`malformed`, `rateLimited`, ...).
+    pub fn problem(&self, kind: &str) {
+        self.problems.inc(&[kind]);
+    }
+
+    /// One validation attempt: `outcome` is `valid`, `invalid` or `retry`.
+    pub fn validation(&self, kind: &str, outcome: &str, took: Duration) {
+        self.validations.inc(&[kind, outcome]);
+        self.validation_seconds.observe(&[kind], took);
+    }
+
+    /// One signing call to the CA: `outcome` is `issued`, `refused` or `unavailable`.
+    pub fn issuance(&self, issuer: &str, outcome: &str, took: Duration) {
+        self.issuances.inc(&[outcome]);
+        self.ca_seconds.observe(&[issuer, "sign"], took);
+        if outcome != "issued" {
+            self.ca_errors.inc(&[issuer, "sign", outcome]);
+        }
+    }
+
+    /// One other CA call (revoke, status), with its outcome.
+    pub fn ca_call(&self, issuer: &str, op: &str, ok: bool, took: Duration) {
+        self.ca_seconds.observe(&[issuer, op], took);
+        if !ok {
+            self.ca_errors.inc(&[issuer, op, "unavailable"]);
+        }
+    }
+
+    /// For tests: a counter's value.
+    pub fn requests_of(&self, resource: &str, status: u16) -> u64 {
+        self.requests.get(&[resource, &status.to_string()])
+    }
+
+    /// The exposition text.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::new();
+        counter(
+            &mut out,
+            "vacme_http_requests_total",
+            "HTTP requests answered, by route and status.",
+            &["resource", "status"],
+            &self.requests,
+        );
+        counter(&mut out, "vacme_problems_total", "ACME problem documents sent, by type.", &["type"], &self.problems);
+        counter(
+            &mut out,
+            "vacme_validations_total",
+            "Validation attempts, by challenge type and outcome (valid, invalid, retry).",
+            &["type", "outcome"],
+            &self.validations,
+        );
+        histogram(
+            &mut out,
+            "vacme_validation_duration_seconds",
+            "Time of one validation attempt.",
+            &["type"],
+            &self.validation_seconds,
+        );
+        counter(
+            &mut out,
+            "vacme_issuances_total",
+            "Signing attempts, by outcome (issued, refused, unavailable).",
+            &["outcome"],
+            &self.issuances,
+        );
+        histogram(
+            &mut out,
+            "vacme_ca_request_duration_seconds",
+            "Time of one call to the CA (Vault or the local CA).",
+            &["issuer", "op"],
+            &self.ca_seconds,
+        );
+        counter(
+            &mut out,
+            "vacme_ca_errors_total",
+            "CA calls that failed, by kind.",
+            &["issuer", "op", "kind"],
+            &self.ca_errors,
+        );
+        gauge(
+            &mut out,
+            "vacme_challenges_processing",
+            "Challenges answered and waiting for validation.",
+            g.challenges_processing as f64,
+        );
+        gauge(&mut out, "vacme_orders_processing", "Finalized orders waiting for the CA.", g.orders_processing as f64);
+        gauge(&mut out, "vacme_accounts", "Accounts in the store.", g.accounts as f64);
+        gauge(&mut out, "vacme_certificates", "Certificates in the store.", g.certificates as f64);
+        if let Some(n) = g.nonces {
+            gauge(&mut out, "vacme_nonces", "Nonces issued that could still be redeemed.", n as f64);
+        }
+        out
+    }
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn label_set(names: &[&str], values: &[String], extra: Option<(&str, &str)>) -> String {
+    let mut parts: Vec<String> = names.iter().zip(values).map(|(n, v)| format!("{n}=\"{}\"", escape(v))).collect();
+    if let Some((n, v)) = extra {
+        parts.push(format!("{n}=\"{v}\""));
+    }
+    if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, names: &[&str], c: &Counter) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, v) in c.values.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let _ = writeln!(out, "{name}{} {v}", label_set(names, labels, None));
+    }
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, names: &[&str], h: &Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (labels, v) in h.values.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (le, n) in BUCKETS.iter().zip(v.buckets) {
+            let _ = writeln!(out, "{name}_bucket{} {n}", label_set(names, labels, Some(("le", &le.to_string()))));
+        }
+        let _ = writeln!(out, "{name}_bucket{} {}", label_set(names, labels, Some(("le", "+Inf"))), v.count);
+        let _ = writeln!(out, "{name}_sum{} {}", label_set(names, labels, None), v.sum);
+        let _ = writeln!(out, "{name}_count{} {}", label_set(names, labels, None), v.count);
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_format() {
+        let m = Metrics::default();
+        m.request("/acme/new-order", 201);
+        m.request("/acme/new-order", 201);
+        m.problem("rateLimited");
+        m.validation("http-01", "valid", Duration::from_millis(3));
+        m.issuance("vault", "unavailable", Duration::from_millis(200));
+        let text = m.render(&Gauges { orders_processing: 2, nonces: Some(5), ..Default::default() });
+        assert!(text.contains("vacme_http_requests_total{resource=\"/acme/new-order\",status=\"201\"} 2\n"), "{text}");
+        assert!(text.contains("vacme_problems_total{type=\"rateLimited\"} 1\n"));
+        assert!(text.contains("vacme_validation_duration_seconds_bucket{type=\"http-01\",le=\"0.0025\"} 0\n"));
+        assert!(text.contains("vacme_validation_duration_seconds_bucket{type=\"http-01\",le=\"0.005\"} 1\n"));
+        assert!(text.contains("vacme_validation_duration_seconds_bucket{type=\"http-01\",le=\"+Inf\"} 1\n"));
+        assert!(text.contains("vacme_ca_errors_total{issuer=\"vault\",op=\"sign\",kind=\"unavailable\"} 1\n"));
+        assert!(text.contains("vacme_orders_processing 2\n"));
+        assert!(text.contains("vacme_nonces 5\n"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
