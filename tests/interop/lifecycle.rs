@@ -29,7 +29,7 @@ fn admin(config: &Path, args: &[&str]) -> Value {
 }
 
 /// One certbot run with a shared config dir (so later runs reuse the account); no panic on failure.
-async fn certbot(tools: &Path, dir: &Path, vacme: &Vacme, http01: u16, args: &[String]) -> Output {
+pub(crate) async fn certbot(tools: &Path, dir: &Path, vacme: &Vacme, http01: u16, args: &[String]) -> Output {
     let le = dir.join("certbot");
     let mut cmd = Command::new(tools.join("certbot"));
     cmd.args(args)
@@ -43,16 +43,16 @@ async fn certbot(tools: &Path, dir: &Path, vacme: &Vacme, http01: u16, args: &[S
 }
 
 /// Progress on stderr (shown by `--nocapture` and when the test fails).
-fn step(started: std::time::Instant, what: &str) {
+pub(crate) fn step(started: std::time::Instant, what: &str) {
     eprintln!("[{:>5.1}s] {what}", started.elapsed().as_secs_f64());
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
 #[track_caller]
-fn assert_ok(out: &Output, what: &str, dir: &Path) {
+pub(crate) fn assert_ok(out: &Output, what: &str, dir: &Path) {
     if !out.status.success() {
         let log = std::fs::read_to_string(dir.join("certbot/logs/letsencrypt.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(60).collect();
@@ -60,12 +60,12 @@ fn assert_ok(out: &Output, what: &str, dir: &Path) {
     }
 }
 
-fn live(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn live(dir: &Path, name: &str) -> PathBuf {
     dir.join("certbot/config/live").join(name)
 }
 
 /// Lifetime in seconds and the serial (lower-case hex, no leading zero bytes) of a PEM leaf.
-fn leaf_facts(cert_pem: &Path) -> (i64, String) {
+pub(crate) fn leaf_facts(cert_pem: &Path) -> (i64, String) {
     let text = std::fs::read_to_string(cert_pem).unwrap();
     let pem = Pem::iter_from_buffer(text.as_bytes()).next().unwrap().unwrap();
     let cert = pem.parse_x509().unwrap();
@@ -80,17 +80,22 @@ fn certs_named(certs: &Value, name: &str) -> Vec<Value> {
 }
 
 /// OpenBao, the test DNS zone and vacme with `[vault]` (token auth) after `extra` config.
-struct Lab {
-    dir: tempfile::TempDir,
-    bao: Bao,
+pub(crate) struct Lab {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) bao: Bao,
     _dns: TestDns,
-    vacme: Vacme,
-    config: PathBuf,
-    http01: u16,
+    pub(crate) vacme: Vacme,
+    pub(crate) config: PathBuf,
+    pub(crate) http01: u16,
 }
 
 impl Lab {
     async fn start(tools: &Path, extra: &str) -> Lab {
+        Lab::start_logging(tools, extra, "info,vacme=debug").await
+    }
+
+    /// `start` with this `VACME_LOG` filter for vacme.
+    pub(crate) async fn start_logging(tools: &Path, extra: &str, filter: &str) -> Lab {
         install_provider();
         let dir = tempfile::tempdir().unwrap();
         let bao = Bao::start(tools, dir.path()).await;
@@ -103,7 +108,7 @@ impl Lab {
         );
         let args = crate::config_args(dir.path(), port, http01, &dns, &vault);
         let config = PathBuf::from(&args[1]);
-        let vacme = Vacme::start(args, port, &dir.path().join("data"), dir.path()).await;
+        let vacme = Vacme::start_logging(args, port, &dir.path().join("data"), dir.path(), filter).await;
         Lab { dir, bao, _dns: dns, vacme, config, http01 }
     }
 }

@@ -10,6 +10,7 @@ mod bao;
 mod dns;
 mod lifecycle;
 mod procs;
+mod secrets;
 
 use std::{
     net::Ipv4Addr,
@@ -40,8 +41,19 @@ struct Vacme {
 impl Vacme {
     /// Runs `vacme serve <args>` and waits until its HTTPS directory answers.
     async fn start(args: Vec<String>, port: u16, data_dir: &Path, log_dir: &Path) -> Vacme {
+        Vacme::start_logging(args, port, data_dir, log_dir, "info,vacme=debug").await
+    }
+
+    /// `start` with this `VACME_LOG` filter (e.g. `trace`).
+    pub(crate) async fn start_logging(
+        args: Vec<String>,
+        port: u16,
+        data_dir: &Path,
+        log_dir: &Path,
+        filter: &str,
+    ) -> Vacme {
         let mut cmd = Command::new(VACME);
-        cmd.arg("serve").args(&args).env("VACME_LOG", "info,vacme=debug");
+        cmd.arg("serve").args(&args).env("VACME_LOG", filter);
         let process = Subprocess::spawn(&format!("vacme-{port}"), &mut cmd, log_dir);
         let me = Vacme { process, port, data_dir: data_dir.to_owned(), args, log_dir: log_dir.to_owned() };
         let ca = me.ca_bundle();
