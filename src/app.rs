@@ -281,7 +281,13 @@ impl App {
 /// The CA orders are signed by: Vault when configured, else the local CA.
 pub async fn build_issuer(config: &Config, local_ca: &Arc<LocalCa>) -> Result<Arc<dyn Issuer>, AppError> {
     Ok(match &config.vault {
-        Some(v) => Arc::new(VaultIssuer::new(vault_settings(v)?).await.map_err(|e| AppError::Vault(e.to_string()))?),
+        Some(v) => {
+            let vault =
+                Arc::new(VaultIssuer::new(vault_settings(v)?).await.map_err(|e| AppError::Vault(e.to_string()))?);
+            // Renews (or replaces) the token before it expires, for as long as the issuer lives.
+            vault.keep_alive();
+            vault
+        }
         None => Arc::new(LocalIssuer::new(
             local_ca.clone(),
             Duration::from_secs(u64::from(config.issuance.local_default_days) * 86_400),
@@ -330,6 +336,20 @@ fn vault_settings(v: &crate::config::VaultConfig) -> Result<VaultSettings, AppEr
                 v.auth.secret_id_file.clone().ok_or_else(|| AppError::Vault("approle needs secret_id_file".into()))?;
             VaultAuth::AppRole { mount: v.auth.approle_mount.clone(), role_id, secret_id_file }
         }
+        VaultAuthMethod::Kubernetes => VaultAuth::Kubernetes {
+            mount: v.auth.kubernetes_mount.clone(),
+            role: v
+                .auth
+                .kubernetes_role
+                .clone()
+                .ok_or_else(|| AppError::Vault("kubernetes needs kubernetes_role".into()))?,
+            jwt_file: v.auth.jwt_file.clone(),
+        },
+    };
+    let client_cert = match (&v.client_cert_file, &v.client_key_file) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        (None, None) => None,
+        _ => return Err(AppError::Vault("vault.client_cert_file and vault.client_key_file go together".into())),
     };
     Ok(VaultSettings {
         address: v.address.clone(),
@@ -339,6 +359,7 @@ fn vault_settings(v: &crate::config::VaultConfig) -> Result<VaultSettings, AppEr
         namespace: v.namespace.clone(),
         timeout: Duration::from_secs(v.timeout_secs),
         auth,
+        client_cert,
     })
 }
 

@@ -304,6 +304,10 @@ pub struct VaultConfig {
     pub ca_bundle: Option<PathBuf>,
     /// Vault Enterprise / OpenBao namespace. Default unset.
     pub namespace: Option<String>,
+    /// PEM client certificate for Vault's TLS (mutual TLS). Default unset.
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`. Default unset.
+    pub client_key_file: Option<PathBuf>,
     /// Timeout of one Vault request, in seconds. Default 30.
     #[serde(default = "default_vault_timeout")]
     pub timeout_secs: u64,
@@ -330,12 +334,14 @@ pub enum VaultAuthMethod {
     Token,
     /// AppRole login with role_id and a secret_id file.
     Approle,
+    /// Kubernetes login with the pod's service-account token.
+    Kubernetes,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VaultAuthConfig {
-    /// `token` or `approle`. Default `token`.
+    /// `token`, `approle` or `kubernetes`. Default `token`.
     pub method: VaultAuthMethod,
     /// File holding the token. Default unset (then `VACME_VAULT_TOKEN`, then `VAULT_TOKEN`).
     pub token_file: Option<PathBuf>,
@@ -347,6 +353,13 @@ pub struct VaultAuthConfig {
     pub secret_id_file: Option<PathBuf>,
     /// Mount path of the AppRole auth method. Default `approle`.
     pub approle_mount: String,
+    /// Vault role of the Kubernetes auth method. Default unset (required for `kubernetes`).
+    pub kubernetes_role: Option<String>,
+    /// Service-account token file, read at every login. Default
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/token`.
+    pub jwt_file: PathBuf,
+    /// Mount path of the Kubernetes auth method. Default `kubernetes`.
+    pub kubernetes_mount: String,
 }
 
 impl Default for VaultAuthConfig {
@@ -358,6 +371,9 @@ impl Default for VaultAuthConfig {
             role_id_file: None,
             secret_id_file: None,
             approle_mount: "approle".into(),
+            kubernetes_role: None,
+            jwt_file: PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+            kubernetes_mount: "kubernetes".into(),
         }
     }
 }
@@ -682,12 +698,15 @@ mod docs_tests {
             role: default_role(),
             ca_bundle: Some("x".into()),
             namespace: Some("n".into()),
+            client_cert_file: Some("c".into()),
+            client_key_file: Some("k".into()),
             timeout_secs: 30,
             auth: VaultAuthConfig {
                 token_file: Some("t".into()),
                 role_id: Some("r".into()),
                 role_id_file: Some("r".into()),
                 secret_id_file: Some("s".into()),
+                kubernetes_role: Some("k".into()),
                 ..VaultAuthConfig::default()
             },
         });

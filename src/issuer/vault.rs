@@ -37,6 +37,16 @@ pub enum VaultAuth {
     TokenFile(PathBuf),
     /// AppRole: `role_id` plus a `secret_id` read from a file at every login, at `auth/<mount>/login`.
     AppRole { mount: String, role_id: String, secret_id_file: PathBuf },
+    /// Kubernetes: the pod's service-account JWT, read from `jwt_file` at every login (the kubelet
+    /// rotates it), sent with `role` to `auth/<mount>/login`.
+    Kubernetes { mount: String, role: String, jwt_file: PathBuf },
+}
+
+impl VaultAuth {
+    /// Whether vacme can get a new token by itself (a fixed token cannot be replaced).
+    fn can_log_in_again(&self) -> bool {
+        !matches!(self, VaultAuth::Token(_))
+    }
 }
 
 /// Where Vault is and how to use it.
@@ -56,6 +66,31 @@ pub struct VaultSettings {
     /// Whole-request timeout of every Vault call.
     pub timeout: Duration,
     pub auth: VaultAuth,
+    /// PEM client certificate and key for Vault's TLS (a listener with `tls_require_and_verify_client_cert`).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// What Vault said about the token's life: renewed or replaced at two thirds of `ttl`.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    obtained: tokio::time::Instant,
+    /// Zero: the token never expires (a root or periodic-less token without TTL).
+    ttl: Duration,
+    renewable: bool,
+}
+
+impl Lease {
+    fn from_auth(auth: &Value) -> Option<Lease> {
+        Some(Lease {
+            obtained: tokio::time::Instant::now(),
+            ttl: Duration::from_secs(auth["lease_duration"].as_u64()?),
+            renewable: auth["renewable"].as_bool().unwrap_or(false),
+        })
+    }
+
+    fn renew_at(&self) -> tokio::time::Instant {
+        self.obtained + self.ttl * 2 / 3
+    }
 }
 
 /// The Vault issuer: one pooled HTTP client, one cached token.
@@ -63,6 +98,8 @@ pub struct VaultIssuer {
     settings: VaultSettings,
     http: reqwest::Client,
     token: RwLock<Option<Secret>>,
+    /// The current token's lease; `None` until known.
+    lease: std::sync::Mutex<Option<Lease>>,
     login: Mutex<()>,
     /// Set when a call failed in transport (timeout, connection, 5xx). A `sign` that timed out may
     /// still run when Vault wakes up, so no further `sign` is sent until `sys/health` answers:
@@ -78,6 +115,7 @@ impl fmt::Debug for VaultIssuer {
             VaultAuth::Token(_) => "token",
             VaultAuth::TokenFile(_) => "token_file",
             VaultAuth::AppRole { .. } => "approle",
+            VaultAuth::Kubernetes { .. } => "kubernetes",
         };
         f.debug_struct("VaultIssuer")
             .field("address", &self.settings.address)
@@ -124,11 +162,25 @@ impl VaultIssuer {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        if let Some((cert, key)) = &settings.client_cert {
+            let mut pem = std::fs::read(cert).map_err(|e| {
+                IssueError::unavailable(format!("cannot read vault.client_cert_file {}: {e}", cert.display()))
+            })?;
+            pem.push(b'\n');
+            pem.extend(std::fs::read(key).map_err(|e| {
+                IssueError::unavailable(format!("cannot read vault.client_key_file {}: {e}", key.display()))
+            })?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                IssueError::unavailable("vault.client_cert_file / client_key_file: not a PEM certificate and key")
+            })?;
+            builder = builder.identity(identity);
+        }
         let http = builder.build().map_err(|e| IssueError::unavailable(format!("HTTP client: {e}")))?;
         Ok(Self {
             settings,
             http,
             token: RwLock::new(None),
+            lease: std::sync::Mutex::new(None),
             login: Mutex::new(()),
             suspect: AtomicBool::new(false),
             last_chain: RwLock::new(Vec::new()),
@@ -156,9 +208,134 @@ impl VaultIssuer {
         if let Some(t) = self.token.read().await.clone() {
             return Ok(t);
         }
-        let token = self.log_in().await?;
+        let (token, lease) = self.log_in().await?;
+        let lease = match lease {
+            Some(l) => Some(l),
+            None => {
+                let looked = self.look_up(&token).await;
+                if looked.is_none() {
+                    tracing::warn!(
+                        "cannot read the Vault token's TTL (grant auth/token/lookup-self and renew-self): \
+                         it is not renewed, only replaced after a 403"
+                    );
+                }
+                looked
+            }
+        };
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = lease;
         *self.token.write().await = Some(token.clone());
         Ok(token)
+    }
+
+    /// The lease of a token vacme was given (not one it logged in for): `auth/token/lookup-self`.
+    /// `None` if Vault cannot say (the token is then only replaced after a 403).
+    async fn look_up(&self, token: &Secret) -> Option<Lease> {
+        let res = self
+            .request(Method::GET, "auth/token/lookup-self")
+            .header("X-Vault-Token", token.expose())
+            .send()
+            .await
+            .ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let v: Value = res.json().await.ok()?;
+        Some(Lease {
+            obtained: tokio::time::Instant::now(),
+            ttl: Duration::from_secs(v["data"]["ttl"].as_u64()?),
+            renewable: v["data"]["renewable"].as_bool().unwrap_or(false),
+        })
+    }
+
+    /// Keeps the token alive for as long as the returned task runs (it ends when the issuer is
+    /// dropped): renews it at two thirds of its TTL, and logs in again when Vault will not renew
+    /// it any more (refused, revoked, or at its max TTL).
+    pub fn keep_alive(self: &std::sync::Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let weak = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut wait = Duration::from_secs(1);
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(me) = weak.upgrade() else { return };
+                wait = me.tend_token().await;
+            }
+        })
+    }
+
+    /// One look at the token; returns how long until the next.
+    async fn tend_token(&self) -> Duration {
+        const RETRY: Duration = Duration::from_secs(5);
+        const IDLE: Duration = Duration::from_secs(60);
+        let Some(token) = self.token.read().await.clone() else {
+            // Not logged in yet (or dropped after a 403): log in now, not on the next order.
+            return match self.token().await {
+                Ok(_) => Duration::ZERO,
+                Err(e) => {
+                    tracing::debug!(error = %e, "Vault login failed; trying again");
+                    RETRY
+                }
+            };
+        };
+        let lease = *self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(lease) = lease.filter(|l| !l.ttl.is_zero()) else { return IDLE };
+        let now = tokio::time::Instant::now();
+        if now < lease.renew_at() {
+            return (lease.renew_at() - now).max(Duration::from_millis(200));
+        }
+        if lease.renewable {
+            match self.renew(&token).await {
+                // Renewed for (nearly) as long as before: done until two thirds of that.
+                Ok(new) if new.ttl * 2 >= lease.ttl && !new.ttl.is_zero() => {
+                    tracing::debug!(ttl_secs = new.ttl.as_secs(), "renewed the Vault token");
+                    *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(new);
+                    return Duration::ZERO;
+                }
+                Ok(new) => {
+                    tracing::info!(ttl_secs = new.ttl.as_secs(), "the Vault token is near its max TTL");
+                    *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(new);
+                }
+                Err(RenewError::Refused(why)) => tracing::info!(reason = %why, "Vault refused to renew the token"),
+                Err(RenewError::Unavailable(why)) => {
+                    tracing::debug!(reason = %why, "cannot renew the Vault token now");
+                    return RETRY;
+                }
+            }
+        }
+        if !self.settings.auth.can_log_in_again() {
+            tracing::warn!("the Vault token cannot be renewed and vacme cannot get another: give it a longer TTL");
+            return IDLE;
+        }
+        self.forget(&token).await;
+        match self.token().await {
+            Ok(_) => {
+                tracing::info!("logged in to Vault again before the token expired");
+                Duration::ZERO
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Vault login failed; trying again");
+                RETRY
+            }
+        }
+    }
+
+    async fn renew(&self, token: &Secret) -> Result<Lease, RenewError> {
+        let res = self
+            .request(Method::POST, "auth/token/renew-self")
+            .header("X-Vault-Token", token.expose())
+            .json(&json!({}))
+            .send()
+            .await
+            .map_err(|e| RenewError::Unavailable(without_url(&e)))?;
+        let status = res.status();
+        let body = res.text().await.unwrap_or_default();
+        if status.is_server_error() {
+            return Err(RenewError::Unavailable(format!("HTTP {status}")));
+        }
+        if !status.is_success() {
+            return Err(RenewError::Refused(format!("HTTP {status}: {}", vault_errors(&body))));
+        }
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        Lease::from_auth(&v["auth"]).ok_or_else(|| RenewError::Refused("no lease in the answer".into()))
     }
 
     /// Drops `stale` after a 403, unless a concurrent call already replaced it (one re-login, not one per call).
@@ -169,34 +346,44 @@ impl VaultIssuer {
         }
     }
 
-    async fn log_in(&self) -> Result<Secret, IssueError> {
+    /// A token, with its lease when the login said it.
+    async fn log_in(&self) -> Result<(Secret, Option<Lease>), IssueError> {
         match &self.settings.auth {
-            VaultAuth::Token(t) => Ok(t.clone()),
-            VaultAuth::TokenFile(path) => read_secret(path),
+            VaultAuth::Token(t) => Ok((t.clone(), None)),
+            VaultAuth::TokenFile(path) => Ok((read_secret(path)?, None)),
             VaultAuth::AppRole { mount, role_id, secret_id_file } => {
                 let secret_id = read_secret(secret_id_file)?;
-                let res = self
-                    .request(Method::POST, &format!("auth/{mount}/login"))
-                    .json(&json!({"role_id": role_id, "secret_id": secret_id.expose()}))
-                    .send()
-                    .await
-                    .map_err(|e| IssueError::unavailable(format!("AppRole login: {}", without_url(&e))))?;
-                let status = res.status();
-                let body = res.text().await.unwrap_or_default();
-                if !status.is_success() {
-                    return Err(IssueError::unavailable(format!(
-                        "AppRole login: HTTP {status}: {}",
-                        vault_errors(&body)
-                    )));
-                }
-                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                let token = v["auth"]["client_token"]
-                    .as_str()
-                    .ok_or_else(|| IssueError::unavailable("AppRole login: no client_token in the answer"))?;
-                tracing::info!(mount = %mount, "logged in to Vault with AppRole");
-                Ok(Secret::new(token))
+                let body = json!({"role_id": role_id, "secret_id": secret_id.expose()});
+                self.login_at("AppRole", mount, &body).await
+            }
+            VaultAuth::Kubernetes { mount, role, jwt_file } => {
+                let jwt = read_secret(jwt_file)?;
+                let body = json!({"role": role, "jwt": jwt.expose()});
+                self.login_at("Kubernetes", mount, &body).await
             }
         }
+    }
+
+    /// `POST auth/<mount>/login` with `body` (which holds a credential and is never logged).
+    async fn login_at(&self, method: &str, mount: &str, body: &Value) -> Result<(Secret, Option<Lease>), IssueError> {
+        let res = self
+            .request(Method::POST, &format!("auth/{mount}/login"))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| IssueError::unavailable(format!("{method} login: {}", without_url(&e))))?;
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(IssueError::unavailable(format!("{method} login: HTTP {status}: {}", vault_errors(&text))));
+        }
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let token = v["auth"]["client_token"]
+            .as_str()
+            .ok_or_else(|| IssueError::unavailable(format!("{method} login: no client_token in the answer")))?;
+        let lease = Lease::from_auth(&v["auth"]);
+        tracing::info!(mount = %mount, ttl_secs = lease.map(|l| l.ttl.as_secs()), "logged in to Vault with {method}");
+        Ok((Secret::new(token), lease))
     }
 
     /// One authenticated call. A 403 (expired or revoked token) drops the token, logs in again
@@ -241,6 +428,14 @@ impl VaultIssuer {
         }
         Err(IssueError::unavailable(format!("{path}: permission denied")))
     }
+}
+
+/// Why a renewal did not happen.
+enum RenewError {
+    /// Vault said no (revoked, not renewable, permission): log in again.
+    Refused(String),
+    /// Vault could not be asked: try again soon with the same token.
+    Unavailable(String),
 }
 
 /// A reqwest error without the URL or anything else from the request: what failed, and why.
@@ -642,6 +837,7 @@ mod tests {
                 namespace: Some("lab".into()),
                 timeout: Duration::from_secs(5),
                 auth,
+                client_cert: None,
             }
         }
 
@@ -833,6 +1029,7 @@ mod tests {
             namespace: None,
             timeout: Duration::from_millis(500),
             auth: VaultAuth::Token(Secret::new("hvs.t")),
+            client_cert: None,
         };
         let issuer = VaultIssuer::new(settings("http://127.0.0.1:1".into())).await.unwrap();
         assert!(matches!(issuer.health().await, Err(IssueError::Unavailable(_))));
@@ -947,6 +1144,7 @@ mod tests {
             namespace: None,
             timeout: Duration::from_secs(10),
             auth,
+            client_cert: None,
         };
         let approle = VaultAuth::AppRole {
             mount: "approle".into(),
@@ -1009,6 +1207,7 @@ mod tests {
                 role_id: var("SHORT_ROLE_ID"),
                 secret_id_file: var("SHORT_SECRET_ID_FILE").into(),
             },
+            client_cert: None,
         })
         .await
         .unwrap();

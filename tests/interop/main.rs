@@ -11,6 +11,7 @@ mod dns;
 mod lifecycle;
 mod procs;
 mod secrets;
+mod vault_auth;
 
 use std::{
     net::Ipv4Addr,

@@ -417,6 +417,7 @@ async fn config_and_issuer_debug_never_show_secrets() {
         namespace: None,
         timeout: Duration::from_secs(5),
         auth: VaultAuth::Token(Secret::new(TOKEN)),
+        client_cert: None,
     };
     let shown = format!("{settings:?} {:?} {}", settings.auth, Secret::new(TOKEN));
     assert!(!shown.contains(TOKEN) && !shown.contains("CAESI"), "VaultSettings Debug shows the token: {shown}");
