@@ -57,6 +57,7 @@ pub enum Admin {
     CertsRevoke { id: String, reason: i64 },
     PausesList { account: Option<String>, all: bool },
     Audit { account: Option<String>, limit: i64 },
+    Backup { dir: std::path::PathBuf },
     Unpause { account: String, name: Option<String> },
 }
 
@@ -70,6 +71,61 @@ pub async fn run(config: &Config, cmd: Admin, json_out: bool) -> Result<String, 
     let out = dispatch(config, &store, cmd, json_out).await;
     store.close().await;
     out
+}
+
+/// `vacme backup DIR`: the database (a consistent copy, while the server runs), the local CA and
+/// the EAB secret, into a new folder (0700; secret files 0600).
+async fn backup(config: &Config, store: &Store, dir: &std::path::Path, json_out: bool) -> Result<String, CliError> {
+    let io = |what: &std::path::Path| {
+        let shown = what.display().to_string();
+        move |e: std::io::Error| CliError::Usage(format!("{shown}: {e}"))
+    };
+    if dir.exists() && std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
+        return Err(CliError::Usage(format!("{} exists and is not empty", dir.display())));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    app::restrict_dir(dir).map_err(io(dir))?;
+    let mut copied = Vec::new();
+    if config.database_url().starts_with("sqlite:") {
+        let db = dir.join("vacme.db");
+        store.backup_to(&db).await?;
+        copied.push(db);
+    }
+    let data = &config.server.data_dir;
+    let files = [
+        (data.join("ca/ca.pem"), dir.join("ca/ca.pem")),
+        (data.join("ca/ca.key"), dir.join("ca/ca.key")),
+        (config.eab_secret_file(), dir.join("eab.secret")),
+    ];
+    for (from, to) in files {
+        if !from.exists() {
+            continue;
+        }
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            app::restrict_dir(parent).map_err(io(parent))?;
+        }
+        std::fs::copy(&from, &to).map_err(io(&from))?;
+        restrict_file(&to).map_err(io(&to))?;
+        copied.push(to);
+    }
+    let shown: Vec<String> = copied.iter().map(|p| p.display().to_string()).collect();
+    Ok(if json_out {
+        pretty(&json!({"dir": dir.display().to_string(), "files": shown}))
+    } else {
+        format!("backed up to {}:\n  {}\n", dir.display(), shown.join("\n  "))
+    })
+}
+
+#[cfg(unix)]
+fn restrict_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn restrict_file(_: &std::path::Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn now() -> i64 {
@@ -239,6 +295,7 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
                 })
             }
         },
+        Admin::Backup { dir } => backup(config, store, &dir, json_out).await,
         Admin::Audit { account, limit } => {
             let rows = store.audit_events(account.as_deref(), limit).await?;
             if json_out {

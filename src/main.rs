@@ -73,6 +73,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the database (consistent, while the server runs), the local CA and the EAB secret
+    /// into a new folder.
+    Backup {
+        dir: PathBuf,
+        /// JSON output, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validation pauses (after too many failed validations of a name).
     Limits {
         #[command(subcommand)]
@@ -180,6 +188,7 @@ fn main() -> ExitCode {
         Command::Accounts { command, json } => admin(&config, accounts_admin(command), json),
         Command::Certs { command, json } => admin(&config, certs_admin(command), json),
         Command::Limits { command, json } => admin(&config, limits_admin(command), json),
+        Command::Backup { dir, json } => admin(&config, Admin::Backup { dir }, json),
         Command::Audit { account, limit, json } => admin(&config, Admin::Audit { account, limit }, json),
     }
 }

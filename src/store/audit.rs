@@ -52,6 +52,13 @@ impl Store {
         Ok(())
     }
 
+    /// A consistent copy of the whole database in a new file (SQLite `VACUUM INTO`), taken while
+    /// the server runs.
+    pub async fn backup_to(&self, path: &std::path::Path) -> Result<()> {
+        sqlx::query("VACUUM INTO $1").bind(path.display().to_string()).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// The newest `limit` events (of one account, or all), newest first.
     pub async fn audit_events(&self, account_id: Option<&str>, limit: i64) -> Result<Vec<AuditRow>> {
         let raw = sqlx::query_as::<_, RawAudit>(

@@ -64,10 +64,7 @@ async fn the_audit_trail_names_who_got_which_names_and_serial() {
     assert!(refused.is_err());
     let der = x509_parser::pem::Pem::iter_from_buffer(chain.as_bytes()).next().unwrap().unwrap().contents;
     let serial = x509_parser::parse_x509_certificate(&der).unwrap().1.raw_serial_as_string().replace(':', "");
-    account
-        .revoke(&RevocationRequest { certificate: &der.clone().into(), reason: None })
-        .await
-        .unwrap();
+    account.revoke(&RevocationRequest { certificate: &der.clone().into(), reason: None }).await.unwrap();
 
     let config = config_of(&env);
     let events: Value =
@@ -81,7 +78,8 @@ async fn the_audit_trail_names_who_got_which_names_and_serial() {
     let issued = &events[2];
     assert_eq!(issued["actor"], format!("account:{account_id}"));
     assert_eq!(issued["serial"].as_str().unwrap().trim_start_matches('0'), serial.trim_start_matches('0'));
-    let names: Vec<&str> = issued["identifiers"].as_array().unwrap().iter().map(|i| i["value"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        issued["identifiers"].as_array().unwrap().iter().map(|i| i["value"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["a1.localhost", "a2.localhost"]);
 
     let refusal = &events[1];
@@ -94,4 +92,32 @@ async fn the_audit_trail_names_who_got_which_names_and_serial() {
     let table = run(&config, Admin::Audit { account: Some(account_id.to_owned()), limit: 2 }, false).await.unwrap();
     assert_eq!(table.lines().count(), 3, "header and two events:\n{table}");
     assert!(table.contains("revoked") && table.contains("www.example.com"), "{table}");
+}
+
+#[tokio::test]
+async fn a_backup_taken_while_serving_restores_every_certificate() {
+    let env = TestEnv::start().await;
+    let (account, _) = env.account().await;
+    let (_, chain) = env.issue(&account, &["b1.localhost"]).await;
+    let config = config_of(&env);
+    let target = tempfile::tempdir().unwrap();
+    let dir = target.path().join("backup");
+    let out = run(&config, Admin::Backup { dir: dir.clone() }, true).await.unwrap();
+    let files: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(files["files"].as_array().unwrap().len(), 4, "{files}");
+    use std::os::unix::fs::PermissionsExt;
+    for secret in ["ca/ca.key", "eab.secret"] {
+        let mode = std::fs::metadata(dir.join(secret)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{secret}");
+    }
+    // A second backup into the same folder is refused rather than mixed.
+    assert!(run(&config, Admin::Backup { dir: dir.clone() }, false).await.is_err());
+
+    // The copy is a whole store: the same rows, and the certificate as issued.
+    let restored = vacme::store::Store::connect(&format!("sqlite://{}", dir.join("vacme.db").display())).await.unwrap();
+    assert_eq!(restored.counts().await.unwrap(), env.counts().await);
+    let certs = restored.certificates(None).await.unwrap();
+    assert_eq!(certs.len(), 1);
+    assert_eq!(certs[0].chain_pem, chain);
+    assert_eq!(std::fs::read(dir.join("ca/ca.pem")).unwrap(), std::fs::read(&env.ca).unwrap());
 }
