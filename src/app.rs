@@ -4,7 +4,6 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use axum::Router;
 use rustls::ServerConfig;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_rustls::TlsAcceptor;
 
@@ -13,7 +12,7 @@ use crate::{
     api,
     cleanup::Cleanup,
     clock::{Clock, SystemClock},
-    config::{Config, VaultAuthMethod},
+    config::{Config, TlsSource, VaultAuthMethod},
     conn::{ConnLimits, Gate},
     eab::EabSecret,
     issuer::{
@@ -26,6 +25,7 @@ use crate::{
     secret::Secret,
     state::{AppState, Lifecycle, Limits, Wake},
     store::Store,
+    tls::ServingCert,
     validation::{
         NetValidator, ValidationSettings, Validator,
         worker::{ValidationWorker, ValidationWorkerSettings},
@@ -59,6 +59,10 @@ pub struct App {
     router: Router,
     listener: TcpListener,
     tls: Arc<ServerConfig>,
+    /// The serving certificate, its source, and when to look at the source next.
+    serving: Arc<ServingCert>,
+    tls_source: crate::tls::Source,
+    tls_next: Duration,
     validator: Arc<dyn Validator>,
     config: Config,
     ca_bundle: PathBuf,
@@ -109,7 +113,12 @@ impl App {
             .await
             .map_err(|source| AppError::Listen { addr: config.server.listen, source })?;
         let urls = Urls::new(config.base_url(listener.local_addr()?));
-        let tls = Arc::new(server_tls(&config, &local_ca, &urls)?);
+        let tls_source = tls_source(&config, &local_ca, &issuer, &urls);
+        let (first, tls_next) = tls_source.first(Duration::from_secs(10)).await.map_err(AppError::Tls)?;
+        let serving = Arc::new(ServingCert::new(first));
+        let mut server_config = ServerConfig::builder().with_no_client_auth().with_cert_resolver(serving.clone());
+        server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let tls = Arc::new(server_config);
         let state = AppState {
             store,
             issuer,
@@ -135,6 +144,9 @@ impl App {
             state,
             listener,
             tls,
+            serving,
+            tls_source,
+            tls_next,
             validator,
             ca_bundle: local_ca.ca_path(),
             config,
@@ -151,9 +163,15 @@ impl App {
         self.state.urls.directory()
     }
 
-    /// The PEM file clients must trust for vacme's own HTTPS.
+    /// The PEM file clients must trust for vacme's own HTTPS (with `tls.source = "issuer"`,
+    /// the issuer's root instead, once it signed).
     pub fn ca_bundle(&self) -> &PathBuf {
         &self.ca_bundle
+    }
+
+    /// The serving certificate, for tests that watch it change.
+    pub fn serving(&self) -> Arc<ServingCert> {
+        self.serving.clone()
     }
 
     fn conn_limits(&self) -> ConnLimits {
@@ -227,6 +245,11 @@ impl App {
             .run(stopped(stop_rx.clone())),
         );
 
+        workers.spawn(self.tls_source.clone().keep_fresh(
+            self.serving.clone(),
+            self.tls_next,
+            stopped(stop_rx.clone()),
+        ));
         let acceptor = TlsAcceptor::from(self.tls.clone());
         let limits = self.conn_limits();
         let gate = Gate::new(limits.clone());
@@ -363,32 +386,36 @@ fn vault_settings(v: &crate::config::VaultConfig) -> Result<VaultSettings, AppEr
     })
 }
 
-/// The serving certificate: from files, or made by the local CA for `tls.names`.
-fn server_tls(config: &Config, ca: &LocalCa, urls: &Urls) -> Result<ServerConfig, AppError> {
-    let tls_err = |e: &dyn std::fmt::Display| AppError::Tls(e.to_string());
-    let (chain_pem, key_pem) = match (&config.tls.cert_file, &config.tls.key_file) {
-        (Some(cert), Some(key)) => (std::fs::read_to_string(cert)?, std::fs::read_to_string(key)?),
-        _ => {
-            let mut names = if config.tls.names.is_empty() {
-                vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()]
-            } else {
-                config.tls.names.clone()
-            };
-            if let Some(host) = host_of(urls.base())
-                && !names.contains(&host)
-            {
-                names.push(host);
-            }
-            ca.issue_serving(&names).map_err(|e| tls_err(&e))?
-        }
+/// Where the serving certificate comes from: files, the local CA, or the issuer, for
+/// `tls.names` plus the base URL's host.
+fn tls_source(config: &Config, ca: &Arc<LocalCa>, issuer: &Arc<dyn Issuer>, urls: &Urls) -> crate::tls::Source {
+    use crate::tls::Source;
+    if let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) {
+        return Source::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+            every: Duration::from_secs(config.tls.reload_secs),
+        };
+    }
+    let mut names = if config.tls.names.is_empty() {
+        vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()]
+    } else {
+        config.tls.names.clone()
     };
-    let certs =
-        CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| tls_err(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls_err(&e))?;
-    let mut cfg =
-        ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| tls_err(&e))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
+    if let Some(host) = host_of(urls.base())
+        && !names.contains(&host)
+    {
+        names.push(host);
+    }
+    match config.tls.source {
+        TlsSource::Local => Source::Local { ca: ca.clone(), names },
+        TlsSource::Issuer => Source::Issuer {
+            issuer: issuer.clone(),
+            names,
+            lifetime: config.tls.lifetime_secs.map(Duration::from_secs),
+            fallback: ca.clone(),
+        },
+    }
 }
 
 fn host_of(base: &str) -> Option<String> {

@@ -103,7 +103,7 @@ pub enum Synchronous {
     Normal,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Names on the generated serving certificate. Default localhost, 127.0.0.1, ::1 and the base URL's host.
@@ -113,6 +113,36 @@ pub struct TlsConfig {
     pub cert_file: Option<PathBuf>,
     /// PEM private key for `cert_file`. Default unset.
     pub key_file: Option<PathBuf>,
+    /// Who signs the serving certificate when there are no files: `local` (the local CA) or
+    /// `issuer` (Vault's `sign` with `vault.role`, or the local CA without Vault). Default `local`.
+    pub source: TlsSource,
+    /// Seconds between checks of `cert_file`/`key_file` for a new certificate. Default 60.
+    pub reload_secs: u64,
+    /// Lifetime asked of the issuer for the serving certificate, in seconds. Default unset (the
+    /// issuer's own default).
+    pub lifetime_secs: Option<u64>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            names: Vec::new(),
+            cert_file: None,
+            key_file: None,
+            source: TlsSource::Local,
+            reload_secs: 60,
+            lifetime_secs: None,
+        }
+    }
+}
+
+/// Who signs vacme's own serving certificate.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsSource {
+    #[default]
+    Local,
+    Issuer,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -454,6 +484,12 @@ impl Config {
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return bad("tls.cert_file and tls.key_file go together".into());
+        }
+        if self.tls.cert_file.is_some() && self.tls.source == TlsSource::Issuer {
+            return bad("tls.source = \"issuer\" and tls.cert_file exclude each other".into());
+        }
+        if self.tls.reload_secs == 0 {
+            return bad("tls.reload_secs must be at least 1".into());
         }
         for (key, list) in [
             ("policy.allowed_ips", &self.policy.allowed_ips),

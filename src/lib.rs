@@ -22,6 +22,7 @@ pub mod secret;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod validation;
 
 pub use app::App;

@@ -155,15 +155,18 @@ impl IssuanceRequest {
 
     /// Applies a profile: its role and mount, and its lifetime cap (clamping, never refusing).
     /// The cap counts from a notBefore the CA may backdate (the local CA by a minute, Vault by
-    /// 30 seconds), so notAfter - notBefore never exceeds the profile's maximum.
+    /// 30 seconds), so notAfter - notBefore never exceeds the profile's maximum. Both CAs start
+    /// a certificate now whatever notBefore the order asked for, so the cap counts from now: a
+    /// far-future notBefore must not stretch it.
     pub fn with_target(mut self, target: SignTarget, now: OffsetDateTime) -> Self {
         if let Some(max) = target.max_lifetime {
-            let start = self.not_before.filter(|t| *t > now).unwrap_or(now) - BACKDATE_ALLOWANCE;
-            let cap = start + max;
-            self.not_after = Some(match self.not_after {
-                Some(t) if t < cap => t,
-                _ => cap,
-            });
+            // A cap past year 9999 (a huge `max_days`) caps nothing, and must not panic the worker.
+            if let Some(cap) = (now - BACKDATE_ALLOWANCE).checked_add(max) {
+                self.not_after = Some(match self.not_after {
+                    Some(t) if t < cap => t,
+                    _ => cap,
+                });
+            }
         }
         self.target = target;
         self
@@ -386,6 +389,30 @@ mod tests {
         assert_eq!(check(&order, &ed).unwrap_err().kind.code(), "badCSR", "Ed25519 is off by default");
         let with_ed = KeyPolicy { ed25519: true, ..KeyPolicy::default() };
         IssuanceRequest::new(&order, &ed, &with_ed, None, None).unwrap();
+    }
+
+    #[test]
+    fn profile_cap_counts_from_now_and_never_overflows() {
+        // Found by fuzz/fuzz_targets/csr.rs: `start + max` panicked ("resulting value is out of
+        // range") for a notBefore near year 9999 or a profile max_days of billions.
+        let key = KeyPair::generate().unwrap();
+        let der = csr(&["a.lab.test"], None, &key);
+        let now = OffsetDateTime::from_unix_timestamp(1_795_824_000).unwrap();
+        let last = OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT);
+        let cap = |days: i64| SignTarget { max_lifetime: Some(time::Duration::days(days)), ..SignTarget::default() };
+        let req = |nb, na| IssuanceRequest::new(&ids(&["a.lab.test"]), &der, &KeyPolicy::default(), nb, na).unwrap();
+
+        let far = req(Some(last), Some(last)).with_target(cap(90), now);
+        assert_eq!(
+            far.not_after,
+            Some(now - BACKDATE_ALLOWANCE + time::Duration::days(90)),
+            "notBefore does not stretch the cap"
+        );
+        let huge = req(None, Some(now + time::Duration::days(7))).with_target(cap(i64::from(u32::MAX)), now);
+        assert_eq!(huge.not_after, Some(now + time::Duration::days(7)), "a cap past year 9999 caps nothing");
+        assert_eq!(req(None, None).with_target(cap(i64::from(u32::MAX)), now).not_after, None);
+        let short = req(None, None).with_target(cap(1), now);
+        assert_eq!(short.not_after, Some(now - BACKDATE_ALLOWANCE + time::Duration::days(1)));
     }
 
     #[test]

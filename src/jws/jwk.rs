@@ -84,7 +84,8 @@ impl PublicJwk {
                 let e = b64_member(obj, "e")?;
                 let lead = n.iter().take_while(|b| **b == 0).count();
                 n.drain(..lead);
-                let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+                // An empty (or all-zero) modulus is 0 bits; otherwise the first byte is non-zero.
+                let bits = n.first().map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
                 if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
                     return Err(Problem::bad_public_key(format!(
                         "RSA keys must be {RSA_MIN_BITS} to {RSA_MAX_BITS} bits, this one is {bits}"
@@ -204,6 +205,16 @@ mod tests {
             json!({"kty": "RSA", "n": "!!", "e": "AQAB"}),
         ] {
             assert!(PublicJwk::from_json(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn empty_or_zero_rsa_modulus_is_bad_public_key() {
+        // Found by fuzz/fuzz_targets/jwk.rs: a modulus with no non-zero byte made the bit count underflow.
+        for n in ["", "AA", "AAAA"] {
+            let p = PublicJwk::from_json(&json!({"kty": "RSA", "n": n, "e": "AQAB"})).unwrap_err();
+            assert_eq!(p.kind.code(), "badPublicKey", "n = {n:?}");
+            assert!(p.detail.contains("this one is 0"), "{}", p.detail);
         }
     }
 }

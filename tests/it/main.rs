@@ -5,6 +5,7 @@
 // A test binary: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod adversarial;
 mod bad_input;
 mod challenges;
 mod cli;
@@ -15,3 +16,4 @@ mod flow;
 mod lifecycle;
 mod limits;
 mod observe;
+mod tls;
