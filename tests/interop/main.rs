@@ -9,6 +9,7 @@ mod bao;
 #[path = "../support/dns.rs"]
 mod dns;
 mod lifecycle;
+mod outages;
 mod procs;
 mod secrets;
 mod vault_auth;

@@ -34,17 +34,17 @@ use crate::{
 };
 
 /// One vacme on the shared OpenBao, with an account and an http-01 responder.
-struct Site {
+pub(crate) struct Site {
     name: &'static str,
-    dir: PathBuf,
-    vacme: Vacme,
+    pub(crate) dir: PathBuf,
+    pub(crate) vacme: Vacme,
     account: Account,
     answers: Arc<Mutex<HashMap<String, String>>>,
     _dns: TestDns,
 }
 
 impl Site {
-    async fn start(name: &'static str, root: &Path, bao: &Bao, auth: &str) -> Site {
+    pub(crate) async fn start(name: &'static str, root: &Path, bao: &Bao, auth: &str) -> Site {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
@@ -76,10 +76,10 @@ impl Site {
         Site { name, dir, vacme, account, answers, _dns: dns }
     }
 
-    /// One whole flow; the chain must lead to OpenBao's root.
-    async fn issue(&self, host: &str, root_pem: &str) {
+    /// An order for `<host>.lab.test`, validated and ready to finalize.
+    pub(crate) async fn ready_order(&self, host: &str) -> instant_acme::Order {
         let name = format!("{host}.{ZONE}");
-        let mut order = self.account.new_order(&NewOrder::new(&[Identifier::Dns(name.clone())])).await.unwrap();
+        let mut order = self.account.new_order(&NewOrder::new(&[Identifier::Dns(name)])).await.unwrap();
         {
             let mut authzs = order.authorizations();
             let mut authz = authzs.next().await.unwrap().unwrap();
@@ -88,6 +88,13 @@ impl Site {
             chall.set_ready().await.unwrap();
         }
         assert_eq!(order.poll_ready(&RetryPolicy::default()).await.unwrap(), OrderStatus::Ready);
+        order
+    }
+
+    /// One whole flow; the chain must lead to OpenBao's root.
+    async fn issue(&self, host: &str, root_pem: &str) {
+        let name = format!("{host}.{ZONE}");
+        let mut order = self.ready_order(host).await;
         order.finalize().await.unwrap();
         let chain = order
             .poll_certificate(&RetryPolicy::default().timeout(Duration::from_secs(30)))
@@ -99,7 +106,7 @@ impl Site {
         assert_eq!((sans, issuer.as_str()), (vec![name], "Lab Intermediate CA"));
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.vacme.process.output()
     }
 }
