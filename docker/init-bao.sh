@@ -135,6 +135,7 @@ say "wrote role $INT_MOUNT/roles/$ROLE (allowed_domains=$ALLOWED_DOMAINS, EC P-2
 #   POST <mount>/sign/<role>   issue a certificate for a validated CSR
 #   POST <mount>/revoke        revoke (by serial, or by the certificate itself)
 #   GET  <mount>/cert/<serial> see whether a certificate was revoked in Vault
+#   LIST <mount>/certs         after a crash mid-sign, find what Vault signed anyway
 #   GET  auth/token/lookup-self, POST auth/token/renew-self: keep its token alive
 # <mount>/ca_chain, sys/health and auth/<approle>/login are unauthenticated and
 # need no grant. An ACME profile signed by another role needs one more sign path.
@@ -142,6 +143,7 @@ say "wrote role $INT_MOUNT/roles/$ROLE (allowed_domains=$ALLOWED_DOMAINS, EC P-2
 path "$INT_MOUNT/sign/$ROLE" { capabilities = ["update"] }
 path "$INT_MOUNT/revoke"     { capabilities = ["update"] }
 path "$INT_MOUNT/cert/*"     { capabilities = ["read"] }
+path "$INT_MOUNT/certs"      { capabilities = ["list"] }
 path "auth/token/lookup-self" { capabilities = ["read"] }
 path "auth/token/renew-self"  { capabilities = ["update"] }
 EOF

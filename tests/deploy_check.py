@@ -476,7 +476,7 @@ def check_bao(vacme: Path, tmp: Path) -> None:
                   ((m.group(1), re.findall(r'"(\w+)"', m.group(2)))
                    for m in re.finditer(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]', text))}
         want = {("pki_int/sign/lab-internal", ("update",)), ("pki_int/revoke", ("update",)),
-                ("pki_int/cert/*", ("read",)), ("auth/token/lookup-self", ("read",)),
+                ("pki_int/cert/*", ("read",)), ("pki_int/certs", ("list",)), ("auth/token/lookup-self", ("read",)),
                 ("auth/token/renew-self", ("update",))}
         expect(grants == want, f"policy vacme grants exactly {sorted(want)}, got {sorted(grants)}")
         ok("bao policy read vacme: sign, revoke, cert read, token lookup/renew, nothing else")

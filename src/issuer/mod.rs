@@ -90,6 +90,17 @@ pub trait Issuer: fmt::Debug + Send + Sync {
     async fn revoked_at(&self, _serial: &str, _mount: Option<&str>) -> Result<Option<i64>, IssueError> {
         Ok(None)
     }
+    /// A certificate the CA already signed for exactly `req` (same public key and names) no
+    /// earlier than `since`: how an order whose signing call had no known outcome (vacme killed
+    /// mid-call, a timeout) is finished without a second signature. `Ok(None)` when there is none
+    /// or the CA keeps no record (the local CA signs in-process).
+    async fn already_signed(
+        &self,
+        _req: &IssuanceRequest,
+        _since: OffsetDateTime,
+    ) -> Result<Option<Issued>, IssueError> {
+        Ok(None)
+    }
     /// The CA certificates (PEM) clients should trust, issuing CA first (the root included when
     /// the CA knows it).
     async fn chain(&self) -> Result<Vec<String>, IssueError>;

@@ -637,6 +637,49 @@ impl Issuer for VaultIssuer {
         }
     }
 
+    /// `LIST <mount>/certs`, then each certificate (16 at a time) until one has the request's
+    /// key and names and a notBefore no earlier than `since` (less Vault's 30 s backdating).
+    /// Only asked after a signing call whose outcome vacme does not know, so its cost (one read
+    /// per stored certificate, at most 20 000) is paid rarely.
+    async fn already_signed(&self, req: &IssuanceRequest, since: OffsetDateTime) -> Result<Option<Issued>, IssueError> {
+        use futures_util::{StreamExt, stream};
+        const MOST: usize = 20_000;
+        let mount = req.target.mount.as_deref().unwrap_or(&self.settings.mount);
+        let listed = self.call(Method::GET, &format!("{mount}/certs?list=true"), None).await?;
+        let serials: Vec<String> = listed["data"]["keys"]
+            .as_array()
+            .map(|keys| keys.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        if serials.len() > MOST {
+            tracing::warn!(
+                certificates = serials.len(),
+                "too many certificates in Vault to look for an earlier signature"
+            );
+        }
+        let earliest = since - time::Duration::minutes(2);
+        let mut reads = stream::iter(serials.into_iter().take(MOST))
+            .map(|serial| async move {
+                let v = self.call(Method::GET, &format!("{mount}/cert/{serial}"), None).await.ok()?;
+                let pem = v["data"]["certificate"].as_str()?.to_owned();
+                let leaf = inspect_leaf(&pem).ok()?;
+                (leaf.spki == req.spki_der && leaf.names == req.identifiers && leaf.not_before >= earliest)
+                    .then_some((pem, leaf))
+            })
+            .buffer_unordered(16);
+        while let Some(found) = reads.next().await {
+            let Some((pem, leaf)) = found else { continue };
+            let chain = self.chain().await?;
+            return Ok(Some(Issued {
+                serial: leaf.serial,
+                leaf_pem: pem_encode_first(&pem),
+                chain_pem: chain.into_iter().filter(|c| !is_self_signed(c)).collect(),
+                not_before: leaf.not_before,
+                not_after: leaf.not_after,
+            }));
+        }
+        Ok(None)
+    }
+
     /// `GET <mount>/cert/<serial>`: `revocation_time` is 0 until the serial is revoked.
     async fn revoked_at(&self, serial: &str, mount: Option<&str>) -> Result<Option<i64>, IssueError> {
         let path = format!("{}/cert/{}", mount.unwrap_or(&self.settings.mount), colon_serial(serial));

@@ -32,6 +32,7 @@ path "pki_int/sign/lab-internal" { capabilities = ["update"] }
 path "pki_int/sign/lab-short"    { capabilities = ["update"] }
 path "pki_int/revoke"            { capabilities = ["update"] }
 path "pki_int/cert/*"            { capabilities = ["read"] }
+path "pki_int/certs"             { capabilities = ["list"] }
 path "auth/token/lookup-self"     { capabilities = ["read"] }
 path "auth/token/renew-self"      { capabilities = ["update"] }
 "#;

@@ -45,11 +45,16 @@ pub(crate) struct Site {
 
 impl Site {
     pub(crate) async fn start(name: &'static str, root: &Path, bao: &Bao, auth: &str) -> Site {
+        Site::start_with(name, root, bao, auth, "").await
+    }
+
+    /// `start` with more configuration sections (`extra`, TOML) before `[vault]`.
+    pub(crate) async fn start_with(name: &'static str, root: &Path, bao: &Bao, auth: &str, extra: &str) -> Site {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
         let (port, http01) = (free_port(), free_port());
-        let vault = format!("[vault]\naddress = \"{}\"\ntimeout_secs = 5\n\n[vault.auth]\n{auth}", bao.addr);
+        let vault = format!("{extra}[vault]\naddress = \"{}\"\ntimeout_secs = 5\n\n[vault.auth]\n{auth}", bao.addr);
         let args = config_args(&dir, port, http01, &dns, &vault);
         let vacme = Vacme::start(args, port, &dir.join("data"), &dir).await;
 
