@@ -61,14 +61,14 @@ pub async fn new_order(
 async fn create_order(st: &AppState, req: Signed<NewOrderRequest>) -> Result<AcmeResponse, Problem> {
     let identifiers = parse_identifiers(&req.payload, st.policy.max_identifiers())?;
     st.policy.check(&identifiers)?;
-    let binding = eab_key_of(&st, &req.account).await?;
+    let binding = eab_key_of(st, &req.account).await?;
     if let Some(key) = &binding {
         check_scope(key, &identifiers)?;
     }
-    let profile = choose_profile(&st, req.payload.profile.as_deref(), binding.as_ref())?;
+    let profile = choose_profile(st, req.payload.profile.as_deref(), binding.as_ref())?;
     ratelimit::check_new_order(&st.store, &st.limits.rate, &req.account.id, &identifiers, st.clock.unix()).await?;
     if let Some(replaces) = &req.payload.replaces {
-        check_replaces(&st, &req.account, replaces, &identifiers).await?;
+        check_replaces(st, &req.account, replaces, &identifiers).await?;
     }
     let authzs: Vec<NewAuthz> = identifiers
         .iter()
