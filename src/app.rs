@@ -81,10 +81,10 @@ impl App {
         let issuer = build_issuer(&config, &local_ca).await?;
         let lifecycle = Arc::new(lifecycle(&config)?);
         // One SQLite process: nonces in memory. A shared database: nonces in it (DESIGN.md, multi-replica).
-        let nonces = Arc::new(if config.database_url().starts_with("sqlite:") {
-            Nonces::Memory(MemoryNonces::new()?)
-        } else {
+        let nonces = Arc::new(if store.is_postgres() {
             Nonces::Database { store: store.clone(), ttl_secs: Limits::default().nonce_ttl_secs }
+        } else {
+            Nonces::Memory(MemoryNonces::new()?)
         });
         let backfilled = crate::cleanup::backfill_ari_ids(&store).await?;
         if backfilled > 0 {

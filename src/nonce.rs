@@ -26,7 +26,8 @@ const MAC_LEN: usize = 16;
 #[derive(Debug)]
 pub enum Nonces {
     Memory(MemoryNonces),
-    /// In the store, valid for `ttl_secs`, for replicas that share it.
+    /// In the store, valid for `ttl_secs`, for replicas that share it. Redeeming is one DELETE
+    /// counted by its affected rows, so of two replicas redeeming a nonce at once, one does.
     Database {
         store: Store,
         ttl_secs: i64,

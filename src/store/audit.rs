@@ -2,7 +2,7 @@
 
 use sqlx::FromRow;
 
-use super::{Result, Store, corrupt};
+use super::{Db, Result, Store, StoreError, corrupt};
 use crate::{acme::Identifier, audit::AuditEvent};
 
 #[derive(FromRow)]
@@ -32,42 +32,53 @@ pub struct AuditRow {
 impl Store {
     pub async fn insert_audit(&self, e: &AuditEvent, now: i64) -> Result<()> {
         let ids = serde_json::to_string(&e.identifiers).map_err(|err| corrupt("audit_events", err))?;
-        sqlx::query(
-            "INSERT INTO audit_events (at, event, actor, account_id, order_id, certificate_id, serial, identifiers,
+        on!(self, write, |db| {
+            sqlx::query(
+                "INSERT INTO audit_events (at, event, actor, account_id, order_id, certificate_id, serial, identifiers,
                                        client_ip, detail)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(now)
-        .bind(&e.event)
-        .bind(&e.actor)
-        .bind(&e.account_id)
-        .bind(&e.order_id)
-        .bind(&e.certificate_id)
-        .bind(&e.serial)
-        .bind(ids)
-        .bind(&e.client_ip)
-        .bind(&e.detail)
-        .execute(&self.writer)
-        .await?;
+            )
+            .bind(now)
+            .bind(&e.event)
+            .bind(&e.actor)
+            .bind(&e.account_id)
+            .bind(&e.order_id)
+            .bind(&e.certificate_id)
+            .bind(&e.serial)
+            .bind(ids)
+            .bind(&e.client_ip)
+            .bind(&e.detail)
+            .execute(db)
+            .await?;
+        });
         Ok(())
     }
 
     /// A consistent copy of the whole database in a new file (SQLite `VACUUM INTO`), taken while
-    /// the server runs.
+    /// the server runs. PostgreSQL is backed up with its own tools.
     pub async fn backup_to(&self, path: &std::path::Path) -> Result<()> {
-        sqlx::query("VACUUM INTO $1").bind(path.display().to_string()).execute(&self.pool).await?;
-        Ok(())
+        match &self.db {
+            Db::Sqlite { read, .. } => {
+                sqlx::query("VACUUM INTO $1").bind(path.display().to_string()).execute(read).await?;
+                Ok(())
+            }
+            Db::Postgres(_) => {
+                Err(StoreError::Unsupported("the store is on PostgreSQL: back it up with pg_dump, not vacme backup"))
+            }
+        }
     }
 
     /// The newest `limit` events (of one account, or all), newest first.
     pub async fn audit_events(&self, account_id: Option<&str>, limit: i64) -> Result<Vec<AuditRow>> {
-        let raw = sqlx::query_as::<_, RawAudit>(
-            "SELECT * FROM audit_events WHERE ($1 IS NULL OR account_id = $1) ORDER BY id DESC LIMIT $2",
-        )
-        .bind(account_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let raw = on!(self, read, |db| {
+            sqlx::query_as::<_, RawAudit>(
+                "SELECT * FROM audit_events WHERE ($1 IS NULL OR account_id = $1) ORDER BY id DESC LIMIT $2",
+            )
+            .bind(account_id)
+            .bind(limit)
+            .fetch_all(db)
+            .await?
+        });
         raw.into_iter()
             .map(|r| {
                 let identifiers: Vec<Identifier> =

@@ -107,45 +107,49 @@ impl Store {
 
     pub async fn create_eab_key(&self, key: &NewEabKey, now: i64) -> Result<()> {
         let scope = serde_json::to_string(&key.scope).map_err(|e| corrupt("eab_keys", e))?;
-        sqlx::query(
-            "INSERT INTO eab_keys (kid, scope, profile, comment, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&key.kid)
-        .bind(scope)
-        .bind(&key.profile)
-        .bind(&key.comment)
-        .bind(key.expires_at)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        on!(self, write, |db| {
+            sqlx::query(
+                "INSERT INTO eab_keys (kid, scope, profile, comment, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&key.kid)
+            .bind(scope)
+            .bind(&key.profile)
+            .bind(&key.comment)
+            .bind(key.expires_at)
+            .bind(now)
+            .execute(db)
+            .await?;
+        });
         Ok(())
     }
 
     pub async fn eab_key(&self, kid: &str) -> Result<Option<EabKeyRow>> {
-        let raw = sqlx::query_as::<_, RawEabKey>("SELECT * FROM eab_keys WHERE kid = $1")
-            .bind(kid)
-            .fetch_optional(&self.pool)
-            .await?;
+        let raw = on!(self, read, |db| {
+            sqlx::query_as::<_, RawEabKey>("SELECT * FROM eab_keys WHERE kid = $1").bind(kid).fetch_optional(db).await?
+        });
         raw.map(EabKeyRow::try_from).transpose()
     }
 
     /// Every EAB key, newest first.
     pub async fn eab_keys(&self) -> Result<Vec<EabKeyRow>> {
-        let raw = sqlx::query_as::<_, RawEabKey>("SELECT * FROM eab_keys ORDER BY created_at DESC, kid")
-            .fetch_all(&self.pool)
-            .await?;
+        let raw = on!(self, read, |db| {
+            sqlx::query_as::<_, RawEabKey>("SELECT * FROM eab_keys ORDER BY created_at DESC, kid").fetch_all(db).await?
+        });
         raw.into_iter().map(EabKeyRow::try_from).collect()
     }
 
     /// Stops an EAB key from binding new accounts. `false` if there is no such key or it was
     /// already revoked. Accounts bound with it are not touched (`accounts deactivate` is for them).
     pub async fn revoke_eab_key(&self, kid: &str, now: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE eab_keys SET revoked_at = $2 WHERE kid = $1 AND revoked_at IS NULL")
-            .bind(kid)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let done = on!(self, write, |db| {
+            sqlx::query("UPDATE eab_keys SET revoked_at = $2 WHERE kid = $1 AND revoked_at IS NULL")
+                .bind(kid)
+                .bind(now)
+                .execute(db)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
     }
 
     // ---- key rollover (RFC 8555 §7.3.5) ----
@@ -161,17 +165,20 @@ impl Store {
         if let Some(other) = self.account_by_thumbprint(new_thumbprint).await? {
             return Ok(KeyChange::Conflict(other.id));
         }
-        let done = sqlx::query(
-            "UPDATE accounts SET key_thumbprint = $3, jwk = $4 WHERE id = $1 AND key_thumbprint = $2 AND status = 'valid'",
-        )
-        .bind(account_id)
-        .bind(old_thumbprint)
-        .bind(new_thumbprint)
-        .bind(new_jwk.to_string())
-        .execute(&self.writer)
-        .await;
+        let done = on!(self, write, |db| {
+            sqlx::query(
+                "UPDATE accounts SET key_thumbprint = $3, jwk = $4 WHERE id = $1 AND key_thumbprint = $2 AND status = 'valid'",
+            )
+            .bind(account_id)
+            .bind(old_thumbprint)
+            .bind(new_thumbprint)
+            .bind(new_jwk.to_string())
+            .execute(db)
+            .await
+            .map(|d| d.rows_affected())
+        });
         match done {
-            Ok(d) if d.rows_affected() == 1 => Ok(KeyChange::Changed),
+            Ok(1) => Ok(KeyChange::Changed),
             Ok(_) => Ok(KeyChange::Stale),
             // Another account took the key between the check and the update.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -188,86 +195,99 @@ impl Store {
 
     /// Certificates with this serial (lower-case hex; leading zeros do not matter), oldest first.
     pub async fn certificates_by_serial(&self, serial: &str) -> Result<Vec<CertificateRow>> {
-        let raw = sqlx::query_as::<_, rows::RawCertificate>(
-            "SELECT * FROM certificates WHERE ltrim(serial, '0') = ltrim($1, '0') ORDER BY created_at, id",
-        )
-        .bind(serial)
-        .fetch_all(&self.pool)
-        .await?;
+        let raw = on!(self, read, |db| {
+            sqlx::query_as::<_, rows::RawCertificate>(
+                "SELECT * FROM certificates WHERE ltrim(serial, '0') = ltrim($1, '0') ORDER BY created_at, id",
+            )
+            .bind(serial)
+            .fetch_all(db)
+            .await?
+        });
         raw.into_iter().map(CertificateRow::try_from).collect()
     }
 
     /// Records a revocation. `false` if the certificate was already revoked (or does not exist).
     pub async fn revoke_certificate(&self, id: &str, reason: u8, now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE certificates SET revoked_at = $2, revocation_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .bind(now)
-        .bind(i64::from(reason))
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let done = on!(self, write, |db| {
+            sqlx::query(
+                "UPDATE certificates SET revoked_at = $2, revocation_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(i64::from(reason))
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
+        Ok(done == 1)
     }
 
     /// The CA has the revocation too.
     pub async fn ca_revoked(&self, id: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE certificates SET ca_revoked_at = $2 WHERE id = $1 AND ca_revoked_at IS NULL")
-            .bind(id)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
+        on!(self, write, |db| {
+            sqlx::query("UPDATE certificates SET ca_revoked_at = $2 WHERE id = $1 AND ca_revoked_at IS NULL")
+                .bind(id)
+                .bind(now)
+                .execute(db)
+                .await?;
+        });
         Ok(())
     }
 
     /// A revocation the CA made on its own (seen through renewal info): recorded as
     /// `unspecified`, already known to the CA.
     pub async fn revoked_by_ca(&self, id: &str, revoked_at: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE certificates SET revoked_at = $2, revocation_reason = 0, ca_revoked_at = $2
-             WHERE id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id)
-        .bind(revoked_at)
-        .execute(&self.writer)
-        .await?;
+        on!(self, write, |db| {
+            sqlx::query(
+                "UPDATE certificates SET revoked_at = $2, revocation_reason = 0, ca_revoked_at = $2
+                 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(revoked_at)
+            .execute(db)
+            .await?;
+        });
         Ok(())
     }
 
     /// Revocations the CA has not confirmed yet (it was down when they were made).
     pub async fn pending_ca_revocations(&self, limit: i64) -> Result<Vec<CertificateRow>> {
-        let raw = sqlx::query_as::<_, rows::RawCertificate>(
-            "SELECT * FROM certificates WHERE revoked_at IS NOT NULL AND ca_revoked_at IS NULL ORDER BY revoked_at LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let raw = on!(self, read, |db| {
+            sqlx::query_as::<_, rows::RawCertificate>(
+                "SELECT * FROM certificates WHERE revoked_at IS NOT NULL AND ca_revoked_at IS NULL ORDER BY revoked_at LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(db)
+            .await?
+        });
         raw.into_iter().map(CertificateRow::try_from).collect()
     }
 
     // ---- renewal information (RFC 9773) ----
 
     pub async fn certificate_by_ari_id(&self, ari_id: &str) -> Result<Option<CertificateRow>> {
-        let raw = sqlx::query_as::<_, rows::RawCertificate>("SELECT * FROM certificates WHERE ari_id = $1 LIMIT 1")
-            .bind(ari_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let raw = on!(self, read, |db| {
+            sqlx::query_as::<_, rows::RawCertificate>("SELECT * FROM certificates WHERE ari_id = $1 LIMIT 1")
+                .bind(ari_id)
+                .fetch_optional(db)
+                .await?
+        });
         raw.map(CertificateRow::try_from).transpose()
     }
 
     /// Certificates recorded before renewal information existed, to give them a certID.
     pub async fn certificates_without_ari_id(&self) -> Result<Vec<(String, String)>> {
-        Ok(sqlx::query_as::<_, (String, String)>("SELECT id, chain_pem FROM certificates WHERE ari_id IS NULL")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(on!(self, read, |db| {
+            sqlx::query_as::<_, (String, String)>("SELECT id, chain_pem FROM certificates WHERE ari_id IS NULL")
+                .fetch_all(db)
+                .await?
+        }))
     }
 
     pub async fn set_ari_id(&self, id: &str, ari_id: &str) -> Result<()> {
-        sqlx::query("UPDATE certificates SET ari_id = $2 WHERE id = $1")
-            .bind(id)
-            .bind(ari_id)
-            .execute(&self.writer)
-            .await?;
+        on!(self, write, |db| {
+            sqlx::query("UPDATE certificates SET ari_id = $2 WHERE id = $1").bind(id).bind(ari_id).execute(db).await?;
+        });
         Ok(())
     }
 
@@ -276,32 +296,46 @@ impl Store {
     /// The client gives up an authorization: `pending` or `valid` -> `deactivated`, and an order
     /// still waiting on it becomes `invalid` (RFC 8555 §7.1.6). `false` when nothing moved.
     pub async fn deactivate_authz(&self, id: &str, order_problem: &serde_json::Value, now: i64) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
-        let order_id = sqlx::query_scalar::<_, String>(
-            "UPDATE authorizations SET status = 'deactivated' WHERE id = $1 AND status IN ('pending', 'valid')
-             RETURNING order_id",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(order_id) = order_id else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        sqlx::query(
-            "UPDATE orders SET status = 'invalid', error = $2, updated_at = $3 WHERE id = $1 AND status IN ('pending', 'ready')",
-        )
-        .bind(&order_id)
-        .bind(order_problem.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE challenges SET status = 'invalid' WHERE authz_id = $1 AND status = 'pending'")
+        on!(self, write, |db, pg| {
+            let mut tx = db.begin().await?;
+            if pg {
+                // Rows in the order every PostgreSQL transaction takes them: the order before its
+                // authorizations (see `challenge_succeeded`), so the two cannot deadlock.
+                sqlx::query(
+                    "SELECT 1 FROM orders WHERE id = (SELECT order_id FROM authorizations WHERE id = $1) FOR UPDATE",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let order_id = sqlx::query_scalar::<_, String>(
+                "UPDATE authorizations SET status = 'deactivated'
+                 WHERE id = $1 AND status IN ('pending', 'valid') AND expires_at > $2
+                 RETURNING order_id",
+            )
             .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(order_id) = order_id else {
+                tx.rollback().await?;
+                return Ok(false);
+            };
+            sqlx::query(
+                "UPDATE orders SET status = 'invalid', error = $2, updated_at = $3 WHERE id = $1 AND status IN ('pending', 'ready')",
+            )
+            .bind(&order_id)
+            .bind(order_problem.to_string())
+            .bind(now)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(true)
+            sqlx::query("UPDATE challenges SET status = 'invalid' WHERE authz_id = $1 AND status = 'pending'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
     }
 
     // ---- clean-up ----
@@ -316,41 +350,44 @@ impl Store {
         order_problem: &serde_json::Value,
     ) -> Result<CleanupReport> {
         let mut report = CleanupReport { nonces: self.purge_nonces(now).await?, ..Default::default() };
-        report.expired_authorizations =
-            sqlx::query("UPDATE authorizations SET status = 'expired' WHERE status = 'pending' AND expires_at <= $1")
-                .bind(now)
-                .execute(&self.writer)
-                .await?
-                .rows_affected();
-        report.expired_orders = sqlx::query(
-            "UPDATE orders SET status = 'invalid', error = COALESCE(error, $2), updated_at = $1
-             WHERE status IN ('pending', 'ready') AND expires_at <= $1",
-        )
-        .bind(now)
-        .bind(order_problem.to_string())
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
         let cutoff = now - retention_secs;
-        let mut tx = self.writer.begin().await?;
         let stale = "SELECT id FROM orders WHERE status = 'invalid' AND expires_at <= $1 AND certificate_id IS NULL
                      AND id NOT IN (SELECT order_id FROM certificates)";
-        sqlx::query(&format!(
-            "DELETE FROM challenges WHERE authz_id IN (SELECT id FROM authorizations WHERE order_id IN ({stale}))"
-        ))
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(&format!("DELETE FROM authorizations WHERE order_id IN ({stale})"))
+        on!(self, write, |db| {
+            report.expired_authorizations = sqlx::query(
+                "UPDATE authorizations SET status = 'expired' WHERE status = 'pending' AND expires_at <= $1",
+            )
+            .bind(now)
+            .execute(db)
+            .await?
+            .rows_affected();
+            report.expired_orders = sqlx::query(
+                "UPDATE orders SET status = 'invalid', error = COALESCE(error, $2), updated_at = $1
+                 WHERE status IN ('pending', 'ready') AND expires_at <= $1",
+            )
+            .bind(now)
+            .bind(order_problem.to_string())
+            .execute(db)
+            .await?
+            .rows_affected();
+            let mut tx = db.begin().await?;
+            sqlx::query(&format!(
+                "DELETE FROM challenges WHERE authz_id IN (SELECT id FROM authorizations WHERE order_id IN ({stale}))"
+            ))
             .bind(cutoff)
             .execute(&mut *tx)
             .await?;
-        report.deleted_orders = sqlx::query(&format!("DELETE FROM orders WHERE id IN ({stale})"))
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
+            sqlx::query(&format!("DELETE FROM authorizations WHERE order_id IN ({stale})"))
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+            report.deleted_orders = sqlx::query(&format!("DELETE FROM orders WHERE id IN ({stale})"))
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+        });
         Ok(report)
     }
 
@@ -358,41 +395,45 @@ impl Store {
 
     /// Every account with its counts, oldest first.
     pub async fn account_summaries(&self) -> Result<Vec<AccountSummary>> {
-        let raw = sqlx::query_as::<_, rows::RawAccount>("SELECT * FROM accounts ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(raw.len());
-        for r in raw {
-            let account = AccountRow::try_from(r)?;
-            let (orders, certificates) = sqlx::query_as::<_, (i64, i64)>(
-                "SELECT (SELECT COUNT(*) FROM orders WHERE account_id = $1),
-                        (SELECT COUNT(*) FROM certificates WHERE account_id = $1)",
-            )
-            .bind(&account.id)
-            .fetch_one(&self.pool)
-            .await?;
-            out.push(AccountSummary { account, orders, certificates });
-        }
-        Ok(out)
+        on!(self, read, |db| {
+            let raw = sqlx::query_as::<_, rows::RawAccount>("SELECT * FROM accounts ORDER BY created_at, id")
+                .fetch_all(db)
+                .await?;
+            let mut out = Vec::with_capacity(raw.len());
+            for r in raw {
+                let account = AccountRow::try_from(r)?;
+                let (orders, certificates) = sqlx::query_as::<_, (i64, i64)>(
+                    "SELECT (SELECT COUNT(*) FROM orders WHERE account_id = $1),
+                            (SELECT COUNT(*) FROM certificates WHERE account_id = $1)",
+                )
+                .bind(&account.id)
+                .fetch_one(db)
+                .await?;
+                out.push(AccountSummary { account, orders, certificates });
+            }
+            Ok(out)
+        })
     }
 
     /// Certificates, newest first; only `account_id`'s when given.
     pub async fn certificates(&self, account_id: Option<&str>) -> Result<Vec<CertificateRow>> {
-        let raw = sqlx::query_as::<_, rows::RawCertificate>(
-            "SELECT * FROM certificates WHERE $1 IS NULL OR account_id = $1 ORDER BY created_at DESC, id",
-        )
-        .bind(account_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let raw = on!(self, read, |db| {
+            sqlx::query_as::<_, rows::RawCertificate>(
+                "SELECT * FROM certificates WHERE $1 IS NULL OR account_id = $1 ORDER BY created_at DESC, id",
+            )
+            .bind(account_id)
+            .fetch_all(db)
+            .await?
+        });
         raw.into_iter().map(CertificateRow::try_from).collect()
     }
 
     /// Admin deactivation: like the account's own (RFC 8555 §7.3.6). `None` if there is no such
     /// account, `Some(false)` if it was not valid.
-    pub async fn admin_deactivate_account(&self, id: &str) -> Result<Option<bool>> {
+    pub async fn admin_deactivate_account(&self, id: &str, now: i64) -> Result<Option<bool>> {
         match self.account(id).await? {
             Some(a) if a.status == crate::acme::types::AccountStatus::Valid => {
-                self.deactivate_account(id).await?;
+                self.deactivate_account(id, now).await?;
                 Ok(Some(true))
             }
             Some(_) => Ok(Some(false)),

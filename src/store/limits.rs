@@ -33,68 +33,74 @@ pub const HOUR: i64 = 3600;
 impl Store {
     /// Nonce rows in the store (shared-store nonces).
     pub async fn nonce_count(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nonces").fetch_one(&self.pool).await?;
+        let n: i64 = on!(self, read, |db| sqlx::query_scalar("SELECT COUNT(*) FROM nonces").fetch_one(db).await?);
         Ok(n.max(0) as u64)
     }
 
     /// Work waiting for the workers: answered challenges, and finalized orders.
     pub async fn queue_depths(&self) -> Result<(i64, i64)> {
-        let depths = sqlx::query_as::<_, (i64, i64)>(
-            "SELECT (SELECT COUNT(*) FROM challenges WHERE status = 'processing'),
-                    (SELECT COUNT(*) FROM orders WHERE status = 'processing')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(depths)
+        Ok(on!(self, read, |db| {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT (SELECT COUNT(*) FROM challenges WHERE status = 'processing'),
+                        (SELECT COUNT(*) FROM orders WHERE status = 'processing')",
+            )
+            .fetch_one(db)
+            .await?
+        }))
     }
 
     /// Accounts created from `ip` since `since`.
     pub async fn accounts_created_from(&self, ip: &str, since: i64) -> Result<WindowCount> {
-        let w = sqlx::query_as::<_, WindowCount>(
-            "SELECT COUNT(*) AS count, MIN(created_at) AS oldest FROM accounts WHERE created_ip = $1 AND created_at >= $2",
-        )
-        .bind(ip)
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(w)
+        Ok(on!(self, read, |db| {
+            sqlx::query_as::<_, WindowCount>(
+                "SELECT COUNT(*) AS count, MIN(created_at) AS oldest FROM accounts WHERE created_ip = $1 AND created_at >= $2",
+            )
+            .bind(ip)
+            .bind(since)
+            .fetch_one(db)
+            .await?
+        }))
     }
 
     /// Orders the account created since `since`.
     pub async fn orders_created_by(&self, account_id: &str, since: i64) -> Result<WindowCount> {
-        let w = sqlx::query_as::<_, WindowCount>(
-            "SELECT COUNT(*) AS count, MIN(created_at) AS oldest FROM orders WHERE account_id = $1 AND created_at >= $2",
-        )
-        .bind(account_id)
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(w)
+        Ok(on!(self, read, |db| {
+            sqlx::query_as::<_, WindowCount>(
+                "SELECT COUNT(*) AS count, MIN(created_at) AS oldest FROM orders WHERE account_id = $1 AND created_at >= $2",
+            )
+            .bind(account_id)
+            .bind(since)
+            .fetch_one(db)
+            .await?
+        }))
     }
 
     /// The account's pending, unexpired authorizations, and when the first of them expires.
     pub async fn pending_authorizations(&self, account_id: &str, now: i64) -> Result<WindowCount> {
-        let w = sqlx::query_as::<_, WindowCount>(
-            "SELECT COUNT(*) AS count, MIN(expires_at) AS oldest FROM authorizations
-             WHERE account_id = $1 AND status = 'pending' AND expires_at > $2",
-        )
-        .bind(account_id)
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(w)
+        Ok(on!(self, read, |db| {
+            sqlx::query_as::<_, WindowCount>(
+                "SELECT COUNT(*) AS count, MIN(expires_at) AS oldest FROM authorizations
+                 WHERE account_id = $1 AND status = 'pending' AND expires_at > $2",
+            )
+            .bind(account_id)
+            .bind(now)
+            .fetch_one(db)
+            .await?
+        }))
     }
 
     /// Which of `identifiers` (compared by their base: a wildcard's domain) the account may not
     /// order or validate.
     pub async fn paused_identifiers(&self, account_id: &str, identifiers: &[Identifier]) -> Result<Vec<Identifier>> {
-        let paused = sqlx::query_as::<_, (String, String)>(
-            "SELECT identifier_type, identifier_value FROM validation_pauses
-             WHERE account_id = $1 AND lifted_at IS NULL",
-        )
-        .bind(account_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let paused = on!(self, read, |db| {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT identifier_type, identifier_value FROM validation_pauses
+                 WHERE account_id = $1 AND lifted_at IS NULL",
+            )
+            .bind(account_id)
+            .fetch_all(db)
+            .await?
+        });
         if paused.is_empty() {
             return Ok(Vec::new());
         }
@@ -122,76 +128,83 @@ impl Store {
             return Ok(false);
         }
         let base = identifier.base();
-        let mut tx = self.writer.begin().await?;
-        let lifted: Option<i64> = sqlx::query_scalar(
-            "SELECT lifted_at FROM validation_pauses
-             WHERE account_id = $1 AND identifier_type = $2 AND identifier_value = $3",
-        )
-        .bind(account_id)
-        .bind(base.kind())
-        .bind(base.value())
-        .fetch_optional(&mut *tx)
-        .await?
-        .flatten();
-        // Failures up to the second of the lift were forgiven with it.
-        let since = lifted.map_or(now - HOUR, |l| (l + 1).max(now - HOUR));
-        let failures: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM challenges c JOIN authorizations a ON a.id = c.authz_id
-             WHERE a.account_id = $1 AND a.identifier_type = $2 AND a.identifier_value = $3 AND c.failed_at >= $4",
-        )
-        .bind(account_id)
-        .bind(base.kind())
-        .bind(base.value())
-        .bind(since)
-        .fetch_one(&mut *tx)
-        .await?;
-        if failures < i64::from(limit) {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        let paused = sqlx::query(
-            "INSERT INTO validation_pauses (account_id, identifier_type, identifier_value, paused_at, failures)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (account_id, identifier_type, identifier_value) DO UPDATE
-               SET paused_at = excluded.paused_at, failures = excluded.failures, lifted_at = NULL
-               WHERE validation_pauses.lifted_at IS NOT NULL",
-        )
-        .bind(account_id)
-        .bind(base.kind())
-        .bind(base.value())
-        .bind(now)
-        .bind(failures)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(paused.rows_affected() == 1)
+        // Racing failures (any replica) may both count enough: the insert (or re-pause of a lifted
+        // pause) is guarded, so one of them pauses and reports it.
+        on!(self, write, |db| {
+            let mut tx = db.begin().await?;
+            let lifted: Option<i64> = sqlx::query_scalar(
+                "SELECT lifted_at FROM validation_pauses
+                 WHERE account_id = $1 AND identifier_type = $2 AND identifier_value = $3",
+            )
+            .bind(account_id)
+            .bind(base.kind())
+            .bind(base.value())
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
+            // Failures up to the second of the lift were forgiven with it.
+            let since = lifted.map_or(now - HOUR, |l| (l + 1).max(now - HOUR));
+            let failures: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM challenges c JOIN authorizations a ON a.id = c.authz_id
+                 WHERE a.account_id = $1 AND a.identifier_type = $2 AND a.identifier_value = $3 AND c.failed_at >= $4",
+            )
+            .bind(account_id)
+            .bind(base.kind())
+            .bind(base.value())
+            .bind(since)
+            .fetch_one(&mut *tx)
+            .await?;
+            if failures < i64::from(limit) {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            let paused = sqlx::query(
+                "INSERT INTO validation_pauses (account_id, identifier_type, identifier_value, paused_at, failures)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (account_id, identifier_type, identifier_value) DO UPDATE
+                   SET paused_at = excluded.paused_at, failures = excluded.failures, lifted_at = NULL
+                   WHERE validation_pauses.lifted_at IS NOT NULL",
+            )
+            .bind(account_id)
+            .bind(base.kind())
+            .bind(base.value())
+            .bind(now)
+            .bind(failures)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(paused.rows_affected() == 1)
+        })
     }
 
     /// Pauses, newest first: those still in force, or all with `include_lifted`.
     pub async fn pauses(&self, account_id: Option<&str>, include_lifted: bool) -> Result<Vec<PauseRow>> {
-        let rows = sqlx::query_as::<_, PauseRow>(
-            "SELECT * FROM validation_pauses
-             WHERE ($1 IS NULL OR account_id = $1) AND ($2 OR lifted_at IS NULL)
-             ORDER BY paused_at DESC, account_id, identifier_value",
-        )
-        .bind(account_id)
-        .bind(include_lifted)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows)
+        Ok(on!(self, read, |db| {
+            sqlx::query_as::<_, PauseRow>(
+                "SELECT * FROM validation_pauses
+                 WHERE ($1 IS NULL OR account_id = $1) AND ($2 OR lifted_at IS NULL)
+                 ORDER BY paused_at DESC, account_id, identifier_value",
+            )
+            .bind(account_id)
+            .bind(include_lifted)
+            .fetch_all(db)
+            .await?
+        }))
     }
 
     /// Lifts the account's pauses (of one name, or all). Returns how many were in force.
     pub async fn unpause(&self, account_id: &str, name: Option<&str>, now: i64) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE validation_pauses SET lifted_at = $3
-             WHERE account_id = $1 AND ($2 IS NULL OR identifier_value = $2) AND lifted_at IS NULL",
-        )
-        .bind(account_id)
-        .bind(name)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected())
+        Ok(on!(self, write, |db| {
+            sqlx::query(
+                "UPDATE validation_pauses SET lifted_at = $3
+                 WHERE account_id = $1 AND ($2 IS NULL OR identifier_value = $2) AND lifted_at IS NULL",
+            )
+            .bind(account_id)
+            .bind(name)
+            .bind(now)
+            .execute(db)
+            .await?
+            .rows_affected()
+        }))
     }
 }

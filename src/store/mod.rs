@@ -1,6 +1,53 @@
 //! The only place with SQL. Every state change is one transaction; transitions are guarded
 //! updates (`WHERE status = ...`) checked by `rows_affected`, so several workers (or replicas)
 //! never move the same object twice.
+//!
+//! Two backends: SQLite (one process; every write on one connection) and PostgreSQL (several
+//! replicas share it). Each method is written once and compiled for both by `on!`; where the
+//! SQL differs, the two texts stand side by side. On PostgreSQL, statements run under READ
+//! COMMITTED at the same time as other replicas', so the few transactions that read before they
+//! write take a row or advisory lock first (each says why).
+
+/// Runs `$body` with `$db` bound to this store's pool: on SQLite the read pool (`read`) or the
+/// writer connection (`write`), on PostgreSQL its one pool. With `|$db, $pg|`, `$pg` is `true` on
+/// PostgreSQL, for the statements whose SQL differs. The body is compiled once per backend, so
+/// both run the same Rust without a dynamic database layer.
+macro_rules! on {
+    ($store:expr, read, |$db:ident| $body:expr) => {
+        on!($store, read, |$db, _pg| $body)
+    };
+    ($store:expr, write, |$db:ident| $body:expr) => {
+        on!($store, write, |$db, _pg| $body)
+    };
+    ($store:expr, read, |$db:ident, $pg:ident| $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite { read, .. } => {
+                let $db = read;
+                let $pg = false;
+                $body
+            }
+            $crate::store::Db::Postgres(pool) => {
+                let $db = pool;
+                let $pg = true;
+                $body
+            }
+        }
+    };
+    ($store:expr, write, |$db:ident, $pg:ident| $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite { write, .. } => {
+                let $db = write;
+                let $pg = false;
+                $body
+            }
+            $crate::store::Db::Postgres(pool) => {
+                let $db = pool;
+                let $pg = true;
+                $body
+            }
+        }
+    };
+}
 
 mod audit;
 mod lifecycle;
@@ -12,7 +59,8 @@ use std::{str::FromStr, time::Duration};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ring::rand::{SecureRandom, SystemRandom};
 use sqlx::{
-    Sqlite, SqlitePool, Transaction,
+    PgConnection, PgPool, SqliteConnection, SqlitePool,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -34,6 +82,8 @@ pub enum StoreError {
     Corrupt { table: &'static str, what: String },
     #[error("no randomness available")]
     Random,
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl From<StoreError> for Problem {
@@ -95,30 +145,56 @@ pub struct Counts {
     pub certificates: i64,
 }
 
-/// The protocol state: SQLite today.
+/// The protocol state, in SQLite or PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct Store {
-    /// Reads, from several connections at once.
-    pool: SqlitePool,
-    /// Every write, on one connection: SQLite has one writer at a time, and writers queued
-    /// here wait in the pool instead of sleeping in SQLite's busy handler.
-    writer: SqlitePool,
+    db: Db,
     rng: SystemRandom,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The pools of one backend.
+#[derive(Clone, Debug)]
+enum Db {
+    Sqlite {
+        /// Reads, from several connections at once.
+        read: SqlitePool,
+        /// Every write, on one connection: SQLite has one writer at a time, and writers queued
+        /// here wait in the pool instead of sleeping in SQLite's busy handler.
+        write: SqlitePool,
+    },
+    /// Reads and writes: PostgreSQL takes concurrent writers (from every replica).
+    Postgres(PgPool),
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections of one replica to PostgreSQL: request handlers and the workers share them.
+const POSTGRES_CONNECTIONS: u32 = 16;
+
+/// `true` for the URLs `Store::connect` opens with PostgreSQL.
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
 
 impl Store {
-    /// Opens (creating if missing) the database at `url` and runs migrations, with every commit
-    /// on disk before it returns (survives a power cut).
+    /// Opens the database at `url` (`sqlite://FILE`, created if missing, or `postgres://...`) and
+    /// runs migrations. SQLite has every commit on disk before it returns (survives a power cut).
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(url, true).await
     }
 
     /// As `connect`; `durable = false` lets SQLite skip the fsync of each commit (WAL
     /// `synchronous=NORMAL`): a crash of vacme loses nothing, a power cut may lose the last
-    /// commits.
+    /// commits. PostgreSQL's durability is the server's own (`synchronous_commit`).
     pub async fn connect_with(url: &str, durable: bool) -> Result<Self> {
+        if is_postgres_url(url) {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new().max_connections(POSTGRES_CONNECTIONS).connect_with(opts).await?;
+            // Replicas starting together: the migrator holds an advisory lock while it runs.
+            POSTGRES_MIGRATOR.run(&pool).await?;
+            return Ok(Self { db: Db::Postgres(pool), rng: SystemRandom::new() });
+        }
         let sync = if durable { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -126,10 +202,10 @@ impl Store {
             .synchronous(sync)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
-        MIGRATOR.run(&writer).await?;
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        Ok(Self { pool, writer, rng: SystemRandom::new() })
+        let write = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+        SQLITE_MIGRATOR.run(&write).await?;
+        let read = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        Ok(Self { db: Db::Sqlite { read, write }, rng: SystemRandom::new() })
     }
 
     /// A private in-memory database, for tests.
@@ -137,8 +213,13 @@ impl Store {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
         // One connection: every connection to :memory: is a different database.
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { writer: pool.clone(), pool, rng: SystemRandom::new() })
+        SQLITE_MIGRATOR.run(&pool).await?;
+        Ok(Self { db: Db::Sqlite { write: pool.clone(), read: pool }, rng: SystemRandom::new() })
+    }
+
+    /// `true` on PostgreSQL (a store replicas may share).
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
     }
 
     /// 128 random bits, base64url: object IDs, nonces and challenge tokens.
@@ -160,50 +241,67 @@ impl Store {
     /// Issues a nonce that `redeem_nonce` accepts once until `expires_at`.
     pub async fn new_nonce(&self, expires_at: i64) -> Result<String> {
         let nonce = self.random_id()?;
-        sqlx::query("INSERT INTO nonces (value, expires_at) VALUES ($1, $2)")
-            .bind(&nonce)
-            .bind(expires_at)
-            .execute(&self.writer)
-            .await?;
+        on!(self, write, |db| {
+            sqlx::query("INSERT INTO nonces (value, expires_at) VALUES ($1, $2)")
+                .bind(&nonce)
+                .bind(expires_at)
+                .execute(db)
+                .await?
+                .rows_affected()
+        });
         Ok(nonce)
     }
 
-    /// `true` exactly once per issued, unexpired nonce, on any replica.
+    /// `true` exactly once per issued, unexpired nonce, on any replica: one DELETE, so of two
+    /// replicas redeeming the same nonce at once, one deletes the row and the other finds none.
     pub async fn redeem_nonce(&self, nonce: &str, now: i64) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM nonces WHERE value = $1 AND expires_at > $2")
-            .bind(nonce)
-            .bind(now)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let done = on!(self, write, |db| {
+            sqlx::query("DELETE FROM nonces WHERE value = $1 AND expires_at > $2")
+                .bind(nonce)
+                .bind(now)
+                .execute(db)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
     }
 
     /// Drops expired nonces; returns how many.
     pub async fn purge_nonces(&self, now: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM nonces WHERE expires_at <= $1").bind(now).execute(&self.writer).await?;
-        Ok(done.rows_affected())
+        let done = on!(self, write, |db| {
+            sqlx::query("DELETE FROM nonces WHERE expires_at <= $1").bind(now).execute(db).await?.rows_affected()
+        });
+        Ok(done)
     }
 
     // ---- accounts (RFC 8555 §7.3) ----
 
     pub async fn account(&self, id: &str) -> Result<Option<AccountRow>> {
-        let row = sqlx::query_as::<_, rows::RawAccount>("SELECT * FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = on!(self, read, |db| {
+            sqlx::query_as::<_, rows::RawAccount>("SELECT * FROM accounts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db)
+                .await?
+        });
         row.map(AccountRow::try_from).transpose()
     }
 
     pub async fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AccountRow>> {
-        let row = sqlx::query_as::<_, rows::RawAccount>("SELECT * FROM accounts WHERE key_thumbprint = $1")
-            .bind(thumbprint)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = on!(self, read, |db| {
+            sqlx::query_as::<_, rows::RawAccount>("SELECT * FROM accounts WHERE key_thumbprint = $1")
+                .bind(thumbprint)
+                .fetch_optional(db)
+                .await?
+        });
         row.map(AccountRow::try_from).transpose()
     }
 
     /// Creates an account for a key, or returns the one that already has it. With `eab_kid`, the
     /// key is bound in the same transaction, and only if it is still unused, unrevoked and unexpired.
+    /// Racing creations (any replica): the key's unique index makes the second insert wait for the
+    /// first and then do nothing; the EAB update is guarded, so a key binds one account.
+    // Each argument is a column the newAccount handler has at hand; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_account(
         &self,
         thumbprint: &str,
@@ -216,72 +314,94 @@ impl Store {
     ) -> Result<NewAccountOutcome> {
         let id = self.random_id()?;
         let contact_json = serde_json::to_string(contact).unwrap_or_else(|_| "[]".into());
-        let mut tx = self.writer.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO accounts (id, key_thumbprint, jwk, status, contact, tos_agreed, eab_kid, created_ip, created_at)
-             VALUES ($1, $2, $3, 'valid', $4, $5, $6, $7, $8) ON CONFLICT (key_thumbprint) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(thumbprint)
-        .bind(jwk.to_string())
-        .bind(contact_json)
-        .bind(tos_agreed)
-        .bind(eab_kid)
-        .bind(ip)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 1
-            && let Some(kid) = eab_kid
-        {
-            let bound = sqlx::query(
-                "UPDATE eab_keys SET used_at = $2, account_id = $3
-                 WHERE kid = $1 AND used_at IS NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+        let inserted = on!(self, write, |db| {
+            let mut tx = db.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO accounts (id, key_thumbprint, jwk, status, contact, tos_agreed, eab_kid, created_ip, created_at)
+                 VALUES ($1, $2, $3, 'valid', $4, $5, $6, $7, $8) ON CONFLICT (key_thumbprint) DO NOTHING",
             )
-            .bind(kid)
-            .bind(now)
             .bind(&id)
+            .bind(thumbprint)
+            .bind(jwk.to_string())
+            .bind(contact_json)
+            .bind(tos_agreed)
+            .bind(eab_kid)
+            .bind(ip)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
-            if bound.rows_affected() != 1 {
-                tx.rollback().await?;
-                return Ok(NewAccountOutcome::EabUnusable);
+            if inserted.rows_affected() == 1
+                && let Some(kid) = eab_kid
+            {
+                let bound = sqlx::query(
+                    "UPDATE eab_keys SET used_at = $2, account_id = $3
+                     WHERE kid = $1 AND used_at IS NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
+                )
+                .bind(kid)
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                if bound.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(NewAccountOutcome::EabUnusable);
+                }
             }
-        }
-        tx.commit().await?;
+            tx.commit().await?;
+            inserted.rows_affected()
+        });
         let account = self
             .account_by_thumbprint(thumbprint)
             .await?
             .ok_or(StoreError::Corrupt { table: "accounts", what: "account vanished right after insert".into() })?;
-        Ok(if inserted.rows_affected() == 1 {
-            NewAccountOutcome::Created(account)
-        } else {
-            NewAccountOutcome::Exists(account)
-        })
+        Ok(if inserted == 1 { NewAccountOutcome::Created(account) } else { NewAccountOutcome::Exists(account) })
     }
 
     pub async fn update_contact(&self, id: &str, contact: &[String]) -> Result<()> {
         let contact_json = serde_json::to_string(contact).unwrap_or_else(|_| "[]".into());
-        sqlx::query("UPDATE accounts SET contact = $1 WHERE id = $2 AND status = 'valid'")
-            .bind(contact_json)
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
+        on!(self, write, |db| {
+            sqlx::query("UPDATE accounts SET contact = $1 WHERE id = $2 AND status = 'valid'")
+                .bind(contact_json)
+                .bind(id)
+                .execute(db)
+                .await?
+                .rows_affected()
+        });
         Ok(())
     }
 
-    /// RFC 8555 §7.3.6: deactivation is final; the account's pending authorizations go with it.
-    pub async fn deactivate_account(&self, id: &str) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE accounts SET status = 'deactivated' WHERE id = $1 AND status = 'valid'")
+    /// RFC 8555 §7.3.6: deactivation is final; the account's live pending authorizations go with
+    /// it, and so its pending orders become `invalid` (§7.1.6). A ready order stays ready (its
+    /// authorizations are valid) but can never be finalized: the account can sign nothing. Expired
+    /// objects stay expired.
+    pub async fn deactivate_account(&self, id: &str, now: i64) -> Result<()> {
+        let problem = serde_json::to_string(&Problem::unauthorized("the account was deactivated"))
+            .map_err(|e| corrupt("orders", e))?;
+        on!(self, write, |db| {
+            let mut tx = db.begin().await?;
+            sqlx::query("UPDATE accounts SET status = 'deactivated' WHERE id = $1 AND status = 'valid'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE orders SET status = 'invalid', error = $2, updated_at = $3
+                 WHERE account_id = $1 AND status = 'pending' AND expires_at > $3",
+            )
             .bind(id)
+            .bind(&problem)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE authorizations SET status = 'deactivated' WHERE account_id = $1 AND status = 'pending'")
+            sqlx::query(
+                "UPDATE authorizations SET status = 'deactivated'
+                 WHERE account_id = $1 AND status = 'pending' AND expires_at > $2",
+            )
             .bind(id)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -299,163 +419,207 @@ impl Store {
     ) -> Result<Option<OrderRow>> {
         let order_id = self.random_id()?;
         let ids_json = serde_json::to_string(&new.identifiers).map_err(|e| corrupt("orders", e))?;
-        let mut tx = self.writer.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO orders (id, account_id, status, expires_at, identifiers, not_before, not_after,
-                                 profile, replaces, created_at, updated_at)
-             SELECT $1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9
-             WHERE $8 IS NULL OR NOT EXISTS (
-                 SELECT 1 FROM orders WHERE replaces = $8
-                   AND (status IN ('processing', 'valid') OR (status IN ('pending', 'ready') AND expires_at > $9)))",
-        )
-        .bind(&order_id)
-        .bind(account_id)
-        .bind(expires_at)
-        .bind(&ids_json)
-        .bind(new.not_before)
-        .bind(new.not_after)
-        .bind(&new.profile)
-        .bind(&new.replaces)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        for (position, authz) in new.authzs.iter().enumerate() {
-            let authz_id = self.random_id()?;
-            let base = authz.identifier.base();
-            sqlx::query(
-                "INSERT INTO authorizations (id, order_id, account_id, identifier_type, identifier_value,
-                                             wildcard, status, expires_at, position)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)",
+        on!(self, write, |db, pg| {
+            let mut tx = db.begin().await?;
+            if pg && let Some(replaces) = &new.replaces {
+                // Under READ COMMITTED, two renewals inserting at once would not see each other's
+                // row in the NOT EXISTS below: the second waits here until the first commits, and
+                // its insert then sees the first order.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('vacme.replaces:' || $1, 0))")
+                    .bind(replaces)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO orders (id, account_id, status, expires_at, identifiers, not_before, not_after,
+                                     profile, replaces, created_at, updated_at)
+                 SELECT $1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9
+                 WHERE $8 IS NULL OR NOT EXISTS (
+                     SELECT 1 FROM orders WHERE replaces = $8
+                       AND (status IN ('processing', 'valid') OR (status IN ('pending', 'ready') AND expires_at > $9)))",
             )
-            .bind(&authz_id)
             .bind(&order_id)
             .bind(account_id)
-            .bind(base.kind())
-            .bind(base.value())
-            .bind(authz.identifier.is_wildcard())
             .bind(expires_at)
-            .bind(position as i64)
+            .bind(&ids_json)
+            .bind(new.not_before)
+            .bind(new.not_after)
+            .bind(&new.profile)
+            .bind(&new.replaces)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
-            for kind in &authz.challenges {
+            if inserted.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            for (position, authz) in new.authzs.iter().enumerate() {
+                let authz_id = self.random_id()?;
+                let base = authz.identifier.base();
                 sqlx::query(
-                    "INSERT INTO challenges (id, authz_id, type, token, status) VALUES ($1, $2, $3, $4, 'pending')",
+                    "INSERT INTO authorizations (id, order_id, account_id, identifier_type, identifier_value,
+                                                 wildcard, status, expires_at, position)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)",
                 )
-                .bind(self.random_id()?)
                 .bind(&authz_id)
-                .bind(kind.as_str())
-                .bind(self.token()?)
+                .bind(&order_id)
+                .bind(account_id)
+                .bind(base.kind())
+                .bind(base.value())
+                .bind(authz.identifier.is_wildcard())
+                .bind(expires_at)
+                .bind(position as i64)
                 .execute(&mut *tx)
                 .await?;
+                for kind in &authz.challenges {
+                    sqlx::query(
+                        "INSERT INTO challenges (id, authz_id, type, token, status) VALUES ($1, $2, $3, $4, 'pending')",
+                    )
+                    .bind(self.random_id()?)
+                    .bind(&authz_id)
+                    .bind(kind.as_str())
+                    .bind(self.token()?)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
-        }
-        let order = load_order(&mut tx, &order_id)
-            .await?
-            .ok_or(StoreError::Corrupt { table: "orders", what: "order vanished right after insert".into() })?;
-        tx.commit().await?;
-        Ok(Some(order))
+            let order = tx
+                .load_order(&order_id)
+                .await?
+                .ok_or(StoreError::Corrupt { table: "orders", what: "order vanished right after insert".into() })?;
+            tx.commit().await?;
+            Ok(Some(order))
+        })
     }
 
     pub async fn order(&self, id: &str) -> Result<Option<OrderRow>> {
-        let mut conn = self.pool.acquire().await?;
-        load_order(&mut conn, id).await
+        on!(self, read, |db| db.acquire().await?.load_order(id).await)
     }
 
     /// IDs of an account's orders, oldest first (in the order they were written): at most
     /// `limit` after the order `after` (a page cursor), or from the first.
     pub async fn order_ids_of_account(&self, account_id: &str, after: Option<&str>, limit: i64) -> Result<Vec<String>> {
-        let ids = sqlx::query_scalar::<_, String>(
-            "SELECT id FROM orders WHERE account_id = $1
-               AND ($2 IS NULL OR (created_at, rowid) >
-                                  (SELECT created_at, rowid FROM orders WHERE id = $2 AND account_id = $1))
-             ORDER BY created_at, rowid LIMIT $3",
-        )
-        .bind(account_id)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(ids)
+        // The insertion order: SQLite's rowid, PostgreSQL's `seq` column.
+        Ok(on!(self, read, |db, pg| {
+            sqlx::query_scalar::<_, String>(if pg {
+                "SELECT id FROM orders WHERE account_id = $1
+                   AND ($2 IS NULL OR (created_at, seq) >
+                                      (SELECT created_at, seq FROM orders WHERE id = $2 AND account_id = $1))
+                 ORDER BY created_at, seq LIMIT $3"
+            } else {
+                "SELECT id FROM orders WHERE account_id = $1
+                   AND ($2 IS NULL OR (created_at, rowid) >
+                                      (SELECT created_at, rowid FROM orders WHERE id = $2 AND account_id = $1))
+                 ORDER BY created_at, rowid LIMIT $3"
+            })
+            .bind(account_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(db)
+            .await?
+        }))
     }
 
     // ---- authorizations and challenges (RFC 8555 §7.5) ----
 
     pub async fn authorization(&self, id: &str) -> Result<Option<AuthzRow>> {
-        let mut conn = self.pool.acquire().await?;
-        load_authz(&mut conn, id).await
+        on!(self, read, |db| db.acquire().await?.load_authz(id).await)
     }
 
     /// The challenge with its authorization.
     pub async fn challenge(&self, id: &str) -> Result<Option<(ChallengeRow, AuthzRow)>> {
-        let mut conn = self.pool.acquire().await?;
-        let authz_id = sqlx::query_scalar::<_, String>("SELECT authz_id FROM challenges WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        let Some(authz_id) = authz_id else {
-            return Ok(None);
-        };
-        let Some(authz) = load_authz(&mut conn, &authz_id).await? else {
-            return Ok(None);
-        };
-        let chall = authz.challenges.iter().find(|c| c.id == id).cloned();
-        Ok(chall.map(|c| (c, authz)))
+        on!(self, read, |db| {
+            let mut conn = db.acquire().await?;
+            let authz_id = sqlx::query_scalar::<_, String>("SELECT authz_id FROM challenges WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let Some(authz_id) = authz_id else {
+                return Ok(None);
+            };
+            let Some(authz) = conn.load_authz(&authz_id).await? else {
+                return Ok(None);
+            };
+            let chall = authz.challenges.iter().find(|c| c.id == id).cloned();
+            Ok(chall.map(|c| (c, authz)))
+        })
     }
 
     /// RFC 8555 §7.5.1: the client says "ready". Moves a pending challenge of a pending, unexpired
     /// authorization to `processing`, due now. `false` when nothing moved.
     pub async fn start_challenge(&self, id: &str, now: i64) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
-        let done = sqlx::query(
-            "UPDATE challenges SET status = 'processing', started_at = $2, next_attempt_at = $2, attempts = 0
-             WHERE id = $1 AND status = 'pending'
-               AND authz_id IN (SELECT id FROM authorizations WHERE status = 'pending' AND expires_at > $2)
-               AND NOT EXISTS (SELECT 1 FROM challenges o WHERE o.authz_id = challenges.authz_id
-                               AND o.id <> challenges.id AND o.status <> 'pending')",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        let done = on!(self, write, |db, pg| {
+            let mut tx = db.begin().await?;
+            if pg {
+                // Two challenges of one authorization answered at once (two replicas) would each
+                // see the other still pending: lock the authorization, so the second sees the first.
+                sqlx::query("SELECT 1 FROM authorizations WHERE id = (SELECT authz_id FROM challenges WHERE id = $1) FOR UPDATE")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let done = sqlx::query(
+                "UPDATE challenges SET status = 'processing', started_at = $2, next_attempt_at = $2, attempts = 0
+                 WHERE id = $1 AND status = 'pending'
+                   AND authz_id IN (SELECT id FROM authorizations WHERE status = 'pending' AND expires_at > $2)
+                   AND NOT EXISTS (SELECT 1 FROM challenges o WHERE o.authz_id = challenges.authz_id
+                                   AND o.id <> challenges.id AND o.status <> 'pending')",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            done
+        });
+        Ok(done == 1)
     }
 
     /// Leases up to `limit` due challenges to this worker until `lease_until`. One statement, so
     /// the claim is atomic without a read-then-write transaction (which SQLite cannot upgrade
-    /// under contention).
+    /// under contention). On PostgreSQL the rows another replica is claiming are skipped, not
+    /// waited for; the outer guard holds either way.
     pub async fn claim_due_challenges(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<ClaimedChallenge>> {
-        let ids = sqlx::query_scalar::<_, String>(
-            "UPDATE challenges SET claimed_until = $2
-             WHERE id IN (SELECT id FROM challenges
-                          WHERE status = 'processing' AND next_attempt_at <= $1
-                            AND (claimed_until IS NULL OR claimed_until < $1)
-                          ORDER BY next_attempt_at LIMIT $3)
-               AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
-             RETURNING id",
-        )
-        .bind(now)
-        .bind(lease_until)
-        .bind(limit)
-        .fetch_all(&self.writer)
-        .await?;
+        let ids = on!(self, write, |db, pg| {
+            sqlx::query_scalar::<_, String>(if pg {
+                "UPDATE challenges SET claimed_until = $2
+                 WHERE id IN (SELECT id FROM challenges
+                              WHERE status = 'processing' AND next_attempt_at <= $1
+                                AND (claimed_until IS NULL OR claimed_until < $1)
+                              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+                   AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
+                 RETURNING id"
+            } else {
+                "UPDATE challenges SET claimed_until = $2
+                 WHERE id IN (SELECT id FROM challenges
+                              WHERE status = 'processing' AND next_attempt_at <= $1
+                                AND (claimed_until IS NULL OR claimed_until < $1)
+                              ORDER BY next_attempt_at LIMIT $3)
+                   AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
+                 RETURNING id"
+            })
+            .bind(now)
+            .bind(lease_until)
+            .bind(limit)
+            .fetch_all(db)
+            .await?
+        });
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
-            let raw = sqlx::query_as::<_, rows::RawClaim>(
-                "SELECT c.id, c.type, c.token, c.started_at, c.attempts, a.identifier_type, a.identifier_value,
-                        a.wildcard, a.order_id, acc.id AS account_id, acc.key_thumbprint
-                 FROM challenges c
-                 JOIN authorizations a ON a.id = c.authz_id
-                 JOIN accounts acc ON acc.id = a.account_id
-                 WHERE c.id = $1",
-            )
-            .bind(&id)
-            .fetch_one(&self.pool)
-            .await?;
+            let raw = on!(self, read, |db| {
+                sqlx::query_as::<_, rows::RawClaim>(
+                    "SELECT c.id, c.type, c.token, c.started_at, c.attempts, a.identifier_type, a.identifier_value,
+                            a.wildcard, a.order_id, acc.id AS account_id, acc.key_thumbprint
+                     FROM challenges c
+                     JOIN authorizations a ON a.id = c.authz_id
+                     JOIN accounts acc ON acc.id = a.account_id
+                     WHERE c.id = $1",
+                )
+                .bind(&id)
+                .fetch_one(db)
+                .await?
+            });
             claimed.push(ClaimedChallenge::try_from(raw)?);
         }
         Ok(claimed)
@@ -464,46 +628,70 @@ impl Store {
     /// The challenge passed: challenge and authorization `valid`; the order `ready` once all its
     /// authorizations are.
     pub async fn challenge_succeeded(&self, id: &str, now: i64) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        let done = sqlx::query(
-            "UPDATE challenges SET status = 'valid', validated_at = $2, error = NULL, claimed_until = NULL
-             WHERE id = $1 AND status = 'processing'",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 1 {
-            let (authz_id, order_id) = authz_and_order_of(&mut tx, id).await?;
-            sqlx::query("UPDATE authorizations SET status = 'valid' WHERE id = $1 AND status = 'pending'")
-                .bind(&authz_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE orders SET status = 'ready', updated_at = $2
-                 WHERE id = $1 AND status = 'pending'
-                   AND NOT EXISTS (SELECT 1 FROM authorizations WHERE order_id = $1 AND status <> 'valid')",
+        on!(self, write, |db, pg| {
+            let mut tx = db.begin().await?;
+            // Only while the authorization lives: a result that comes after its expiry changes nothing.
+            let done = sqlx::query(
+                "UPDATE challenges SET status = 'valid', validated_at = $2, error = NULL, claimed_until = NULL
+                 WHERE id = $1 AND status = 'processing'
+                   AND EXISTS (SELECT 1 FROM authorizations a WHERE a.id = challenges.authz_id AND a.expires_at > $2)",
             )
-            .bind(&order_id)
+            .bind(id)
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
+            if done.rows_affected() == 0 {
+                sqlx::query(
+                    "UPDATE challenges SET status = 'invalid', claimed_until = NULL WHERE id = $1 AND status = 'processing'",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if done.rows_affected() == 1 {
+                let (authz_id, order_id) = tx.authz_and_order_of(id).await?;
+                if pg {
+                    // Two authorizations of the order passing at once (two replicas) would each
+                    // see the other still pending, and the order would never become ready: the
+                    // order's lock makes the second see the first.
+                    sqlx::query("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE")
+                        .bind(&order_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("UPDATE authorizations SET status = 'valid' WHERE id = $1 AND status = 'pending'")
+                    .bind(&authz_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE orders SET status = 'ready', updated_at = $2
+                     WHERE id = $1 AND status = 'pending'
+                       AND NOT EXISTS (SELECT 1 FROM authorizations WHERE order_id = $1 AND status <> 'valid')",
+                )
+                .bind(&order_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// The attempt failed but the window is open: keep the error for the client, try again at `next_at`.
     pub async fn challenge_retry(&self, id: &str, problem: &serde_json::Value, next_at: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE challenges SET error = $2, attempts = attempts + 1, next_attempt_at = $3, claimed_until = NULL
-             WHERE id = $1 AND status = 'processing'",
-        )
-        .bind(id)
-        .bind(problem.to_string())
-        .bind(next_at)
-        .execute(&self.writer)
-        .await?;
+        on!(self, write, |db| {
+            sqlx::query(
+                "UPDATE challenges SET error = $2, attempts = attempts + 1, next_attempt_at = $3, claimed_until = NULL
+                 WHERE id = $1 AND status = 'processing'",
+            )
+            .bind(id)
+            .bind(problem.to_string())
+            .bind(next_at)
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
         Ok(())
     }
 
@@ -516,69 +704,89 @@ impl Store {
         order_problem: &serde_json::Value,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        let done = sqlx::query(
-            "UPDATE challenges SET status = 'invalid', error = $2, attempts = attempts + 1, claimed_until = NULL,
-                                   failed_at = $3
-             WHERE id = $1 AND status = 'processing'",
-        )
-        .bind(id)
-        .bind(problem.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 1 {
-            let (authz_id, order_id) = authz_and_order_of(&mut tx, id).await?;
-            sqlx::query("UPDATE authorizations SET status = 'invalid' WHERE id = $1 AND status = 'pending'")
-                .bind(&authz_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE orders SET status = 'invalid', error = $2, updated_at = $3
-                 WHERE id = $1 AND status IN ('pending', 'ready')",
+        on!(self, write, |db| {
+            let mut tx = db.begin().await?;
+            let done = sqlx::query(
+                "UPDATE challenges SET status = 'invalid', error = $2, attempts = attempts + 1, claimed_until = NULL,
+                                       failed_at = $3
+                 WHERE id = $1 AND status = 'processing'",
             )
-            .bind(&order_id)
-            .bind(order_problem.to_string())
+            .bind(id)
+            .bind(problem.to_string())
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
+            if done.rows_affected() == 1 {
+                let (authz_id, order_id) = tx.authz_and_order_of(id).await?;
+                // An expired authorization (and order) stays expired.
+                sqlx::query(
+                    "UPDATE authorizations SET status = 'invalid' WHERE id = $1 AND status = 'pending' AND expires_at > $2",
+                )
+                .bind(&authz_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE orders SET status = 'invalid', error = $2, updated_at = $3
+                     WHERE id = $1 AND status IN ('pending', 'ready') AND expires_at > $3",
+                )
+                .bind(&order_id)
+                .bind(order_problem.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     // ---- issuance ----
 
-    /// finalize: `ready` -> `processing` with the checked CSR, due now. `false` if the order was not ready.
+    /// finalize: `ready` -> `processing` with the checked CSR, due now. `false` if the order was
+    /// not ready. Of concurrent finalizes (any replica), exactly one moves the order.
     pub async fn begin_issuance(&self, order_id: &str, csr_der: &[u8], now: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE orders SET status = 'processing', csr = $2, attempts = 0, next_attempt_at = $3, updated_at = $3
-             WHERE id = $1 AND status = 'ready' AND expires_at > $3",
-        )
-        .bind(order_id)
-        .bind(csr_der)
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let done = on!(self, write, |db| {
+            sqlx::query(
+                "UPDATE orders SET status = 'processing', csr = $2, attempts = 0, next_attempt_at = $3, updated_at = $3
+                 WHERE id = $1 AND status = 'ready' AND expires_at > $3",
+            )
+            .bind(order_id)
+            .bind(csr_der)
+            .bind(now)
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
+        Ok(done == 1)
     }
 
     /// Leases up to `limit` orders due for signing (one atomic statement, as for challenges).
     pub async fn claim_due_issuances(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OrderRow>> {
-        let ids = sqlx::query_scalar::<_, String>(
-            "UPDATE orders SET claimed_until = $2
-             WHERE id IN (SELECT id FROM orders
-                          WHERE status = 'processing' AND next_attempt_at <= $1
-                            AND (claimed_until IS NULL OR claimed_until < $1)
-                          ORDER BY next_attempt_at LIMIT $3)
-               AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
-             RETURNING id",
-        )
-        .bind(now)
-        .bind(lease_until)
-        .bind(limit)
-        .fetch_all(&self.writer)
-        .await?;
+        let ids = on!(self, write, |db, pg| {
+            sqlx::query_scalar::<_, String>(if pg {
+                "UPDATE orders SET claimed_until = $2
+                 WHERE id IN (SELECT id FROM orders
+                              WHERE status = 'processing' AND next_attempt_at <= $1
+                                AND (claimed_until IS NULL OR claimed_until < $1)
+                              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+                   AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
+                 RETURNING id"
+            } else {
+                "UPDATE orders SET claimed_until = $2
+                 WHERE id IN (SELECT id FROM orders
+                              WHERE status = 'processing' AND next_attempt_at <= $1
+                                AND (claimed_until IS NULL OR claimed_until < $1)
+                              ORDER BY next_attempt_at LIMIT $3)
+                   AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
+                 RETURNING id"
+            })
+            .bind(now)
+            .bind(lease_until)
+            .bind(limit)
+            .fetch_all(db)
+            .await?
+        });
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(order) = self.order(&id).await? {
@@ -588,126 +796,170 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Records the certificate and makes the order `valid`, in one transaction.
+    /// Records the certificate and makes the order `valid`, in one transaction. The unique
+    /// `certificates.order_id` keeps an order to one certificate, whoever else records one.
     pub async fn issuance_succeeded(&self, order: &OrderRow, cert: &NewCertificate, now: i64) -> Result<String> {
         let cert_id = self.random_id()?;
         let ids_json = serde_json::to_string(&order.identifiers).map_err(|e| corrupt("orders", e))?;
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO certificates (id, order_id, account_id, serial, issuer, identifiers, chain_pem,
-                                       not_before, not_after, created_at, profile, ari_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&cert_id)
-        .bind(&order.id)
-        .bind(&order.account_id)
-        .bind(&cert.serial)
-        .bind(&cert.issuer)
-        .bind(ids_json)
-        .bind(&cert.chain_pem)
-        .bind(cert.not_before)
-        .bind(cert.not_after)
-        .bind(now)
-        .bind(&order.profile)
-        .bind(&cert.ari_id)
-        .execute(&mut *tx)
-        .await?;
-        let done = sqlx::query(
-            "UPDATE orders SET status = 'valid', certificate_id = $2, claimed_until = NULL, updated_at = $3
-             WHERE id = $1 AND status = 'processing'",
-        )
-        .bind(&order.id)
-        .bind(&cert_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Corrupt { table: "orders", what: format!("order {} left processing", order.id) });
-        }
-        tx.commit().await?;
+        on!(self, write, |db| {
+            let mut tx = db.begin().await?;
+            sqlx::query(
+                "INSERT INTO certificates (id, order_id, account_id, serial, issuer, identifiers, chain_pem,
+                                           not_before, not_after, created_at, profile, ari_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&cert_id)
+            .bind(&order.id)
+            .bind(&order.account_id)
+            .bind(&cert.serial)
+            .bind(&cert.issuer)
+            .bind(ids_json)
+            .bind(&cert.chain_pem)
+            .bind(cert.not_before)
+            .bind(cert.not_after)
+            .bind(now)
+            .bind(&order.profile)
+            .bind(&cert.ari_id)
+            .execute(&mut *tx)
+            .await?;
+            let done = sqlx::query(
+                "UPDATE orders SET status = 'valid', certificate_id = $2, claimed_until = NULL, updated_at = $3
+                 WHERE id = $1 AND status = 'processing'",
+            )
+            .bind(&order.id)
+            .bind(&cert_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Corrupt {
+                    table: "orders",
+                    what: format!("order {} left processing", order.id),
+                });
+            }
+            tx.commit().await?;
+        });
         Ok(cert_id)
     }
 
     /// The CA could not be reached: try again at `next_at`.
+    /// Records, before the first signing call, that the order is being sent to the CA (the
+    /// earliest time is kept). Durable before the call: after a crash, the worker knows to look
+    /// for a certificate that call may have produced.
+    pub async fn mark_signing(&self, order_id: &str, now: i64) -> Result<()> {
+        on!(self, write, |db| {
+            sqlx::query(
+                "UPDATE orders SET sign_started_at = COALESCE(sign_started_at, $2) WHERE id = $1 AND status = 'processing'",
+            )
+            .bind(order_id)
+            .bind(now)
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
     pub async fn issuance_retry(&self, order_id: &str, next_at: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE orders SET attempts = attempts + 1, next_attempt_at = $2, claimed_until = NULL
-             WHERE id = $1 AND status = 'processing'",
-        )
-        .bind(order_id)
-        .bind(next_at)
-        .execute(&self.writer)
-        .await?;
+        on!(self, write, |db| {
+            sqlx::query(
+                "UPDATE orders SET attempts = attempts + 1, next_attempt_at = $2, claimed_until = NULL
+                 WHERE id = $1 AND status = 'processing'",
+            )
+            .bind(order_id)
+            .bind(next_at)
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
         Ok(())
     }
 
     /// The CA refused: the order is `invalid` with `problem`.
     pub async fn issuance_failed(&self, order_id: &str, problem: &serde_json::Value, now: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE orders SET status = 'invalid', error = $2, claimed_until = NULL, updated_at = $3
-             WHERE id = $1 AND status = 'processing'",
-        )
-        .bind(order_id)
-        .bind(problem.to_string())
-        .bind(now)
-        .execute(&self.writer)
-        .await?;
+        on!(self, write, |db| {
+            sqlx::query(
+                "UPDATE orders SET status = 'invalid', error = $2, claimed_until = NULL, updated_at = $3
+                 WHERE id = $1 AND status = 'processing'",
+            )
+            .bind(order_id)
+            .bind(problem.to_string())
+            .bind(now)
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
         Ok(())
     }
 
     /// Earliest time the validation worker has something to do, if any.
     pub async fn next_challenge_due(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM challenges WHERE status = 'processing'",
-        )
-        .fetch_one(&self.pool)
-        .await?)
+        // The later of two values: SQLite's two-argument max(), PostgreSQL's GREATEST().
+        Ok(on!(self, read, |db, pg| {
+            sqlx::query_scalar::<_, Option<i64>>(if pg {
+                "SELECT MIN(GREATEST(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM challenges WHERE status = 'processing'"
+            } else {
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM challenges WHERE status = 'processing'"
+            })
+            .fetch_one(db)
+            .await?
+        }))
     }
 
     /// Earliest time the issuance worker has something to do, if any.
     pub async fn next_issuance_due(&self) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM orders WHERE status = 'processing'",
-        )
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(on!(self, read, |db, pg| {
+            sqlx::query_scalar::<_, Option<i64>>(if pg {
+                "SELECT MIN(GREATEST(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM orders WHERE status = 'processing'"
+            } else {
+                "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM orders WHERE status = 'processing'"
+            })
+            .fetch_one(db)
+            .await?
+        }))
     }
 
     // ---- certificates ----
 
     pub async fn certificate(&self, id: &str) -> Result<Option<CertificateRow>> {
-        let row = sqlx::query_as::<_, rows::RawCertificate>("SELECT * FROM certificates WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = on!(self, read, |db| {
+            sqlx::query_as::<_, rows::RawCertificate>("SELECT * FROM certificates WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db)
+                .await?
+        });
         row.map(CertificateRow::try_from).transpose()
     }
 
     /// Row counts of every table that holds client-visible state.
     pub async fn counts(&self) -> Result<Counts> {
-        let count = |table: &'static str| {
-            let pool = self.pool.clone();
-            async move { sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&pool).await }
-        };
-        Ok(Counts {
-            accounts: count("accounts").await?,
-            orders: count("orders").await?,
-            authorizations: count("authorizations").await?,
-            challenges: count("challenges").await?,
-            certificates: count("certificates").await?,
-        })
+        let (accounts, orders, authorizations, challenges, certificates) = on!(self, read, |db| {
+            sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(
+                "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM orders),
+                        (SELECT COUNT(*) FROM authorizations), (SELECT COUNT(*) FROM challenges),
+                        (SELECT COUNT(*) FROM certificates)",
+            )
+            .fetch_one(db)
+            .await?
+        });
+        Ok(Counts { accounts, orders, authorizations, challenges, certificates })
     }
 
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        on!(self, read, |db| sqlx::query("SELECT 1").execute(db).await?.rows_affected());
         Ok(())
     }
 
-    /// Closes the pool, flushing the WAL.
+    /// Closes the pools (on SQLite, flushing the WAL).
     pub async fn close(&self) {
-        self.pool.close().await;
-        self.writer.close().await;
+        match &self.db {
+            Db::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
     }
 }
 
@@ -715,51 +967,82 @@ fn corrupt(table: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt { table, what: e.to_string() }
 }
 
-async fn authz_and_order_of(tx: &mut Transaction<'_, Sqlite>, challenge_id: &str) -> Result<(String, String)> {
-    let row = sqlx::query_as::<_, (String, String)>(
-        "SELECT a.id, a.order_id FROM challenges c JOIN authorizations a ON a.id = c.authz_id WHERE c.id = $1",
-    )
-    .bind(challenge_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(row)
+/// Reads that several methods share, on a connection or inside a transaction.
+trait Load {
+    /// An order and its authorization IDs, in the order of its identifiers (one round trip).
+    async fn load_order(&mut self, id: &str) -> Result<Option<OrderRow>>;
+    /// An authorization with its challenges.
+    async fn load_authz(&mut self, id: &str) -> Result<Option<AuthzRow>>;
+    /// The authorization and the order of a challenge.
+    async fn authz_and_order_of(&mut self, challenge_id: &str) -> Result<(String, String)>;
 }
 
-async fn load_order(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<OrderRow>> {
-    // One round trip: the order and its authorization IDs, in the order of its identifiers.
-    let Some(raw) = sqlx::query_as::<_, rows::RawOrder>(
-        "SELECT o.*, (SELECT json_group_array(id) FROM
-                        (SELECT id FROM authorizations WHERE order_id = o.id ORDER BY position)) AS authz_ids
-         FROM orders o WHERE o.id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
-        return Ok(None);
+/// `Load` for one backend's connection; `$authz_ids` is the SQL of an order's authorization IDs
+/// as a JSON array text (aggregates differ: `json_group_array` and `json_agg`).
+macro_rules! impl_load {
+    ($conn:ty, $authz_ids:literal) => {
+        impl Load for $conn {
+            async fn load_order(&mut self, id: &str) -> Result<Option<OrderRow>> {
+                let Some(raw) = sqlx::query_as::<_, rows::RawOrder>(concat!(
+                    "SELECT o.*, ",
+                    $authz_ids,
+                    " AS authz_ids FROM orders o WHERE o.id = $1"
+                ))
+                .bind(id)
+                .fetch_optional(&mut *self)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                OrderRow::from_raw(raw).map(Some)
+            }
+
+            async fn load_authz(&mut self, id: &str) -> Result<Option<AuthzRow>> {
+                let Some(raw) = sqlx::query_as::<_, rows::RawAuthz>("SELECT * FROM authorizations WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *self)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let challs = sqlx::query_as::<_, rows::RawChallenge>(
+                    "SELECT * FROM challenges WHERE authz_id = $1 ORDER BY type",
+                )
+                .bind(id)
+                .fetch_all(&mut *self)
+                .await?;
+                AuthzRow::from_raw(raw, challs).map(Some)
+            }
+
+            async fn authz_and_order_of(&mut self, challenge_id: &str) -> Result<(String, String)> {
+                Ok(sqlx::query_as::<_, (String, String)>(
+                    "SELECT a.id, a.order_id FROM challenges c JOIN authorizations a ON a.id = c.authz_id WHERE c.id = $1",
+                )
+                .bind(challenge_id)
+                .fetch_one(&mut *self)
+                .await?)
+            }
+        }
     };
-    OrderRow::from_raw(raw).map(Some)
 }
 
-async fn load_authz(conn: &mut sqlx::SqliteConnection, id: &str) -> Result<Option<AuthzRow>> {
-    let Some(raw) = sqlx::query_as::<_, rows::RawAuthz>("SELECT * FROM authorizations WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let challs = sqlx::query_as::<_, rows::RawChallenge>("SELECT * FROM challenges WHERE authz_id = $1 ORDER BY type")
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-    AuthzRow::from_raw(raw, challs).map(Some)
-}
+impl_load!(
+    SqliteConnection,
+    "(SELECT json_group_array(id) FROM (SELECT id FROM authorizations WHERE order_id = o.id ORDER BY position))"
+);
+impl_load!(
+    PgConnection,
+    "(SELECT COALESCE(json_agg(id ORDER BY position), '[]')::text FROM authorizations WHERE order_id = o.id)"
+);
 
 /// Parses a status column.
 fn status<T>(table: &'static str, s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     parse(s).ok_or_else(|| StoreError::Corrupt { table, what: format!("unknown status {s:?}") })
 }
 
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod testdb;
 #[cfg(test)]
 mod tests;

@@ -73,6 +73,7 @@ pub(super) struct RawOrder {
     updated_at: i64,
     profile: Option<String>,
     replaces: Option<String>,
+    sign_started_at: Option<i64>,
     /// JSON array of the order's authorization IDs, by position.
     authz_ids: String,
 }
@@ -97,6 +98,8 @@ pub struct OrderRow {
     pub profile: Option<String>,
     /// RFC 9773 certID of the certificate this order renews.
     pub replaces: Option<String>,
+    /// When vacme first sent the order to the CA (`Store::mark_signing`).
+    pub sign_started_at: Option<i64>,
 }
 
 impl OrderRow {
@@ -118,6 +121,7 @@ impl OrderRow {
             created_at: r.created_at,
             profile: r.profile,
             replaces: r.replaces,
+            sign_started_at: r.sign_started_at,
         })
     }
 }

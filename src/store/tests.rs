@@ -1,13 +1,59 @@
-//! The store suite: state transitions, guards and single use, on a real SQLite.
+//! The store suite: state transitions, guards and single use, on a real SQLite and a real
+//! PostgreSQL. Each test is an `async fn(Store)`, run by `on_both_backends!` on an in-memory
+//! SQLite and on a fresh PostgreSQL database (see `testdb`).
 
+use futures_util::future::join_all;
 use serde_json::json;
 
-use super::*;
+use super::{testdb::TestDb, *};
 use crate::acme::types::{AuthorizationStatus, ChallengeStatus, OrderStatus};
 
-async fn store() -> Store {
-    Store::memory().await.unwrap()
+/// For each named `async fn(Store)`: a module of that name with two tests, `sqlite` and `postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(Store::memory().await.unwrap()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Some(db) = TestDb::create(module_path!()).await else { return };
+                let s = Store::connect(&db.url).await.unwrap();
+                super::$name(s.clone()).await;
+                s.close().await;
+                db.drop().await;
+            }
+        }
+    )*};
 }
+
+on_both_backends!(
+    nonce_is_single_use_and_expires,
+    same_key_gets_same_account,
+    order_becomes_ready_when_all_authorizations_are_valid,
+    failed_challenge_invalidates_authorization_and_order,
+    issuance_is_claimed_once_and_recorded_atomically,
+    deactivation_is_final_and_takes_pending_authorizations,
+    eab_key_binds_one_account_in_the_same_transaction,
+    a_certificate_is_replaced_by_one_live_order,
+    revocation_is_recorded_once_and_pending_until_the_ca_confirms,
+    key_change_refuses_a_key_of_another_account,
+    deactivating_an_authorization_invalidates_its_order,
+    cleanup_keeps_certificates_and_deletes_stale_orders,
+    orders_are_listed_in_the_order_they_were_written,
+    racing_redeems_and_claims_take_each_row_once,
+    racing_validations_and_finalizes_move_an_order_once,
+    racing_challenges_of_one_authorization_start_one,
+    racing_renewals_and_eab_bindings_succeed_once,
+    what_limits_admin_and_audit_read_is_there,
+);
+
+/// Concurrent callers in the racing tests: on PostgreSQL each runs on its own connection.
+const RACERS: usize = 8;
 
 async fn account(s: &Store) -> AccountRow {
     account_with(s, "tp-1", None).await.unwrap()
@@ -61,9 +107,7 @@ async fn first_challenge(s: &Store, order: &OrderRow, i: usize) -> ChallengeRow 
     s.authorization(&order.authz_ids[i]).await.unwrap().unwrap().challenges[0].clone()
 }
 
-#[tokio::test]
-async fn nonce_is_single_use_and_expires() {
-    let s = store().await;
+async fn nonce_is_single_use_and_expires(s: Store) {
     let n = s.new_nonce(200).await.unwrap();
     assert!(!s.redeem_nonce("never-issued", 100).await.unwrap());
     assert!(s.redeem_nonce(&n, 100).await.unwrap());
@@ -73,9 +117,7 @@ async fn nonce_is_single_use_and_expires() {
     assert_eq!(s.purge_nonces(1_000).await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn same_key_gets_same_account() {
-    let s = store().await;
+async fn same_key_gets_same_account(s: Store) {
     let a = account(&s).await;
     let NewAccountOutcome::Exists(b) = s.create_account("tp-1", &json!({}), &[], false, None, None, 200).await.unwrap()
     else {
@@ -86,9 +128,7 @@ async fn same_key_gets_same_account() {
     assert_eq!(s.counts().await.unwrap().accounts, 1);
 }
 
-#[tokio::test]
-async fn order_becomes_ready_when_all_authorizations_are_valid() {
-    let s = store().await;
+async fn order_becomes_ready_when_all_authorizations_are_valid(s: Store) {
     let acct = account(&s).await;
     let o = order(&s, &acct, &["a.lab.example", "b.lab.example"]).await;
     assert_eq!(o.status, OrderStatus::Pending);
@@ -116,9 +156,7 @@ async fn order_becomes_ready_when_all_authorizations_are_valid() {
     assert_eq!(authz.challenges[0].validated_at, Some(114));
 }
 
-#[tokio::test]
-async fn failed_challenge_invalidates_authorization_and_order() {
-    let s = store().await;
+async fn failed_challenge_invalidates_authorization_and_order(s: Store) {
     let acct = account(&s).await;
     let o = order(&s, &acct, &["a.lab.example"]).await;
     let c = first_challenge(&s, &o, 0).await;
@@ -140,9 +178,7 @@ async fn failed_challenge_invalidates_authorization_and_order() {
     assert_eq!(s.order(&o.id).await.unwrap().unwrap().status, OrderStatus::Invalid);
 }
 
-#[tokio::test]
-async fn issuance_is_claimed_once_and_recorded_atomically() {
-    let s = store().await;
+async fn issuance_is_claimed_once_and_recorded_atomically(s: Store) {
     let acct = account(&s).await;
     let o = order(&s, &acct, &["a.lab.example"]).await;
     assert!(!s.begin_issuance(&o.id, b"csr", 110).await.unwrap(), "pending is not ready");
@@ -179,34 +215,43 @@ async fn issuance_is_claimed_once_and_recorded_atomically() {
     assert_eq!(s.counts().await.unwrap().certificates, 1);
 }
 
-#[tokio::test]
-async fn deactivation_is_final_and_takes_pending_authorizations() {
-    let s = store().await;
+async fn deactivation_is_final_and_takes_pending_authorizations(s: Store) {
     let acct = account(&s).await;
     let o = order(&s, &acct, &["a.lab.example"]).await;
-    s.deactivate_account(&acct.id).await.unwrap();
+    s.deactivate_account(&acct.id, 100).await.unwrap();
     assert_eq!(s.account(&acct.id).await.unwrap().unwrap().status, crate::acme::types::AccountStatus::Deactivated);
     let authz = s.authorization(&o.authz_ids[0]).await.unwrap().unwrap();
     assert_eq!(authz.status, AuthorizationStatus::Deactivated);
     let c = &authz.challenges[0];
     assert!(!s.start_challenge(&c.id, 110).await.unwrap());
+    let o = s.order(&o.id).await.unwrap().unwrap();
+    assert_eq!(o.status, OrderStatus::Invalid, "an order of a deactivated account cannot complete");
+}
+
+async fn state_survives_reopening(url: &str) {
+    let s = Store::connect(url).await.unwrap();
+    let acct = account(&s).await;
+    let o = order(&s, &acct, &["a.lab.example"]).await;
+    s.close().await;
+    let s = Store::connect(url).await.unwrap();
+    assert_eq!(s.order(&o.id).await.unwrap().unwrap().account_id, acct.id);
+    s.close().await;
 }
 
 #[tokio::test]
 async fn state_survives_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("v.db").display());
-    let s = Store::connect(&url).await.unwrap();
-    let acct = account(&s).await;
-    let o = order(&s, &acct, &["a.lab.example"]).await;
-    s.close().await;
-    let s = Store::connect(&url).await.unwrap();
-    assert_eq!(s.order(&o.id).await.unwrap().unwrap().account_id, acct.id);
+    state_survives_reopening(&format!("sqlite://{}", dir.path().join("v.db").display())).await;
 }
 
 #[tokio::test]
-async fn eab_key_binds_one_account_in_the_same_transaction() {
-    let s = store().await;
+async fn state_survives_reconnecting_to_postgres() {
+    let Some(db) = TestDb::create("state_survives_reconnecting_to_postgres").await else { return };
+    state_survives_reopening(&db.url).await;
+    db.drop().await;
+}
+
+async fn eab_key_binds_one_account_in_the_same_transaction(s: Store) {
     let key = NewEabKey { kid: "kid-1".into(), scope: vec!["*.lab.example".into()], ..Default::default() };
     s.create_eab_key(&key, 50).await.unwrap();
     let a = account_with(&s, "tp-a", Some("kid-1")).await.unwrap();
@@ -227,9 +272,7 @@ async fn eab_key_binds_one_account_in_the_same_transaction() {
     assert_eq!(s.eab_keys().await.unwrap().len(), 3);
 }
 
-#[tokio::test]
-async fn a_certificate_is_replaced_by_one_live_order() {
-    let s = store().await;
+async fn a_certificate_is_replaced_by_one_live_order(s: Store) {
     let acct = account(&s).await;
     let (_, cert_id) = issued(&s, &acct, "a.lab.example", "0a1b", "AKI.SER").await;
     assert_eq!(s.certificate_by_ari_id("AKI.SER").await.unwrap().unwrap().id, cert_id);
@@ -244,9 +287,7 @@ async fn a_certificate_is_replaced_by_one_live_order() {
     );
 }
 
-#[tokio::test]
-async fn revocation_is_recorded_once_and_pending_until_the_ca_confirms() {
-    let s = store().await;
+async fn revocation_is_recorded_once_and_pending_until_the_ca_confirms(s: Store) {
     let acct = account(&s).await;
     let (_, cert_id) = issued(&s, &acct, "a.lab.example", "0a1b", "AKI.SER").await;
     assert_eq!(s.certificates_by_serial("a1b").await.unwrap().len(), 1, "leading zeros do not matter");
@@ -258,9 +299,7 @@ async fn revocation_is_recorded_once_and_pending_until_the_ca_confirms() {
     assert!(s.pending_ca_revocations(10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn key_change_refuses_a_key_of_another_account() {
-    let s = store().await;
+async fn key_change_refuses_a_key_of_another_account(s: Store) {
     let a = account_with(&s, "tp-a", None).await.unwrap();
     let b = account_with(&s, "tp-b", None).await.unwrap();
     assert_eq!(s.change_key(&a.id, "tp-a", "tp-b", &json!({})).await.unwrap(), KeyChange::Conflict(b.id.clone()));
@@ -270,9 +309,7 @@ async fn key_change_refuses_a_key_of_another_account() {
     assert!(s.account_by_thumbprint("tp-a").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn deactivating_an_authorization_invalidates_its_order() {
-    let s = store().await;
+async fn deactivating_an_authorization_invalidates_its_order(s: Store) {
     let acct = account(&s).await;
     let o = order(&s, &acct, &["a.lab.example"]).await;
     assert!(s.deactivate_authz(&o.authz_ids[0], &json!({"type": "x"}), 120).await.unwrap());
@@ -283,9 +320,7 @@ async fn deactivating_an_authorization_invalidates_its_order() {
     assert!(!s.start_challenge(&c.id, 122).await.unwrap());
 }
 
-#[tokio::test]
-async fn cleanup_keeps_certificates_and_deletes_stale_orders() {
-    let s = store().await;
+async fn cleanup_keeps_certificates_and_deletes_stale_orders(s: Store) {
     let acct = account(&s).await;
     let (valid, cert_id) = issued(&s, &acct, "a.lab.example", "0a1b", "AKI.SER").await;
     let stale = order(&s, &acct, &["b.lab.example"]).await; // expires at 10_000
@@ -305,4 +340,183 @@ async fn cleanup_keeps_certificates_and_deletes_stale_orders() {
     assert_eq!(s.order(&valid.id).await.unwrap().unwrap().status, OrderStatus::Valid);
     assert!(s.certificate(&cert_id).await.unwrap().is_some());
     assert_eq!(s.counts().await.unwrap().challenges, 1, "the valid order's challenge stays");
+}
+
+async fn orders_are_listed_in_the_order_they_were_written(s: Store) {
+    let acct = account(&s).await;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c", "d", "e"] {
+        // Same second: only the insertion order tells them apart.
+        ids.push(order(&s, &acct, &[&format!("{name}.lab.example")]).await.id);
+    }
+    assert_eq!(s.order_ids_of_account(&acct.id, None, 10).await.unwrap(), ids);
+    assert_eq!(s.order_ids_of_account(&acct.id, None, 2).await.unwrap(), ids[..2]);
+    assert_eq!(s.order_ids_of_account(&acct.id, Some(&ids[1]), 2).await.unwrap(), ids[2..4]);
+    assert_eq!(s.order_ids_of_account(&acct.id, Some(&ids[4]), 2).await.unwrap(), Vec::<String>::new());
+}
+
+/// Racing workers (or replicas): a nonce is redeemed once, and each due challenge is claimed by
+/// one worker while every due challenge is claimed.
+async fn racing_redeems_and_claims_take_each_row_once(s: Store) {
+    let acct = account(&s).await;
+    let nonce = s.new_nonce(1_000).await.unwrap();
+    let redeemed = join_all((0..RACERS).map(|_| s.redeem_nonce(&nonce, 100))).await;
+    assert_eq!(redeemed.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1, "a nonce is redeemed once");
+
+    for i in 0..12 {
+        let o = order(&s, &acct, &[&format!("c{i}.lab.example")]).await;
+        let c = first_challenge(&s, &o, 0).await;
+        assert!(s.start_challenge(&c.id, 110).await.unwrap());
+    }
+    let claims = join_all((0..RACERS).map(|_| s.claim_due_challenges(110, 200, 4))).await;
+    let mut claimed: Vec<String> = claims.into_iter().flat_map(|c| c.unwrap()).map(|c| c.id).collect();
+    claimed.sort();
+    let mut unique = claimed.clone();
+    unique.dedup();
+    assert_eq!(claimed, unique, "no challenge claimed twice");
+    assert_eq!(claimed.len(), 12, "racing workers still claim everything that is due");
+}
+
+/// Two authorizations of one order passing at once make it ready; of racing finalizes one wins,
+/// and one issuance worker claims the order.
+async fn racing_validations_and_finalizes_move_an_order_once(s: Store) {
+    let acct = account(&s).await;
+    for round in 0..4 {
+        let o = order(&s, &acct, &[&format!("r{round}a.lab.example"), &format!("r{round}b.lab.example")]).await;
+        let (c0, c1) = (first_challenge(&s, &o, 0).await, first_challenge(&s, &o, 1).await);
+        assert!(s.start_challenge(&c0.id, 120).await.unwrap());
+        assert!(s.start_challenge(&c1.id, 120).await.unwrap());
+        let (a, b) = tokio::join!(s.challenge_succeeded(&c0.id, 121), s.challenge_succeeded(&c1.id, 121));
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(s.order(&o.id).await.unwrap().unwrap().status, OrderStatus::Ready, "round {round}");
+
+        let finalized = join_all((0..RACERS).map(|_| s.begin_issuance(&o.id, b"csr", 122))).await;
+        assert_eq!(finalized.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1, "one finalize wins");
+        let issuers = join_all((0..RACERS).map(|_| s.claim_due_issuances(122, 200, 10))).await;
+        assert_eq!(issuers.into_iter().map(|c| c.unwrap().len()).sum::<usize>(), 1, "one issuer claims it");
+    }
+}
+
+/// Two challenges of one authorization answered at once: one of them is validated.
+async fn racing_challenges_of_one_authorization_start_one(s: Store) {
+    let acct = account(&s).await;
+    for round in 0..4 {
+        let name = format!("two{round}.lab.example");
+        let new = NewOrder {
+            authzs: vec![NewAuthz {
+                identifier: Identifier::Dns(name.clone()),
+                challenges: vec![ChallengeType::Http01, ChallengeType::Dns01],
+            }],
+            ..new_order(&[&name], None)
+        };
+        let o = s.create_order(&acct.id, &new, 100, 10_000).await.unwrap().unwrap();
+        let authz = s.authorization(&o.authz_ids[0]).await.unwrap().unwrap();
+        let (a, b) = tokio::join!(
+            s.start_challenge(&authz.challenges[0].id, 130),
+            s.start_challenge(&authz.challenges[1].id, 130)
+        );
+        assert_eq!(u8::from(a.unwrap()) + u8::from(b.unwrap()), 1, "round {round}: one challenge per authorization");
+    }
+}
+
+/// Racing renewals of one certificate: one order replaces it. Racing new accounts with one EAB
+/// key: one is bound.
+async fn racing_renewals_and_eab_bindings_succeed_once(s: Store) {
+    let acct = account(&s).await;
+    issued(&s, &acct, "renew.lab.example", "0c0d", "AKI.RACE").await;
+    let renewal = new_order(&["renew.lab.example"], Some("AKI.RACE"));
+    let orders = join_all((0..RACERS).map(|_| s.create_order(&acct.id, &renewal, 200, 10_000))).await;
+    assert_eq!(orders.into_iter().filter(|o| o.as_ref().unwrap().is_some()).count(), 1, "one renewal order");
+
+    s.create_eab_key(&NewEabKey { kid: "kid-race".into(), ..Default::default() }, 50).await.unwrap();
+    let thumbprints: Vec<String> = (0..RACERS).map(|i| format!("tp-race-{i}")).collect();
+    let made = join_all(thumbprints.iter().map(|tp| account_with(&s, tp, Some("kid-race")))).await;
+    assert_eq!(made.iter().filter(|a| a.is_some()).count(), 1, "an EAB key binds one account");
+}
+
+/// The queries behind the rate limits, the admin CLI, the audit trail and the workers' clocks,
+/// each run once on data whose answer is known.
+async fn what_limits_admin_and_audit_read_is_there(s: Store) {
+    let acct = account(&s).await;
+    s.update_contact(&acct.id, &["mailto:b@lab.example".into()]).await.unwrap();
+    assert_eq!(s.account(&acct.id).await.unwrap().unwrap().contact, vec!["mailto:b@lab.example".to_string()]);
+    let other = match s.create_account("tp-2", &json!({}), &[], true, None, Some("192.0.2.7"), 150).await.unwrap() {
+        NewAccountOutcome::Created(a) => a,
+        outcome => panic!("{outcome:?}"),
+    };
+    assert_eq!(s.accounts_created_from("192.0.2.7", 100).await.unwrap(), WindowCount { count: 1, oldest: Some(150) });
+    assert_eq!(s.accounts_created_from("192.0.2.7", 151).await.unwrap(), WindowCount { count: 0, oldest: None });
+
+    let (_, cert_id) = issued(&s, &acct, "a.lab.example", "0a1b", "AKI.SER").await;
+    let o = order(&s, &acct, &["b.lab.example"]).await;
+    assert_eq!(s.orders_created_by(&acct.id, 0).await.unwrap().count, 2);
+    assert_eq!(s.pending_authorizations(&acct.id, 100).await.unwrap(), WindowCount { count: 1, oldest: Some(10_000) });
+    assert_eq!(s.queue_depths().await.unwrap(), (0, 0));
+    assert_eq!((s.next_challenge_due().await.unwrap(), s.next_issuance_due().await.unwrap()), (None, None));
+    let c = first_challenge(&s, &o, 0).await;
+    s.start_challenge(&c.id, 300).await.unwrap();
+    s.claim_due_challenges(300, 330, 10).await.unwrap();
+    assert_eq!(s.queue_depths().await.unwrap(), (1, 0));
+    assert_eq!(s.next_challenge_due().await.unwrap(), Some(331), "after the lease");
+
+    let summaries = s.account_summaries().await.unwrap();
+    let mine = summaries.iter().find(|a| a.account.id == acct.id).unwrap();
+    assert_eq!((summaries.len(), mine.orders, mine.certificates), (2, 2, 1));
+    assert_eq!(s.certificates(None).await.unwrap().len(), 1);
+    assert_eq!(s.certificates(Some(&acct.id)).await.unwrap()[0].id, cert_id);
+    assert!(s.certificates(Some(&other.id)).await.unwrap().is_empty());
+    assert!(s.certificates_without_ari_id().await.unwrap().is_empty());
+    s.set_ari_id(&cert_id, "AKI.NEW").await.unwrap();
+    assert_eq!(s.certificate_by_ari_id("AKI.NEW").await.unwrap().unwrap().id, cert_id);
+    s.revoked_by_ca(&cert_id, 400).await.unwrap();
+    let cert = s.certificate(&cert_id).await.unwrap().unwrap();
+    assert_eq!((cert.revoked_at, cert.revocation_reason, cert.ca_revoked_at), (Some(400), Some(0), Some(400)));
+    assert!(s.pending_ca_revocations(10).await.unwrap().is_empty());
+
+    // One failed validation of c.lab.example pauses it (limit 1); an admin lifts it.
+    let name = Identifier::Dns("c.lab.example".into());
+    let failing = order(&s, &acct, &["c.lab.example"]).await;
+    let fc = first_challenge(&s, &failing, 0).await;
+    s.start_challenge(&fc.id, 500).await.unwrap();
+    s.claim_due_challenges(500, 530, 10).await.unwrap();
+    s.challenge_failed(&fc.id, &json!({}), &json!({}), 501).await.unwrap();
+    assert!(s.pause_if_failing(&acct.id, &name, 1, 502).await.unwrap());
+    assert!(!s.pause_if_failing(&acct.id, &name, 1, 503).await.unwrap(), "already paused");
+    assert_eq!(s.paused_identifiers(&acct.id, std::slice::from_ref(&name)).await.unwrap(), vec![name.clone()]);
+    assert_eq!(s.pauses(None, false).await.unwrap().len(), 1);
+    assert_eq!(s.pauses(Some(&other.id), true).await.unwrap().len(), 0);
+    assert_eq!(s.unpause(&acct.id, Some("c.lab.example"), 504).await.unwrap(), 1);
+    assert!(s.pauses(Some(&acct.id), false).await.unwrap().is_empty());
+    assert_eq!(s.pauses(Some(&acct.id), true).await.unwrap()[0].lifted_at, Some(504));
+    assert!(s.paused_identifiers(&acct.id, &[name]).await.unwrap().is_empty());
+
+    let event = |account: &AccountRow| crate::audit::AuditEvent {
+        event: "issued".into(),
+        actor: format!("account:{}", account.id),
+        account_id: Some(account.id.clone()),
+        order_id: None,
+        certificate_id: None,
+        serial: Some("0a1b".into()),
+        identifiers: vec![Identifier::Dns("a.lab.example".into())],
+        client_ip: None,
+        detail: String::new(),
+    };
+    s.insert_audit(&event(&acct), 600).await.unwrap();
+    s.insert_audit(&event(&other), 601).await.unwrap();
+    let all = s.audit_events(None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.at).collect::<Vec<_>>(), vec![601, 600], "newest first");
+    assert!(all[0].id > all[1].id);
+    assert_eq!(s.audit_events(Some(&acct.id), 10).await.unwrap()[0].event, event(&acct));
+
+    s.new_nonce(1_000).await.unwrap();
+    assert_eq!(s.nonce_count().await.unwrap(), 1);
+    s.ping().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let backup = s.backup_to(&dir.path().join("copy.db")).await;
+    if s.is_postgres() {
+        assert!(backup.unwrap_err().to_string().contains("pg_dump"));
+    } else {
+        backup.unwrap();
+    }
 }

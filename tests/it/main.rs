@@ -16,4 +16,5 @@ mod flow;
 mod lifecycle;
 mod limits;
 mod observe;
+mod postgres;
 mod tls;
