@@ -278,7 +278,7 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
                 format!("lifted {lifted} pause(s) of account {account}: it may order and validate again\n")
             })
         }
-        Admin::AccountsDeactivate(id) => match store.admin_deactivate_account(&id).await? {
+        Admin::AccountsDeactivate(id) => match store.admin_deactivate_account(&id, now()).await? {
             None => Err(CliError::NotFound(format!("no account {id}"))),
             Some(done) => {
                 if done {

@@ -188,7 +188,7 @@ pub async fn account(
         match update.status.as_deref() {
             None => {}
             Some("deactivated") => {
-                st.store.deactivate_account(&id).await?;
+                st.store.deactivate_account(&id, st.clock.unix()).await?;
                 AuditEvent::by_account("account_deactivated", &id).record(&st.store, st.clock.unix()).await;
             }
             Some(other) => {
