@@ -645,7 +645,20 @@ impl Issuer for VaultIssuer {
         use futures_util::{StreamExt, stream};
         const MOST: usize = 20_000;
         let mount = req.target.mount.as_deref().unwrap_or(&self.settings.mount);
-        let listed = self.call(Method::GET, &format!("{mount}/certs?list=true"), None).await?;
+        let listed = match self.call(Method::GET, &format!("{mount}/certs?list=true"), None).await {
+            Ok(v) => v,
+            // Vault answers a LIST with nothing in it with 404.
+            Err(IssueError::Unavailable(e)) if e.to_string().contains("HTTP 404") => return Ok(None),
+            // An older policy without `list` on <mount>/certs: sign again rather than never.
+            Err(IssueError::Unavailable(e)) if e.to_string().contains("permission denied") => {
+                tracing::warn!(
+                    mount,
+                    "cannot list {mount}/certs (grant it in vacme's policy): signing again without looking"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         let serials: Vec<String> = listed["data"]["keys"]
             .as_array()
             .map(|keys| keys.iter().filter_map(Value::as_str).map(str::to_owned).collect())

@@ -11,7 +11,7 @@ use crate::{
     acme::{Problem, ari},
     audit::AuditEvent,
     clock::Clock,
-    issuer::{IssuanceRequest, IssueError, Issuer, KeyPolicy},
+    issuer::{IssuanceRequest, IssueError, Issued, Issuer, KeyPolicy},
     state::{Lifecycle, Wake},
     store::{NewCertificate, OrderRow, Store},
 };
@@ -85,7 +85,7 @@ impl IssuanceWorker {
         let now = self.clock.unix();
         let started = std::time::Instant::now();
         let result = match self.request(&order) {
-            Ok(req) => self.issuer.sign(&req).await,
+            Ok(req) => self.sign_once(&order, &req, now).await,
             Err(p) => Err(IssueError::Refused(p.detail)),
         };
         let outcome = match &result {
@@ -142,6 +142,28 @@ impl IssuanceWorker {
         if let Err(e) = outcome {
             tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
         }
+    }
+
+    /// Signs the order, at most once: the intent is recorded before the first call, and an order
+    /// that already had one (its earlier call's answer was lost to a crash or a timeout) first
+    /// asks the CA for the certificate that call may have produced.
+    async fn sign_once(&self, order: &OrderRow, req: &IssuanceRequest, now: i64) -> Result<Issued, IssueError> {
+        match order.sign_started_at {
+            Some(since) => {
+                if let Some(found) = self.issuer.already_signed(req, crate::clock::from_unix(since)).await? {
+                    tracing::info!(order_id = %order.id, serial = %found.serial,
+                        "the CA had signed this order in an earlier attempt; using that certificate");
+                    return Ok(found);
+                }
+            }
+            None => {
+                self.store
+                    .mark_signing(&order.id, now)
+                    .await
+                    .map_err(|e| IssueError::unavailable(format!("cannot record the signing intent: {e}")))?;
+            }
+        }
+        self.issuer.sign(req).await
     }
 
     /// Rebuilds the checked request from the stored CSR (it was checked at finalize; this is the

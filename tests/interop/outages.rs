@@ -79,3 +79,54 @@ async fn vault_sealed_during_finalize_then_unsealed_issues_the_order_once() {
     let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("vacme_issuances_total{outcome=\"unavailable\"}"), "{metrics}");
 }
+
+/// Orders are finalized while OpenBao is frozen, so their signing calls are in flight; vacme is
+/// killed with SIGKILL; OpenBao wakes and may sign those requests after all; vacme restarts.
+/// Every order ends valid, and OpenBao signed exactly one certificate per order: the recorded
+/// intent makes the restarted worker look for an earlier signature before signing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacme_killed_while_signing_restarts_and_signs_each_order_once() {
+    let Some(tools) = tools_bin("vacme_killed_while_signing_restarts_and_signs_each_order_once") else { return };
+    install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start(&tools, dir.path()).await;
+    let auth = format!("method = \"token\"\ntoken_file = \"{}\"\n", bao.token_file.display());
+    let mut site = Site::start_with("crash", dir.path(), &bao, &auth, "[issuance]\nfinalize_wait_secs = 1\n\n").await;
+    let mut orders = Vec::new();
+    for i in 0..6 {
+        orders.push(site.ready_order(&format!("c{i}")).await);
+    }
+
+    bao.process.signal("STOP");
+    let finalized = futures_util::future::join_all(orders.iter_mut().map(|o| o.finalize())).await;
+    assert!(finalized.iter().all(Result::is_ok), "{finalized:?}");
+    assert!(orders.iter_mut().all(|o| o.state().status == OrderStatus::Processing));
+    site.vacme.process.signal("KILL");
+    let (args, port, data, logs) =
+        (site.vacme.args.clone(), site.vacme.port, site.vacme.data_dir.clone(), site.vacme.log_dir.clone());
+    // OpenBao answers the signing requests of the dead process (or drops them).
+    bao.process.signal("CONT");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let signed_before_restart = bao.issued_serials().await.len();
+
+    site.vacme = crate::Vacme::start(args, port, &data, &logs).await;
+    let retry = RetryPolicy::default().timeout(Duration::from_secs(60)).backoff(1.2);
+    let mut serials = Vec::new();
+    for (i, order) in orders.iter_mut().enumerate() {
+        let chain = order.poll_certificate(&retry).await.unwrap_or_else(|e| panic!("c{i}: {e}\n{}", site.log()));
+        let path = site.dir.join(format!("c{i}.pem"));
+        std::fs::write(&path, &chain).unwrap();
+        let (sans, _) = verify_chain(&path, &bao.root_pem);
+        assert_eq!(sans, vec![format!("c{i}.lab.test")]);
+        serials.push(crate::lifecycle::leaf_facts(&path).1);
+    }
+    let in_vault = bao.issued_serials().await;
+    eprintln!("OpenBao signed {signed_before_restart} of 6 while vacme was down; {} in all", in_vault.len());
+    assert_eq!(in_vault.len(), 6, "one signature per order, not one per attempt: {in_vault:?}");
+    for s in &serials {
+        assert!(
+            in_vault.iter().any(|v| v.replace(':', "").trim_start_matches('0') == s.trim_start_matches('0')),
+            "{s}"
+        );
+    }
+}
