@@ -58,6 +58,7 @@ pub enum Admin {
     PausesList { account: Option<String>, all: bool },
     Audit { account: Option<String>, limit: i64 },
     Backup { dir: std::path::PathBuf },
+    CopyStore { to: String },
     Unpause { account: String, name: Option<String> },
 }
 
@@ -296,6 +297,20 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
             }
         },
         Admin::Backup { dir } => backup(config, store, &dir, json_out).await,
+        Admin::CopyStore { to } => {
+            let target = Store::connect(&to).await?;
+            let copied = store.copy_to(&target).await;
+            target.close().await;
+            let copied = copied?;
+            if json_out {
+                return Ok(pretty(&copied.iter().map(|(t, n)| json!({"table": t, "rows": n})).collect::<Vec<_>>()));
+            }
+            let rows = copied.iter().map(|(t, n)| vec![(*t).to_owned(), n.to_string()]).collect();
+            Ok(format!(
+                "{}copied into the PostgreSQL store; point database.url at it and start vacme there\n",
+                table(&["TABLE", "ROWS"], rows)
+            ))
+        }
         Admin::Audit { account, limit } => {
             let rows = store.audit_events(account.as_deref(), limit).await?;
             if json_out {

@@ -81,6 +81,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy every row of this (SQLite) store into an empty PostgreSQL store (docs/operations.md).
+    CopyStore {
+        /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`
+        to: String,
+        /// JSON output, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validation pauses (after too many failed validations of a name).
     Limits {
         #[command(subcommand)]
@@ -189,6 +197,7 @@ fn main() -> ExitCode {
         Command::Certs { command, json } => admin(&config, certs_admin(command), json),
         Command::Limits { command, json } => admin(&config, limits_admin(command), json),
         Command::Backup { dir, json } => admin(&config, Admin::Backup { dir }, json),
+        Command::CopyStore { to, json } => admin(&config, Admin::CopyStore { to }, json),
         Command::Audit { account, limit, json } => admin(&config, Admin::Audit { account, limit }, json),
     }
 }

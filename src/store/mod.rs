@@ -50,6 +50,7 @@ macro_rules! on {
 }
 
 mod audit;
+mod copy;
 mod lifecycle;
 mod limits;
 mod rows;
@@ -65,6 +66,7 @@ use sqlx::{
 };
 
 pub use audit::AuditRow;
+pub use copy::CopyReport;
 pub use lifecycle::{AccountSummary, CleanupReport, EabKeyRow, KeyChange, NewEabKey};
 pub use limits::{HOUR, PauseRow, WindowCount};
 pub use rows::{AccountRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge, OrderRow};
@@ -84,6 +86,9 @@ pub enum StoreError {
     Random,
     #[error("{0}")]
     Unsupported(&'static str),
+    /// An admin operation that cannot be done on these stores (copy-store into a non-empty one).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<StoreError> for Problem {

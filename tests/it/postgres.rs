@@ -327,3 +327,38 @@ async fn instant_acme_alternating_between_replicas_gets_a_certificate() {
     assert_eq!(r.a.counts().await.certificates, 1);
     r.stop().await;
 }
+
+/// One vacme on SQLite moves to PostgreSQL: `vacme copy-store` copies every row, and vacme on
+/// PostgreSQL then serves the same account, order and certificate, and issues more.
+#[tokio::test]
+async fn copy_store_moves_a_sqlite_vacme_to_postgresql() {
+    let Some(db) = Database::create("copy_store_moves_a_sqlite_vacme_to_postgresql").await else { return };
+    let env = TestEnv::start().await;
+    let (account, credentials) = env.account().await;
+    let (order_url, chain) = env.issue(&account, &["moved.localhost"]).await;
+    let before = env.counts().await;
+    let overrides = vacme::config::Overrides { data_dir: Some(env.dir.path().to_owned()), ..Default::default() };
+    let config = vacme::config::Config::load(None, Vec::new(), &overrides).unwrap();
+    let audit_before = env.state.store.audit_events(None, 100).await.unwrap().len();
+
+    let out = vacme::cli::run(&config, vacme::cli::Admin::CopyStore { to: db.url.clone() }, true).await.unwrap();
+    let copied: Value = serde_json::from_str(&out).unwrap();
+    assert!(copied.as_array().unwrap().iter().any(|t| t["table"] == "certificates" && t["rows"] == 1), "{copied}");
+    // A second copy into the now non-empty store is refused and changes nothing.
+    assert!(vacme::cli::run(&config, vacme::cli::Admin::CopyStore { to: db.url.clone() }, false).await.is_err());
+
+    let url = db.url.clone();
+    let moved = env.restart_with(move |c| c.database.url = Some(url)).await;
+    assert!(moved.state.store.is_postgres());
+    assert_eq!(moved.counts().await, before, "every row arrived");
+    assert_eq!(moved.state.store.audit_events(None, 100).await.unwrap().len(), audit_before);
+    // The same account key finds its account, sees its order and certificate, and orders again.
+    let account = Account::builder_with_root(&moved.ca).unwrap().from_credentials(credentials).await.unwrap();
+    let mut order = account.order(order_url).await.unwrap();
+    assert_eq!(order.state().status, OrderStatus::Valid);
+    assert_eq!(order.certificate().await.unwrap().unwrap(), chain);
+    moved.issue(&account, &["moved-again.localhost"]).await;
+    assert_eq!(moved.counts().await.certificates, 2);
+    drop(moved);
+    db.drop().await;
+}
