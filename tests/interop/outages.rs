@@ -130,3 +130,56 @@ async fn vacme_killed_while_signing_restarts_and_signs_each_order_once() {
         );
     }
 }
+
+/// `tls.source = "issuer"`: vacme's own HTTPS certificate is signed by OpenBao's pki_int (a key
+/// vacme made, for the names it serves), so clients that trust the lab's root trust vacme.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serving_certificate_signed_by_openbao() {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+
+    let Some(tools) = tools_bin("serving_certificate_signed_by_openbao") else { return };
+    install_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let bao = Bao::start(&tools, dir.path()).await;
+    let port = crate::procs::free_port();
+    let config = dir.path().join("vacme.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nbase_url = \"https://acme.lab.test:{port}\"\ndata_dir = \"{}\"\n\n\
+             [tls]\nsource = \"issuer\"\nnames = [\"acme.lab.test\"]\n\n\
+             [policy]\nallowed_domains = [\"lab.test\"]\n\n\
+             [vault]\naddress = \"{}\"\n\n[vault.auth]\ntoken_file = \"{}\"\n",
+            dir.path().join("data").display(),
+            bao.addr,
+            bao.token_file.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(crate::VACME);
+    cmd.args(["--config", &config.display().to_string(), "serve"]);
+    let vacme = crate::procs::Subprocess::spawn("vacme-tls", &mut cmd, dir.path());
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(bao.root_pem.as_bytes()).unwrap()).unwrap();
+    let tls = std::sync::Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    let mut leaf = None;
+    for _ in 0..100 {
+        if let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let name = ServerName::try_from("acme.lab.test").unwrap();
+            if let Ok(stream) = tokio_rustls::TlsConnector::from(tls.clone()).connect(name, tcp).await {
+                leaf = stream.get_ref().1.peer_certificates().map(|c| c[0].to_vec());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leaf = leaf.unwrap_or_else(|| panic!("no handshake trusting OpenBao's root\n{}", vacme.output()));
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    assert_eq!(cert.issuer().to_string(), "CN=Lab Intermediate CA");
+    let sans: Vec<String> =
+        cert.subject_alternative_name().unwrap().unwrap().value.general_names.iter().map(|n| format!("{n}")).collect();
+    assert_eq!(sans, vec!["DNSName(acme.lab.test)"]);
+    assert_eq!(bao.issued_serials().await.len(), 1, "one signature for vacme's own certificate");
+    assert!(vacme.output().contains("serving a certificate from the issuer"), "{}", vacme.output());
+}
