@@ -794,13 +794,15 @@ async fn fresh_new_account(env: &TestEnv, source: Ipv4Addr) -> Result<Reply, req
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections_do_not_lock_out_a_client() {
-    // 10,000 client sockets plus the at most `server.max_connections` (4096) that vacme accepts
-    // live in this one process. The open-file limit here is 20,000 with soft = hard, so there is
+    // 10,000 client sockets plus the at most `server.max_connections` that vacme accepts live in
+    // this one process. The cap is lowered to 1024 here so that the flood is ten times it and the
+    // test does not depend on how fast a loaded machine closes 4096 sockets. The open-file limit here is 20,000 with soft = hard, so there is
     // nothing to raise (raising it would need unsafe code or a dependency the crate lacks).
     const IDLE: usize = 10_000;
     let (mut cap, mut per_ip) = (0, 0);
     let env = TestEnv::start_with(|c| {
         c.server.header_timeout_secs = 2;
+        c.server.max_connections = 1024;
         (cap, per_ip) = (c.server.max_connections, c.server.max_connections_per_ip);
     })
     .await;
@@ -848,7 +850,7 @@ async fn ten_thousand_idle_connections_do_not_lock_out_a_client() {
     // vacme closed the idle connections it held, rather than keeping them: at least a full
     // cap's worth of reads end (EOF or reset). The others may never have reached it (half-open
     // in the kernel while its accept queue was full); the test closes them below.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut closing = tokio::task::JoinSet::new();
     for mut stream in idle.drain(..) {
         closing.spawn(async move {
@@ -872,5 +874,5 @@ async fn ten_thousand_idle_connections_do_not_lock_out_a_client() {
     let r = client_from(&env, Ipv4Addr::LOCALHOST).get(&env.directory).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(env.counts().await.accounts, 2);
-    assert!(started.elapsed() < Duration::from_secs(25), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(45), "took {:?}", started.elapsed());
 }
