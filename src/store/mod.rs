@@ -586,30 +586,7 @@ impl Store {
     /// under contention). On PostgreSQL the rows another replica is claiming are skipped, not
     /// waited for; the outer guard holds either way.
     pub async fn claim_due_challenges(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<ClaimedChallenge>> {
-        let ids = on!(self, write, |db, pg| {
-            sqlx::query_scalar::<_, String>(if pg {
-                "UPDATE challenges SET claimed_until = $2
-                 WHERE id IN (SELECT id FROM challenges
-                              WHERE status = 'processing' AND next_attempt_at <= $1
-                                AND (claimed_until IS NULL OR claimed_until < $1)
-                              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-                   AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
-                 RETURNING id"
-            } else {
-                "UPDATE challenges SET claimed_until = $2
-                 WHERE id IN (SELECT id FROM challenges
-                              WHERE status = 'processing' AND next_attempt_at <= $1
-                                AND (claimed_until IS NULL OR claimed_until < $1)
-                              ORDER BY next_attempt_at LIMIT $3)
-                   AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
-                 RETURNING id"
-            })
-            .bind(now)
-            .bind(lease_until)
-            .bind(limit)
-            .fetch_all(db)
-            .await?
-        });
+        let ids = self.claim_due_ids("challenges", now, lease_until, limit).await?;
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
             let raw = on!(self, read, |db| {
@@ -766,32 +743,29 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Leases up to `limit` rows of `table` (`challenges` or `orders`) that are `processing` and
+    /// due, in one statement; returns their IDs. On PostgreSQL the rows another replica is
+    /// claiming are skipped, not waited for; the outer guard holds either way.
+    async fn claim_due_ids(&self, table: &'static str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<String>> {
+        let ids = on!(self, write, |db, pg| {
+            let sql = format!(
+                "UPDATE {table} SET claimed_until = $2
+                 WHERE id IN (SELECT id FROM {table}
+                              WHERE status = 'processing' AND next_attempt_at <= $1
+                                AND (claimed_until IS NULL OR claimed_until < $1)
+                              ORDER BY next_attempt_at LIMIT $3{skip_locked})
+                   AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
+                 RETURNING id",
+                skip_locked = if pg { " FOR UPDATE SKIP LOCKED" } else { "" },
+            );
+            sqlx::query_scalar::<_, String>(&sql).bind(now).bind(lease_until).bind(limit).fetch_all(db).await?
+        });
+        Ok(ids)
+    }
+
     /// Leases up to `limit` orders due for signing (one atomic statement, as for challenges).
     pub async fn claim_due_issuances(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OrderRow>> {
-        let ids = on!(self, write, |db, pg| {
-            sqlx::query_scalar::<_, String>(if pg {
-                "UPDATE orders SET claimed_until = $2
-                 WHERE id IN (SELECT id FROM orders
-                              WHERE status = 'processing' AND next_attempt_at <= $1
-                                AND (claimed_until IS NULL OR claimed_until < $1)
-                              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-                   AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
-                 RETURNING id"
-            } else {
-                "UPDATE orders SET claimed_until = $2
-                 WHERE id IN (SELECT id FROM orders
-                              WHERE status = 'processing' AND next_attempt_at <= $1
-                                AND (claimed_until IS NULL OR claimed_until < $1)
-                              ORDER BY next_attempt_at LIMIT $3)
-                   AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
-                 RETURNING id"
-            })
-            .bind(now)
-            .bind(lease_until)
-            .bind(limit)
-            .fetch_all(db)
-            .await?
-        });
+        let ids = self.claim_due_ids("orders", now, lease_until, limit).await?;
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(order) = self.order(&id).await? {
