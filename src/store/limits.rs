@@ -92,15 +92,14 @@ impl Store {
     /// Which of `identifiers` (compared by their base: a wildcard's domain) the account may not
     /// order or validate.
     pub async fn paused_identifiers(&self, account_id: &str, identifiers: &[Identifier]) -> Result<Vec<Identifier>> {
-        let paused = on!(self, read, |db| {
-            sqlx::query_as::<_, (String, String)>(
-                "SELECT identifier_type, identifier_value FROM validation_pauses
-                 WHERE account_id = $1 AND lifted_at IS NULL",
-            )
-            .bind(account_id)
-            .fetch_all(db)
-            .await?
-        });
+        const PAUSED: &str = "SELECT identifier_type, identifier_value FROM validation_pauses
+                              WHERE account_id = $1 AND lifted_at IS NULL";
+        let paused = match self.lite() {
+            Some(lite) => lite.all(PAUSED, [account_id], |r| Ok((r.get(0)?, r.get(1)?)))?,
+            None => on!(self, read, |db| {
+                sqlx::query_as::<_, (String, String)>(PAUSED).bind(account_id).fetch_all(db).await?
+            }),
+        };
         if paused.is_empty() {
             return Ok(Vec::new());
         }

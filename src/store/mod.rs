@@ -53,9 +53,10 @@ mod audit;
 mod copy;
 mod lifecycle;
 mod limits;
+mod lite;
 mod rows;
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -78,6 +79,8 @@ use crate::acme::{Identifier, Problem, types::ChallengeType};
 pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Lite(#[from] rusqlite::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row in {table}: {what}")]
@@ -166,6 +169,9 @@ enum Db {
         /// Every write, on one connection: SQLite has one writer at a time, and writers queued
         /// here wait in the pool instead of sleeping in SQLite's busy handler.
         write: SqlitePool,
+        /// The hot reads, on the calling thread (lite.rs); `None` for an in-memory database,
+        /// which other connections cannot open.
+        lite: Option<Arc<lite::Readers>>,
     },
     /// Reads and writes: PostgreSQL takes concurrent writers (from every replica).
     Postgres(PgPool),
@@ -206,11 +212,15 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(sync)
             .foreign_keys(true)
+            .pragma("mmap_size", (256 * 1024 * 1024).to_string())
             .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+        // No ping before each use: a SQLite connection is a file handle in this process, not a
+        // socket that can go stale, and the ping is a round trip to its thread per statement.
+        let write = SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(opts.clone()).await?;
         SQLITE_MIGRATOR.run(&write).await?;
-        let read = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
-        Ok(Self { db: Db::Sqlite { read, write }, rng: SystemRandom::new() })
+        let lite = Some(Arc::new(lite::Readers::open(opts.get_filename().to_owned())?));
+        let read = SqlitePoolOptions::new().max_connections(8).test_before_acquire(false).connect_with(opts).await?;
+        Ok(Self { db: Db::Sqlite { read, write, lite }, rng: SystemRandom::new() })
     }
 
     /// A private in-memory database, for tests.
@@ -219,7 +229,15 @@ impl Store {
         // One connection: every connection to :memory: is a different database.
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
         SQLITE_MIGRATOR.run(&pool).await?;
-        Ok(Self { db: Db::Sqlite { write: pool.clone(), read: pool }, rng: SystemRandom::new() })
+        Ok(Self { db: Db::Sqlite { write: pool.clone(), read: pool, lite: None }, rng: SystemRandom::new() })
+    }
+
+    /// The readers on the calling thread, when this is a SQLite file.
+    fn lite(&self) -> Option<&lite::Readers> {
+        match &self.db {
+            Db::Sqlite { lite, .. } => lite.as_deref(),
+            Db::Postgres(_) => None,
+        }
     }
 
     /// `true` on PostgreSQL (a store replicas may share).
@@ -282,8 +300,11 @@ impl Store {
     // ---- accounts (RFC 8555 §7.3) ----
 
     pub async fn account(&self, id: &str) -> Result<Option<AccountRow>> {
+        if let Some(lite) = self.lite() {
+            return lite.optional(ACCOUNT_BY_ID, [id], rows::RawAccount::from_lite)?.map(AccountRow::try_from).transpose();
+        }
         let row = on!(self, read, |db| {
-            sqlx::query_as::<_, rows::RawAccount>("SELECT * FROM accounts WHERE id = $1")
+            sqlx::query_as::<_, rows::RawAccount>(ACCOUNT_BY_ID)
                 .bind(id)
                 .fetch_optional(db)
                 .await?
@@ -292,8 +313,14 @@ impl Store {
     }
 
     pub async fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AccountRow>> {
+        if let Some(lite) = self.lite() {
+            return lite
+                .optional(ACCOUNT_BY_THUMBPRINT, [thumbprint], rows::RawAccount::from_lite)?
+                .map(AccountRow::try_from)
+                .transpose();
+        }
         let row = on!(self, read, |db| {
-            sqlx::query_as::<_, rows::RawAccount>("SELECT * FROM accounts WHERE key_thumbprint = $1")
+            sqlx::query_as::<_, rows::RawAccount>(ACCOUNT_BY_THUMBPRINT)
                 .bind(thumbprint)
                 .fetch_optional(db)
                 .await?
@@ -476,16 +503,18 @@ impl Store {
                 .bind(position as i64)
                 .execute(&mut *tx)
                 .await?;
+                // The authorization's challenges in one statement.
+                let rows = (0..authz.challenges.len())
+                    .map(|i| format!("(${}, $1, ${}, ${}, 'pending')", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!("INSERT INTO challenges (id, authz_id, type, token, status) VALUES {rows}");
+                let mut insert = sqlx::query(&sql).bind(&authz_id);
                 for kind in &authz.challenges {
-                    sqlx::query(
-                        "INSERT INTO challenges (id, authz_id, type, token, status) VALUES ($1, $2, $3, $4, 'pending')",
-                    )
-                    .bind(self.random_id()?)
-                    .bind(&authz_id)
-                    .bind(kind.as_str())
-                    .bind(self.token()?)
-                    .execute(&mut *tx)
-                    .await?;
+                    insert = insert.bind(self.random_id()?).bind(kind.as_str()).bind(self.token()?);
+                }
+                if !authz.challenges.is_empty() {
+                    insert.execute(&mut *tx).await?;
                 }
             }
             let order = tx
@@ -498,6 +527,9 @@ impl Store {
     }
 
     pub async fn order(&self, id: &str) -> Result<Option<OrderRow>> {
+        if let Some(lite) = self.lite() {
+            return lite.optional(SQLITE_ORDER_BY_ID, [id], rows::RawOrder::from_lite)?.map(OrderRow::from_raw).transpose();
+        }
         on!(self, read, |db| db.acquire().await?.load_order(id).await)
     }
 
@@ -528,11 +560,22 @@ impl Store {
     // ---- authorizations and challenges (RFC 8555 §7.5) ----
 
     pub async fn authorization(&self, id: &str) -> Result<Option<AuthzRow>> {
+        if let Some(lite) = self.lite() {
+            return lite.authz(AUTHZ_BY_ID, id)?.map(|(a, c)| AuthzRow::from_raw(a, c)).transpose();
+        }
         on!(self, read, |db| db.acquire().await?.load_authz(id).await)
     }
 
     /// The challenge with its authorization.
     pub async fn challenge(&self, id: &str) -> Result<Option<(ChallengeRow, AuthzRow)>> {
+        if let Some(lite) = self.lite() {
+            let Some((authz, challs)) = lite.authz(AUTHZ_OF_CHALLENGE, id)? else {
+                return Ok(None);
+            };
+            let authz = AuthzRow::from_raw(authz, challs)?;
+            let chall = authz.challenges.iter().find(|c| c.id == id).cloned();
+            return Ok(chall.map(|c| (c, authz)));
+        }
         on!(self, read, |db| {
             let mut conn = db.acquire().await?;
             let authz_id = sqlx::query_scalar::<_, String>("SELECT authz_id FROM challenges WHERE id = $1")
@@ -553,30 +596,27 @@ impl Store {
     /// RFC 8555 §7.5.1: the client says "ready". Moves a pending challenge of a pending, unexpired
     /// authorization to `processing`, due now. `false` when nothing moved.
     pub async fn start_challenge(&self, id: &str, now: i64) -> Result<bool> {
+        const START: &str = "UPDATE challenges SET status = 'processing', started_at = $2, next_attempt_at = $2, attempts = 0
+             WHERE id = $1 AND status = 'pending'
+               AND authz_id IN (SELECT id FROM authorizations WHERE status = 'pending' AND expires_at > $2)
+               AND NOT EXISTS (SELECT 1 FROM challenges o WHERE o.authz_id = challenges.authz_id
+                               AND o.id <> challenges.id AND o.status <> 'pending')";
         let done = on!(self, write, |db, pg| {
-            let mut tx = db.begin().await?;
-            if pg {
+            if !pg {
+                // One writer: the statement alone is atomic.
+                sqlx::query(START).bind(id).bind(now).execute(db).await?.rows_affected()
+            } else {
+                let mut tx = db.begin().await?;
                 // Two challenges of one authorization answered at once (two replicas) would each
                 // see the other still pending: lock the authorization, so the second sees the first.
                 sqlx::query("SELECT 1 FROM authorizations WHERE id = (SELECT authz_id FROM challenges WHERE id = $1) FOR UPDATE")
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                let done = sqlx::query(START).bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                done
             }
-            let done = sqlx::query(
-                "UPDATE challenges SET status = 'processing', started_at = $2, next_attempt_at = $2, attempts = 0
-                 WHERE id = $1 AND status = 'pending'
-                   AND authz_id IN (SELECT id FROM authorizations WHERE status = 'pending' AND expires_at > $2)
-                   AND NOT EXISTS (SELECT 1 FROM challenges o WHERE o.authz_id = challenges.authz_id
-                                   AND o.id <> challenges.id AND o.status <> 'pending')",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
-            done
         });
         Ok(done == 1)
     }
@@ -587,21 +627,18 @@ impl Store {
     /// waited for; the outer guard holds either way.
     pub async fn claim_due_challenges(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<ClaimedChallenge>> {
         let ids = self.claim_due_ids("challenges", now, lease_until, limit).await?;
+        const CLAIMED: &str = "SELECT c.id, c.type, c.token, c.started_at, c.attempts, a.identifier_type, a.identifier_value,
+                                      a.wildcard, a.order_id, acc.id AS account_id, acc.key_thumbprint
+                               FROM challenges c
+                               JOIN authorizations a ON a.id = c.authz_id
+                               JOIN accounts acc ON acc.id = a.account_id
+                               WHERE c.id = $1";
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
-            let raw = on!(self, read, |db| {
-                sqlx::query_as::<_, rows::RawClaim>(
-                    "SELECT c.id, c.type, c.token, c.started_at, c.attempts, a.identifier_type, a.identifier_value,
-                            a.wildcard, a.order_id, acc.id AS account_id, acc.key_thumbprint
-                     FROM challenges c
-                     JOIN authorizations a ON a.id = c.authz_id
-                     JOIN accounts acc ON acc.id = a.account_id
-                     WHERE c.id = $1",
-                )
-                .bind(&id)
-                .fetch_one(db)
-                .await?
-            });
+            let raw = match self.lite() {
+                Some(lite) => lite.optional(CLAIMED, [&id], rows::RawClaim::from_lite)?.ok_or(sqlx::Error::RowNotFound)?,
+                None => on!(self, read, |db| sqlx::query_as::<_, rows::RawClaim>(CLAIMED).bind(&id).fetch_one(db).await?),
+            };
             claimed.push(ClaimedChallenge::try_from(raw)?);
         }
         Ok(claimed)
@@ -873,12 +910,15 @@ impl Store {
 
     /// Earliest time the validation worker has something to do, if any.
     pub async fn next_challenge_due(&self) -> Result<Option<i64>> {
+        if let Some(lite) = self.lite() {
+            return Ok(lite.optional(SQLITE_NEXT_CHALLENGE_DUE, [], |r| r.get(0))?.flatten());
+        }
         // The later of two values: SQLite's two-argument max(), PostgreSQL's GREATEST().
         Ok(on!(self, read, |db, pg| {
             sqlx::query_scalar::<_, Option<i64>>(if pg {
                 "SELECT MIN(GREATEST(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM challenges WHERE status = 'processing'"
             } else {
-                "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM challenges WHERE status = 'processing'"
+                SQLITE_NEXT_CHALLENGE_DUE
             })
             .fetch_one(db)
             .await?
@@ -887,11 +927,14 @@ impl Store {
 
     /// Earliest time the issuance worker has something to do, if any.
     pub async fn next_issuance_due(&self) -> Result<Option<i64>> {
+        if let Some(lite) = self.lite() {
+            return Ok(lite.optional(SQLITE_NEXT_ISSUANCE_DUE, [], |r| r.get(0))?.flatten());
+        }
         Ok(on!(self, read, |db, pg| {
             sqlx::query_scalar::<_, Option<i64>>(if pg {
                 "SELECT MIN(GREATEST(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM orders WHERE status = 'processing'"
             } else {
-                "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM orders WHERE status = 'processing'"
+                SQLITE_NEXT_ISSUANCE_DUE
             })
             .fetch_one(db)
             .await?
@@ -901,8 +944,11 @@ impl Store {
     // ---- certificates ----
 
     pub async fn certificate(&self, id: &str) -> Result<Option<CertificateRow>> {
+        if let Some(lite) = self.lite() {
+            return lite.optional(CERTIFICATE_BY_ID, [id], rows::RawCertificate::from_lite)?.map(CertificateRow::try_from).transpose();
+        }
         let row = on!(self, read, |db| {
-            sqlx::query_as::<_, rows::RawCertificate>("SELECT * FROM certificates WHERE id = $1")
+            sqlx::query_as::<_, rows::RawCertificate>(CERTIFICATE_BY_ID)
                 .bind(id)
                 .fetch_optional(db)
                 .await?
@@ -933,7 +979,7 @@ impl Store {
     /// Closes the pools (on SQLite, flushing the WAL).
     pub async fn close(&self) {
         match &self.db {
-            Db::Sqlite { read, write } => {
+            Db::Sqlite { read, write, .. } => {
                 read.close().await;
                 write.close().await;
             }
@@ -946,6 +992,27 @@ fn corrupt(table: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt { table, what: e.to_string() }
 }
 
+// Reads that both the sqlx pools and the readers on the calling thread (lite.rs) run.
+const ACCOUNT_BY_ID: &str = "SELECT * FROM accounts WHERE id = $1";
+const ACCOUNT_BY_THUMBPRINT: &str = "SELECT * FROM accounts WHERE key_thumbprint = $1";
+const AUTHZ_BY_ID: &str = "SELECT * FROM authorizations WHERE id = $1";
+const AUTHZ_OF_CHALLENGE: &str =
+    "SELECT * FROM authorizations WHERE id = (SELECT authz_id FROM challenges WHERE id = $1)";
+const CHALLENGES_OF_AUTHZ: &str = "SELECT * FROM challenges WHERE authz_id = $1 ORDER BY type";
+const CERTIFICATE_BY_ID: &str = "SELECT * FROM certificates WHERE id = $1";
+/// An order with its authorization IDs as a JSON array text, in the order of its identifiers
+/// (aggregates differ: `json_group_array` and `json_agg`).
+const SQLITE_ORDER_BY_ID: &str = "SELECT o.*,
+    (SELECT json_group_array(id) FROM (SELECT id FROM authorizations WHERE order_id = o.id ORDER BY position)) AS authz_ids
+    FROM orders o WHERE o.id = $1";
+const PG_ORDER_BY_ID: &str = "SELECT o.*,
+    (SELECT COALESCE(json_agg(id ORDER BY position), '[]')::text FROM authorizations WHERE order_id = o.id) AS authz_ids
+    FROM orders o WHERE o.id = $1";
+const SQLITE_NEXT_CHALLENGE_DUE: &str =
+    "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM challenges WHERE status = 'processing'";
+const SQLITE_NEXT_ISSUANCE_DUE: &str =
+    "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM orders WHERE status = 'processing'";
+
 /// Reads that several methods share, on a connection or inside a transaction.
 trait Load {
     /// An order and its authorization IDs, in the order of its identifiers (one round trip).
@@ -956,17 +1023,12 @@ trait Load {
     async fn authz_and_order_of(&mut self, challenge_id: &str) -> Result<(String, String)>;
 }
 
-/// `Load` for one backend's connection; `$authz_ids` is the SQL of an order's authorization IDs
-/// as a JSON array text (aggregates differ: `json_group_array` and `json_agg`).
+/// `Load` for one backend's connection; `$order_by_id` is its SQL of an order by ID.
 macro_rules! impl_load {
-    ($conn:ty, $authz_ids:literal) => {
+    ($conn:ty, $order_by_id:expr) => {
         impl Load for $conn {
             async fn load_order(&mut self, id: &str) -> Result<Option<OrderRow>> {
-                let Some(raw) = sqlx::query_as::<_, rows::RawOrder>(concat!(
-                    "SELECT o.*, ",
-                    $authz_ids,
-                    " AS authz_ids FROM orders o WHERE o.id = $1"
-                ))
+                let Some(raw) = sqlx::query_as::<_, rows::RawOrder>($order_by_id)
                 .bind(id)
                 .fetch_optional(&mut *self)
                 .await?
@@ -977,16 +1039,14 @@ macro_rules! impl_load {
             }
 
             async fn load_authz(&mut self, id: &str) -> Result<Option<AuthzRow>> {
-                let Some(raw) = sqlx::query_as::<_, rows::RawAuthz>("SELECT * FROM authorizations WHERE id = $1")
+                let Some(raw) = sqlx::query_as::<_, rows::RawAuthz>(AUTHZ_BY_ID)
                     .bind(id)
                     .fetch_optional(&mut *self)
                     .await?
                 else {
                     return Ok(None);
                 };
-                let challs = sqlx::query_as::<_, rows::RawChallenge>(
-                    "SELECT * FROM challenges WHERE authz_id = $1 ORDER BY type",
-                )
+                let challs = sqlx::query_as::<_, rows::RawChallenge>(CHALLENGES_OF_AUTHZ)
                 .bind(id)
                 .fetch_all(&mut *self)
                 .await?;
@@ -1005,14 +1065,8 @@ macro_rules! impl_load {
     };
 }
 
-impl_load!(
-    SqliteConnection,
-    "(SELECT json_group_array(id) FROM (SELECT id FROM authorizations WHERE order_id = o.id ORDER BY position))"
-);
-impl_load!(
-    PgConnection,
-    "(SELECT COALESCE(json_agg(id ORDER BY position), '[]')::text FROM authorizations WHERE order_id = o.id)"
-);
+impl_load!(SqliteConnection, SQLITE_ORDER_BY_ID);
+impl_load!(PgConnection, PG_ORDER_BY_ID);
 
 /// Parses a status column.
 fn status<T>(table: &'static str, s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {

@@ -10,16 +10,38 @@ use crate::acme::{
     types::{AccountStatus, AuthorizationStatus, ChallengeStatus, ChallengeType, OrderStatus},
 };
 
-#[derive(FromRow)]
-pub(super) struct RawAccount {
-    id: String,
-    key_thumbprint: String,
-    jwk: String,
-    status: String,
-    contact: String,
-    tos_agreed: bool,
-    created_at: i64,
-    eab_kid: Option<String>,
+/// A row as stored: `FromRow` for the sqlx pools, and `from_lite` for the reads made on the
+/// calling thread (lite.rs). A field's column is its name, or the string after `as`.
+macro_rules! raw_row {
+    ($(#[$meta:meta])* $name:ident { $($(#[$attr:meta])* $field:ident $(as $col:literal)?: $ty:ty,)* }) => {
+        $(#[$meta])*
+        #[derive(FromRow)]
+        pub(super) struct $name {
+            $($(#[$attr])* $(#[sqlx(rename = $col)])? $field: $ty,)*
+        }
+
+        impl $name {
+            #[allow(dead_code)] // not every kind of row is read on the calling thread
+            pub(super) fn from_lite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(Self { $($field: row.get(raw_row!(@column $field $($col)?))?,)* })
+            }
+        }
+    };
+    (@column $field:ident $col:literal) => { $col };
+    (@column $field:ident) => { stringify!($field) };
+}
+
+raw_row! {
+    RawAccount {
+        id: String,
+        key_thumbprint: String,
+        jwk: String,
+        status: String,
+        contact: String,
+        tos_agreed: bool,
+        created_at: i64,
+        eab_kid: Option<String>,
+    }
 }
 
 /// An ACME account.
@@ -52,30 +74,31 @@ impl TryFrom<RawAccount> for AccountRow {
     }
 }
 
-#[derive(FromRow)]
-pub(super) struct RawOrder {
-    id: String,
-    account_id: String,
-    status: String,
-    expires_at: i64,
-    identifiers: String,
-    not_before: Option<i64>,
-    not_after: Option<i64>,
-    error: Option<String>,
-    csr: Option<Vec<u8>>,
-    certificate_id: Option<String>,
-    attempts: i64,
-    next_attempt_at: Option<i64>,
-    #[allow(dead_code)]
-    claimed_until: Option<i64>,
-    created_at: i64,
-    #[allow(dead_code)]
-    updated_at: i64,
-    profile: Option<String>,
-    replaces: Option<String>,
-    sign_started_at: Option<i64>,
-    /// JSON array of the order's authorization IDs, by position.
-    authz_ids: String,
+raw_row! {
+    RawOrder {
+        id: String,
+        account_id: String,
+        status: String,
+        expires_at: i64,
+        identifiers: String,
+        not_before: Option<i64>,
+        not_after: Option<i64>,
+        error: Option<String>,
+        csr: Option<Vec<u8>>,
+        certificate_id: Option<String>,
+        attempts: i64,
+        next_attempt_at: Option<i64>,
+        #[allow(dead_code)]
+        claimed_until: Option<i64>,
+        created_at: i64,
+        #[allow(dead_code)]
+        updated_at: i64,
+        profile: Option<String>,
+        replaces: Option<String>,
+        sign_started_at: Option<i64>,
+        /// JSON array of the order's authorization IDs, by position.
+        authz_ids: String,
+    }
 }
 
 /// An order with the IDs of its authorizations, in identifier order.
@@ -126,18 +149,25 @@ impl OrderRow {
     }
 }
 
-#[derive(FromRow)]
-pub(super) struct RawAuthz {
-    id: String,
-    order_id: String,
-    account_id: String,
-    identifier_type: String,
-    identifier_value: String,
-    wildcard: bool,
-    status: String,
-    expires_at: i64,
-    #[allow(dead_code)]
-    position: i64,
+raw_row! {
+    RawAuthz {
+        id: String,
+        order_id: String,
+        account_id: String,
+        identifier_type: String,
+        identifier_value: String,
+        wildcard: bool,
+        status: String,
+        expires_at: i64,
+        #[allow(dead_code)]
+        position: i64,
+    }
+}
+
+impl RawAuthz {
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 /// An authorization with its challenges.
@@ -169,24 +199,24 @@ impl AuthzRow {
     }
 }
 
-#[derive(FromRow)]
-pub(super) struct RawChallenge {
-    id: String,
-    #[allow(dead_code)]
-    authz_id: String,
-    #[sqlx(rename = "type")]
-    kind: String,
-    token: String,
-    status: String,
-    validated_at: Option<i64>,
-    error: Option<String>,
-    attempts: i64,
-    #[allow(dead_code)]
-    started_at: Option<i64>,
-    #[allow(dead_code)]
-    next_attempt_at: Option<i64>,
-    #[allow(dead_code)]
-    claimed_until: Option<i64>,
+raw_row! {
+    RawChallenge {
+        id: String,
+        #[allow(dead_code)]
+        authz_id: String,
+        kind as "type": String,
+        token: String,
+        status: String,
+        validated_at: Option<i64>,
+        error: Option<String>,
+        attempts: i64,
+        #[allow(dead_code)]
+        started_at: Option<i64>,
+        #[allow(dead_code)]
+        next_attempt_at: Option<i64>,
+        #[allow(dead_code)]
+        claimed_until: Option<i64>,
+    }
 }
 
 /// One challenge of an authorization.
@@ -216,20 +246,20 @@ impl TryFrom<RawChallenge> for ChallengeRow {
     }
 }
 
-#[derive(FromRow)]
-pub(super) struct RawClaim {
-    id: String,
-    #[sqlx(rename = "type")]
-    kind: String,
-    token: String,
-    started_at: Option<i64>,
-    attempts: i64,
-    identifier_type: String,
-    identifier_value: String,
-    wildcard: bool,
-    order_id: String,
-    account_id: String,
-    key_thumbprint: String,
+raw_row! {
+    RawClaim {
+        id: String,
+        kind as "type": String,
+        token: String,
+        started_at: Option<i64>,
+        attempts: i64,
+        identifier_type: String,
+        identifier_value: String,
+        wildcard: bool,
+        order_id: String,
+        account_id: String,
+        key_thumbprint: String,
+    }
 }
 
 /// A challenge leased to a validation worker, with what it needs to check it.
@@ -267,23 +297,24 @@ impl TryFrom<RawClaim> for ClaimedChallenge {
     }
 }
 
-#[derive(FromRow)]
-pub(super) struct RawCertificate {
-    id: String,
-    order_id: String,
-    account_id: String,
-    serial: String,
-    issuer: String,
-    identifiers: String,
-    chain_pem: String,
-    not_before: i64,
-    not_after: i64,
-    revoked_at: Option<i64>,
-    revocation_reason: Option<i64>,
-    created_at: i64,
-    profile: Option<String>,
-    ari_id: Option<String>,
-    ca_revoked_at: Option<i64>,
+raw_row! {
+    RawCertificate {
+        id: String,
+        order_id: String,
+        account_id: String,
+        serial: String,
+        issuer: String,
+        identifiers: String,
+        chain_pem: String,
+        not_before: i64,
+        not_after: i64,
+        revoked_at: Option<i64>,
+        revocation_reason: Option<i64>,
+        created_at: i64,
+        profile: Option<String>,
+        ari_id: Option<String>,
+        ca_revoked_at: Option<i64>,
+    }
 }
 
 /// An issued certificate.
