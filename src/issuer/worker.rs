@@ -46,11 +46,19 @@ impl IssuanceWorker {
                 match self.store.claim_due_issuances(now, now + self.lease_secs, free as i64).await {
                     Ok(claimed) => {
                         for order in claimed {
-                            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                                break;
-                            };
+                            // A row beyond the free slots (the claim asked for no more)
+                            // waits for a slot rather than sitting leased until the lease ends.
+                            let slot = slots.clone().try_acquire_owned().ok();
+                            let slots = slots.clone();
                             let me = self.clone();
                             running.spawn(async move {
+                                let permit = match slot {
+                                    Some(permit) => permit,
+                                    None => match slots.acquire_owned().await {
+                                        Ok(permit) => permit,
+                                        Err(_) => return,
+                                    },
+                                };
                                 me.issue(order).await;
                                 drop(permit);
                                 me.wake.issued();

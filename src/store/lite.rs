@@ -49,8 +49,6 @@ impl Readers {
         // A reader waits only while a checkpoint resets the WAL, which is rare and short.
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(32);
-        // Pages read through a shared mapping instead of a copy per connection and read.
-        conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)?;
         Ok(conn)
     }
 

@@ -212,7 +212,6 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(sync)
             .foreign_keys(true)
-            .pragma("mmap_size", (256 * 1024 * 1024).to_string())
             .busy_timeout(Duration::from_secs(10));
         // No ping before each use: a SQLite connection is a file handle in this process, not a
         // socket that can go stale, and the ping is a round trip to its thread per statement.
@@ -785,12 +784,17 @@ impl Store {
     /// claiming are skipped, not waited for; the outer guard holds either way.
     async fn claim_due_ids(&self, table: &'static str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<String>> {
         let ids = on!(self, write, |db, pg| {
+            // The due rows are chosen once, in a materialized CTE: PostgreSQL may run an
+            // `IN (SELECT ... LIMIT)` subquery again for each row it updates, and so lease every
+            // due row, not `limit` of them.
             let sql = format!(
-                "UPDATE {table} SET claimed_until = $2
-                 WHERE id IN (SELECT id FROM {table}
-                              WHERE status = 'processing' AND next_attempt_at <= $1
-                                AND (claimed_until IS NULL OR claimed_until < $1)
-                              ORDER BY next_attempt_at LIMIT $3{skip_locked})
+                "WITH due AS MATERIALIZED (
+                     SELECT id FROM {table}
+                     WHERE status = 'processing' AND next_attempt_at <= $1
+                       AND (claimed_until IS NULL OR claimed_until < $1)
+                     ORDER BY next_attempt_at LIMIT $3{skip_locked})
+                 UPDATE {table} SET claimed_until = $2
+                 WHERE id IN (SELECT id FROM due)
                    AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
                  RETURNING id",
                 skip_locked = if pg { " FOR UPDATE SKIP LOCKED" } else { "" },

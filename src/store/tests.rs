@@ -368,8 +368,18 @@ async fn racing_redeems_and_claims_take_each_row_once(s: Store) {
         let c = first_challenge(&s, &o, 0).await;
         assert!(s.start_challenge(&c.id, 110).await.unwrap());
     }
-    let claims = join_all((0..RACERS).map(|_| s.claim_due_challenges(110, 200, 4))).await;
-    let mut claimed: Vec<String> = claims.into_iter().flat_map(|c| c.unwrap()).map(|c| c.id).collect();
+    // A worker asks for as many as it has room for; a row it gets beyond that would sit leased.
+    let alone = s.claim_due_challenges(110, 200, 2).await.unwrap();
+    assert_eq!(alone.len(), 2, "a claim takes at most its limit");
+    s.challenge_retry(&alone[0].id, &json!({}), 110).await.unwrap();
+    s.challenge_retry(&alone[1].id, &json!({}), 110).await.unwrap();
+    let claims: Vec<_> = join_all((0..RACERS).map(|_| s.claim_due_challenges(110, 200, 4)))
+        .await
+        .into_iter()
+        .map(|c| c.unwrap())
+        .collect();
+    assert!(claims.iter().all(|c| c.len() <= 4), "a claim takes at most its limit");
+    let mut claimed: Vec<String> = claims.into_iter().flatten().map(|c| c.id).collect();
     claimed.sort();
     let mut unique = claimed.clone();
     unique.dedup();
