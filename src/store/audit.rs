@@ -32,24 +32,47 @@ pub struct AuditRow {
 impl Store {
     pub async fn insert_audit(&self, e: &AuditEvent, now: i64) -> Result<()> {
         let ids = serde_json::to_string(&e.identifiers).map_err(|err| corrupt("audit_events", err))?;
+        const INSERT: &str = "INSERT INTO audit_events (at, event, actor, account_id, order_id, certificate_id, serial,
+                                                   identifiers, client_ip, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        if let Some(writer) = self.writer() {
+            let e = e.clone();
+            return writer
+                .run(move |c| {
+                    super::lite::execute(
+                        c,
+                        INSERT,
+                        &[
+                            &now,
+                            &e.event,
+                            &e.actor,
+                            &e.account_id,
+                            &e.order_id,
+                            &e.certificate_id,
+                            &e.serial,
+                            &ids,
+                            &e.client_ip,
+                            &e.detail,
+                        ],
+                    )
+                    .map(drop)
+                })
+                .await;
+        }
         on!(self, write, |db| {
-            sqlx::query(
-                "INSERT INTO audit_events (at, event, actor, account_id, order_id, certificate_id, serial, identifiers,
-                                       client_ip, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(now)
-            .bind(&e.event)
-            .bind(&e.actor)
-            .bind(&e.account_id)
-            .bind(&e.order_id)
-            .bind(&e.certificate_id)
-            .bind(&e.serial)
-            .bind(ids)
-            .bind(&e.client_ip)
-            .bind(&e.detail)
-            .execute(db)
-            .await?;
+            sqlx::query(INSERT)
+                .bind(now)
+                .bind(&e.event)
+                .bind(&e.actor)
+                .bind(&e.account_id)
+                .bind(&e.order_id)
+                .bind(&e.certificate_id)
+                .bind(&e.serial)
+                .bind(ids)
+                .bind(&e.client_ip)
+                .bind(&e.detail)
+                .execute(db)
+                .await?;
         });
         Ok(())
     }

@@ -95,7 +95,7 @@ impl Store {
         const PAUSED: &str = "SELECT identifier_type, identifier_value FROM validation_pauses
                               WHERE account_id = $1 AND lifted_at IS NULL";
         let paused = match self.lite() {
-            Some(lite) => lite.all(PAUSED, [account_id], |r| Ok((r.get(0)?, r.get(1)?)))?,
+            Some(lite) => lite.all(PAUSED, &[&account_id], |r| Ok((r.get(0)?, r.get(1)?)))?,
             None => on!(self, read, |db| {
                 sqlx::query_as::<_, (String, String)>(PAUSED).bind(account_id).fetch_all(db).await?
             }),

@@ -9,7 +9,7 @@
 //! write take a row or advisory lock first (each says why).
 
 /// Runs `$body` with `$db` bound to this store's pool: on SQLite the read pool (`read`) or the
-/// writer connection (`write`), on PostgreSQL its one pool. With `|$db, $pg|`, `$pg` is `true` on
+/// writer connection (`write`, holding the writers' gate), on PostgreSQL its one pool. With `|$db, $pg|`, `$pg` is `true` on
 /// PostgreSQL, for the statements whose SQL differs. The body is compiled once per backend, so
 /// both run the same Rust without a dynamic database layer.
 macro_rules! on {
@@ -35,7 +35,9 @@ macro_rules! on {
     };
     ($store:expr, write, |$db:ident, $pg:ident| $body:expr) => {
         match &$store.db {
-            $crate::store::Db::Sqlite { write, .. } => {
+            $crate::store::Db::Sqlite { write, gate, .. } => {
+                // One SQLite writer at a time: this connection or the writer thread (lite.rs).
+                let _gate = gate.lock().await;
                 let $db = write;
                 let $pg = false;
                 $body
@@ -81,6 +83,10 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database error: {0}")]
     Lite(#[from] rusqlite::Error),
+    /// A write on SQLite's writer thread that could not be made (the transaction it was part of
+    /// failed, or the thread is gone).
+    #[error("database error: {0}")]
+    Batch(String),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row in {table}: {what}")]
@@ -169,9 +175,12 @@ enum Db {
         /// Every write, on one connection: SQLite has one writer at a time, and writers queued
         /// here wait in the pool instead of sleeping in SQLite's busy handler.
         write: SqlitePool,
-        /// The hot reads, on the calling thread (lite.rs); `None` for an in-memory database,
-        /// which other connections cannot open.
+        /// The hot reads, on the calling thread, and the hot writes, on the writer thread
+        /// (lite.rs); `None` for an in-memory database, which other connections cannot open.
         lite: Option<Arc<lite::Readers>>,
+        writer: Option<Arc<lite::Writer>>,
+        /// Held by whichever writes: `write` or `writer`.
+        gate: lite::Gate,
     },
     /// Reads and writes: PostgreSQL takes concurrent writers (from every replica).
     Postgres(PgPool),
@@ -215,11 +224,14 @@ impl Store {
             .busy_timeout(Duration::from_secs(10));
         // No ping before each use: a SQLite connection is a file handle in this process, not a
         // socket that can go stale, and the ping is a round trip to its thread per statement.
-        let write = SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(opts.clone()).await?;
+        let write =
+            SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(opts.clone()).await?;
         SQLITE_MIGRATOR.run(&write).await?;
+        let gate = lite::Gate::default();
         let lite = Some(Arc::new(lite::Readers::open(opts.get_filename().to_owned())?));
+        let writer = Some(Arc::new(lite::Writer::start(opts.get_filename().to_owned(), durable, gate.clone())?));
         let read = SqlitePoolOptions::new().max_connections(8).test_before_acquire(false).connect_with(opts).await?;
-        Ok(Self { db: Db::Sqlite { read, write, lite }, rng: SystemRandom::new() })
+        Ok(Self { db: Db::Sqlite { read, write, lite, writer, gate }, rng: SystemRandom::new() })
     }
 
     /// A private in-memory database, for tests.
@@ -228,13 +240,22 @@ impl Store {
         // One connection: every connection to :memory: is a different database.
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
         SQLITE_MIGRATOR.run(&pool).await?;
-        Ok(Self { db: Db::Sqlite { write: pool.clone(), read: pool, lite: None }, rng: SystemRandom::new() })
+        let db = Db::Sqlite { write: pool.clone(), read: pool, lite: None, writer: None, gate: lite::Gate::default() };
+        Ok(Self { db, rng: SystemRandom::new() })
     }
 
     /// The readers on the calling thread, when this is a SQLite file.
     fn lite(&self) -> Option<&lite::Readers> {
         match &self.db {
             Db::Sqlite { lite, .. } => lite.as_deref(),
+            Db::Postgres(_) => None,
+        }
+    }
+
+    /// The writer thread, when this is a SQLite file.
+    fn writer(&self) -> Option<&lite::Writer> {
+        match &self.db {
+            Db::Sqlite { writer, .. } => writer.as_deref(),
             Db::Postgres(_) => None,
         }
     }
@@ -300,13 +321,13 @@ impl Store {
 
     pub async fn account(&self, id: &str) -> Result<Option<AccountRow>> {
         if let Some(lite) = self.lite() {
-            return lite.optional(ACCOUNT_BY_ID, [id], rows::RawAccount::from_lite)?.map(AccountRow::try_from).transpose();
+            return lite
+                .optional(ACCOUNT_BY_ID, &[&id], rows::RawAccount::from_lite)?
+                .map(AccountRow::try_from)
+                .transpose();
         }
         let row = on!(self, read, |db| {
-            sqlx::query_as::<_, rows::RawAccount>(ACCOUNT_BY_ID)
-                .bind(id)
-                .fetch_optional(db)
-                .await?
+            sqlx::query_as::<_, rows::RawAccount>(ACCOUNT_BY_ID).bind(id).fetch_optional(db).await?
         });
         row.map(AccountRow::try_from).transpose()
     }
@@ -314,15 +335,12 @@ impl Store {
     pub async fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AccountRow>> {
         if let Some(lite) = self.lite() {
             return lite
-                .optional(ACCOUNT_BY_THUMBPRINT, [thumbprint], rows::RawAccount::from_lite)?
+                .optional(ACCOUNT_BY_THUMBPRINT, &[&thumbprint], rows::RawAccount::from_lite)?
                 .map(AccountRow::try_from)
                 .transpose();
         }
         let row = on!(self, read, |db| {
-            sqlx::query_as::<_, rows::RawAccount>(ACCOUNT_BY_THUMBPRINT)
-                .bind(thumbprint)
-                .fetch_optional(db)
-                .await?
+            sqlx::query_as::<_, rows::RawAccount>(ACCOUNT_BY_THUMBPRINT).bind(thumbprint).fetch_optional(db).await?
         });
         row.map(AccountRow::try_from).transpose()
     }
@@ -450,6 +468,73 @@ impl Store {
     ) -> Result<Option<OrderRow>> {
         let order_id = self.random_id()?;
         let ids_json = serde_json::to_string(&new.identifiers).map_err(|e| corrupt("orders", e))?;
+        if let Some(writer) = self.writer() {
+            let authzs = new
+                .authzs
+                .iter()
+                .map(|authz| {
+                    let challs = authz
+                        .challenges
+                        .iter()
+                        .map(|kind| Ok((self.random_id()?, kind.as_str(), self.token()?)))
+                        .collect::<Result<Vec<_>>>()?;
+                    let base = authz.identifier.base();
+                    Ok((
+                        self.random_id()?,
+                        base.kind(),
+                        base.value().to_owned(),
+                        authz.identifier.is_wildcard(),
+                        challs,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let (account_id, new) = (account_id.to_owned(), new.clone());
+            return writer
+                .run(move |c| {
+                    let inserted = lite::execute(
+                        c,
+                        INSERT_ORDER,
+                        &[
+                            &order_id,
+                            &account_id,
+                            &expires_at,
+                            &ids_json,
+                            &new.not_before,
+                            &new.not_after,
+                            &new.profile,
+                            &new.replaces,
+                            &now,
+                        ],
+                    )?;
+                    if inserted != 1 {
+                        return Ok(None);
+                    }
+                    for (position, (authz_id, kind, value, wildcard, challs)) in authzs.iter().enumerate() {
+                        let position = position as i64;
+                        lite::execute(
+                            c,
+                            INSERT_AUTHZ,
+                            &[authz_id, &order_id, &account_id, kind, value, wildcard, &expires_at, &position],
+                        )?;
+                        let mut args: Vec<&dyn rusqlite::ToSql> = vec![authz_id];
+                        for (id, kind, token) in challs {
+                            args.extend([id as &dyn rusqlite::ToSql, kind, token]);
+                        }
+                        if !challs.is_empty() {
+                            lite::execute(c, &insert_challenges(challs.len()), &args)?;
+                        }
+                    }
+                    let order = lite::query(c, SQLITE_ORDER_BY_ID, &[&order_id], rows::RawOrder::from_lite)?
+                        .into_iter()
+                        .next()
+                        .ok_or(StoreError::Corrupt {
+                            table: "orders",
+                            what: "order vanished right after insert".into(),
+                        })?;
+                    OrderRow::from_raw(order).map(Some)
+                })
+                .await;
+        }
         on!(self, write, |db, pg| {
             let mut tx = db.begin().await?;
             if pg && let Some(replaces) = &new.replaces {
@@ -461,25 +546,18 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let inserted = sqlx::query(
-                "INSERT INTO orders (id, account_id, status, expires_at, identifiers, not_before, not_after,
-                                     profile, replaces, created_at, updated_at)
-                 SELECT $1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9
-                 WHERE $8 IS NULL OR NOT EXISTS (
-                     SELECT 1 FROM orders WHERE replaces = $8
-                       AND (status IN ('processing', 'valid') OR (status IN ('pending', 'ready') AND expires_at > $9)))",
-            )
-            .bind(&order_id)
-            .bind(account_id)
-            .bind(expires_at)
-            .bind(&ids_json)
-            .bind(new.not_before)
-            .bind(new.not_after)
-            .bind(&new.profile)
-            .bind(&new.replaces)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let inserted = sqlx::query(INSERT_ORDER)
+                .bind(&order_id)
+                .bind(account_id)
+                .bind(expires_at)
+                .bind(&ids_json)
+                .bind(new.not_before)
+                .bind(new.not_after)
+                .bind(&new.profile)
+                .bind(&new.replaces)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             if inserted.rows_affected() != 1 {
                 tx.rollback().await?;
                 return Ok(None);
@@ -487,27 +565,18 @@ impl Store {
             for (position, authz) in new.authzs.iter().enumerate() {
                 let authz_id = self.random_id()?;
                 let base = authz.identifier.base();
-                sqlx::query(
-                    "INSERT INTO authorizations (id, order_id, account_id, identifier_type, identifier_value,
-                                                 wildcard, status, expires_at, position)
-                     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)",
-                )
-                .bind(&authz_id)
-                .bind(&order_id)
-                .bind(account_id)
-                .bind(base.kind())
-                .bind(base.value())
-                .bind(authz.identifier.is_wildcard())
-                .bind(expires_at)
-                .bind(position as i64)
-                .execute(&mut *tx)
-                .await?;
-                // The authorization's challenges in one statement.
-                let rows = (0..authz.challenges.len())
-                    .map(|i| format!("(${}, $1, ${}, ${}, 'pending')", 3 * i + 2, 3 * i + 3, 3 * i + 4))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!("INSERT INTO challenges (id, authz_id, type, token, status) VALUES {rows}");
+                sqlx::query(INSERT_AUTHZ)
+                    .bind(&authz_id)
+                    .bind(&order_id)
+                    .bind(account_id)
+                    .bind(base.kind())
+                    .bind(base.value())
+                    .bind(authz.identifier.is_wildcard())
+                    .bind(expires_at)
+                    .bind(position as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                let sql = insert_challenges(authz.challenges.len());
                 let mut insert = sqlx::query(&sql).bind(&authz_id);
                 for kind in &authz.challenges {
                     insert = insert.bind(self.random_id()?).bind(kind.as_str()).bind(self.token()?);
@@ -527,7 +596,10 @@ impl Store {
 
     pub async fn order(&self, id: &str) -> Result<Option<OrderRow>> {
         if let Some(lite) = self.lite() {
-            return lite.optional(SQLITE_ORDER_BY_ID, [id], rows::RawOrder::from_lite)?.map(OrderRow::from_raw).transpose();
+            return lite
+                .optional(SQLITE_ORDER_BY_ID, &[&id], rows::RawOrder::from_lite)?
+                .map(OrderRow::from_raw)
+                .transpose();
         }
         on!(self, read, |db| db.acquire().await?.load_order(id).await)
     }
@@ -595,11 +667,16 @@ impl Store {
     /// RFC 8555 §7.5.1: the client says "ready". Moves a pending challenge of a pending, unexpired
     /// authorization to `processing`, due now. `false` when nothing moved.
     pub async fn start_challenge(&self, id: &str, now: i64) -> Result<bool> {
-        const START: &str = "UPDATE challenges SET status = 'processing', started_at = $2, next_attempt_at = $2, attempts = 0
+        const START: &str =
+            "UPDATE challenges SET status = 'processing', started_at = $2, next_attempt_at = $2, attempts = 0
              WHERE id = $1 AND status = 'pending'
                AND authz_id IN (SELECT id FROM authorizations WHERE status = 'pending' AND expires_at > $2)
                AND NOT EXISTS (SELECT 1 FROM challenges o WHERE o.authz_id = challenges.authz_id
                                AND o.id <> challenges.id AND o.status <> 'pending')";
+        if let Some(writer) = self.writer() {
+            let id = id.to_owned();
+            return writer.run(move |c| Ok(lite::execute(c, START, &[&id, &now])? == 1)).await;
+        }
         let done = on!(self, write, |db, pg| {
             if !pg {
                 // One writer: the statement alone is atomic.
@@ -626,7 +703,8 @@ impl Store {
     /// waited for; the outer guard holds either way.
     pub async fn claim_due_challenges(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<ClaimedChallenge>> {
         let ids = self.claim_due_ids("challenges", now, lease_until, limit).await?;
-        const CLAIMED: &str = "SELECT c.id, c.type, c.token, c.started_at, c.attempts, a.identifier_type, a.identifier_value,
+        const CLAIMED: &str =
+            "SELECT c.id, c.type, c.token, c.started_at, c.attempts, a.identifier_type, a.identifier_value,
                                       a.wildcard, a.order_id, acc.id AS account_id, acc.key_thumbprint
                                FROM challenges c
                                JOIN authorizations a ON a.id = c.authz_id
@@ -635,8 +713,12 @@ impl Store {
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
             let raw = match self.lite() {
-                Some(lite) => lite.optional(CLAIMED, [&id], rows::RawClaim::from_lite)?.ok_or(sqlx::Error::RowNotFound)?,
-                None => on!(self, read, |db| sqlx::query_as::<_, rows::RawClaim>(CLAIMED).bind(&id).fetch_one(db).await?),
+                Some(lite) => {
+                    lite.optional(CLAIMED, &[&id], rows::RawClaim::from_lite)?.ok_or(sqlx::Error::RowNotFound)?
+                }
+                None => {
+                    on!(self, read, |db| sqlx::query_as::<_, rows::RawClaim>(CLAIMED).bind(&id).fetch_one(db).await?)
+                }
             };
             claimed.push(ClaimedChallenge::try_from(raw)?);
         }
@@ -646,25 +728,44 @@ impl Store {
     /// The challenge passed: challenge and authorization `valid`; the order `ready` once all its
     /// authorizations are.
     pub async fn challenge_succeeded(&self, id: &str, now: i64) -> Result<()> {
+        // Only while the authorization lives: a result that comes after its expiry changes nothing.
+        const VALID: &str =
+            "UPDATE challenges SET status = 'valid', validated_at = $2, error = NULL, claimed_until = NULL
+             WHERE id = $1 AND status = 'processing'
+               AND EXISTS (SELECT 1 FROM authorizations a WHERE a.id = challenges.authz_id AND a.expires_at > $2)";
+        const TOO_LATE: &str =
+            "UPDATE challenges SET status = 'invalid', claimed_until = NULL WHERE id = $1 AND status = 'processing'";
+        const AUTHZ_VALID: &str = "UPDATE authorizations SET status = 'valid' WHERE id = $1 AND status = 'pending'";
+        const ORDER_READY: &str = "UPDATE orders SET status = 'ready', updated_at = $2
+             WHERE id = $1 AND status = 'pending'
+               AND NOT EXISTS (SELECT 1 FROM authorizations WHERE order_id = $1 AND status <> 'valid')";
+        if let Some(writer) = self.writer() {
+            let id = id.to_owned();
+            return writer
+                .run(move |c| {
+                    if lite::execute(c, VALID, &[&id, &now])? == 0 {
+                        lite::execute(c, TOO_LATE, &[&id])?;
+                        return Ok(());
+                    }
+                    let (authz_id, order_id): (String, String) =
+                        lite::query(c, AUTHZ_AND_ORDER_OF, &[&id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                            .into_iter()
+                            .next()
+                            .ok_or(StoreError::Corrupt {
+                                table: "challenges",
+                                what: format!("challenge {id} has no authorization"),
+                            })?;
+                    lite::execute(c, AUTHZ_VALID, &[&authz_id])?;
+                    lite::execute(c, ORDER_READY, &[&order_id, &now])?;
+                    Ok(())
+                })
+                .await;
+        }
         on!(self, write, |db, pg| {
             let mut tx = db.begin().await?;
-            // Only while the authorization lives: a result that comes after its expiry changes nothing.
-            let done = sqlx::query(
-                "UPDATE challenges SET status = 'valid', validated_at = $2, error = NULL, claimed_until = NULL
-                 WHERE id = $1 AND status = 'processing'
-                   AND EXISTS (SELECT 1 FROM authorizations a WHERE a.id = challenges.authz_id AND a.expires_at > $2)",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let done = sqlx::query(VALID).bind(id).bind(now).execute(&mut *tx).await?;
             if done.rows_affected() == 0 {
-                sqlx::query(
-                    "UPDATE challenges SET status = 'invalid', claimed_until = NULL WHERE id = $1 AND status = 'processing'",
-                )
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(TOO_LATE).bind(id).execute(&mut *tx).await?;
             }
             if done.rows_affected() == 1 {
                 let (authz_id, order_id) = tx.authz_and_order_of(id).await?;
@@ -677,19 +778,8 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
-                sqlx::query("UPDATE authorizations SET status = 'valid' WHERE id = $1 AND status = 'pending'")
-                    .bind(&authz_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE orders SET status = 'ready', updated_at = $2
-                     WHERE id = $1 AND status = 'pending'
-                       AND NOT EXISTS (SELECT 1 FROM authorizations WHERE order_id = $1 AND status <> 'valid')",
-                )
-                .bind(&order_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(AUTHZ_VALID).bind(&authz_id).execute(&mut *tx).await?;
+                sqlx::query(ORDER_READY).bind(&order_id).bind(now).execute(&mut *tx).await?;
             }
             tx.commit().await?;
         });
@@ -764,17 +854,15 @@ impl Store {
     /// finalize: `ready` -> `processing` with the checked CSR, due now. `false` if the order was
     /// not ready. Of concurrent finalizes (any replica), exactly one moves the order.
     pub async fn begin_issuance(&self, order_id: &str, csr_der: &[u8], now: i64) -> Result<bool> {
+        const BEGIN: &str =
+            "UPDATE orders SET status = 'processing', csr = $2, attempts = 0, next_attempt_at = $3, updated_at = $3
+             WHERE id = $1 AND status = 'ready' AND expires_at > $3";
+        if let Some(writer) = self.writer() {
+            let (order_id, csr_der) = (order_id.to_owned(), csr_der.to_vec());
+            return writer.run(move |c| Ok(lite::execute(c, BEGIN, &[&order_id, &csr_der, &now])? == 1)).await;
+        }
         let done = on!(self, write, |db| {
-            sqlx::query(
-                "UPDATE orders SET status = 'processing', csr = $2, attempts = 0, next_attempt_at = $3, updated_at = $3
-                 WHERE id = $1 AND status = 'ready' AND expires_at > $3",
-            )
-            .bind(order_id)
-            .bind(csr_der)
-            .bind(now)
-            .execute(db)
-            .await?
-            .rows_affected()
+            sqlx::query(BEGIN).bind(order_id).bind(csr_der).bind(now).execute(db).await?.rows_affected()
         });
         Ok(done == 1)
     }
@@ -783,25 +871,27 @@ impl Store {
     /// due, in one statement; returns their IDs. On PostgreSQL the rows another replica is
     /// claiming are skipped, not waited for; the outer guard holds either way.
     async fn claim_due_ids(&self, table: &'static str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<String>> {
-        let ids = on!(self, write, |db, pg| {
-            // The due rows are chosen once, in a materialized CTE: PostgreSQL may run an
-            // `IN (SELECT ... LIMIT)` subquery again for each row it updates, and so lease every
-            // due row, not `limit` of them.
-            let sql = format!(
-                "WITH due AS MATERIALIZED (
-                     SELECT id FROM {table}
-                     WHERE status = 'processing' AND next_attempt_at <= $1
-                       AND (claimed_until IS NULL OR claimed_until < $1)
-                     ORDER BY next_attempt_at LIMIT $3{skip_locked})
-                 UPDATE {table} SET claimed_until = $2
-                 WHERE id IN (SELECT id FROM due)
-                   AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
-                 RETURNING id",
-                skip_locked = if pg { " FOR UPDATE SKIP LOCKED" } else { "" },
-            );
+        // The due rows are chosen once, in a materialized CTE: PostgreSQL may run an
+        // `IN (SELECT ... LIMIT)` subquery again for each row it updates, and so lease every due
+        // row, not `limit` of them.
+        let sql = format!(
+            "WITH due AS MATERIALIZED (
+                 SELECT id FROM {table}
+                 WHERE status = 'processing' AND next_attempt_at <= $1
+                   AND (claimed_until IS NULL OR claimed_until < $1)
+                 ORDER BY next_attempt_at LIMIT $3{skip_locked})
+             UPDATE {table} SET claimed_until = $2
+             WHERE id IN (SELECT id FROM due)
+               AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
+             RETURNING id",
+            skip_locked = if self.is_postgres() { " FOR UPDATE SKIP LOCKED" } else { "" },
+        );
+        if let Some(writer) = self.writer() {
+            return writer.run(move |c| lite::query(c, &sql, &[&now, &lease_until, &limit], |r| r.get(0))).await;
+        }
+        Ok(on!(self, write, |db| {
             sqlx::query_scalar::<_, String>(&sql).bind(now).bind(lease_until).bind(limit).fetch_all(db).await?
-        });
-        Ok(ids)
+        }))
     }
 
     /// Leases up to `limit` orders due for signing (one atomic statement, as for challenges).
@@ -819,43 +909,66 @@ impl Store {
     /// Records the certificate and makes the order `valid`, in one transaction. The unique
     /// `certificates.order_id` keeps an order to one certificate, whoever else records one.
     pub async fn issuance_succeeded(&self, order: &OrderRow, cert: &NewCertificate, now: i64) -> Result<String> {
+        const INSERT: &str =
+            "INSERT INTO certificates (id, order_id, account_id, serial, issuer, identifiers, chain_pem,
+                                       not_before, not_after, created_at, profile, ari_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+        const VALID: &str =
+            "UPDATE orders SET status = 'valid', certificate_id = $2, claimed_until = NULL, updated_at = $3
+             WHERE id = $1 AND status = 'processing'";
         let cert_id = self.random_id()?;
         let ids_json = serde_json::to_string(&order.identifiers).map_err(|e| corrupt("orders", e))?;
+        let left =
+            |order_id: &str| StoreError::Corrupt { table: "orders", what: format!("order {order_id} left processing") };
+        if let Some(writer) = self.writer() {
+            let (order, cert, cert_id) = (order.clone(), cert.clone(), cert_id.clone());
+            return writer
+                .run(move |c| {
+                    lite::execute(
+                        c,
+                        INSERT,
+                        &[
+                            &cert_id,
+                            &order.id,
+                            &order.account_id,
+                            &cert.serial,
+                            &cert.issuer,
+                            &ids_json,
+                            &cert.chain_pem,
+                            &cert.not_before,
+                            &cert.not_after,
+                            &now,
+                            &order.profile,
+                            &cert.ari_id,
+                        ],
+                    )?;
+                    if lite::execute(c, VALID, &[&order.id, &cert_id, &now])? != 1 {
+                        return Err(left(&order.id));
+                    }
+                    Ok(cert_id)
+                })
+                .await;
+        }
         on!(self, write, |db| {
             let mut tx = db.begin().await?;
-            sqlx::query(
-                "INSERT INTO certificates (id, order_id, account_id, serial, issuer, identifiers, chain_pem,
-                                           not_before, not_after, created_at, profile, ari_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(&cert_id)
-            .bind(&order.id)
-            .bind(&order.account_id)
-            .bind(&cert.serial)
-            .bind(&cert.issuer)
-            .bind(ids_json)
-            .bind(&cert.chain_pem)
-            .bind(cert.not_before)
-            .bind(cert.not_after)
-            .bind(now)
-            .bind(&order.profile)
-            .bind(&cert.ari_id)
-            .execute(&mut *tx)
-            .await?;
-            let done = sqlx::query(
-                "UPDATE orders SET status = 'valid', certificate_id = $2, claimed_until = NULL, updated_at = $3
-                 WHERE id = $1 AND status = 'processing'",
-            )
-            .bind(&order.id)
-            .bind(&cert_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(INSERT)
+                .bind(&cert_id)
+                .bind(&order.id)
+                .bind(&order.account_id)
+                .bind(&cert.serial)
+                .bind(&cert.issuer)
+                .bind(ids_json)
+                .bind(&cert.chain_pem)
+                .bind(cert.not_before)
+                .bind(cert.not_after)
+                .bind(now)
+                .bind(&order.profile)
+                .bind(&cert.ari_id)
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query(VALID).bind(&order.id).bind(&cert_id).bind(now).execute(&mut *tx).await?;
             if done.rows_affected() != 1 {
-                return Err(StoreError::Corrupt {
-                    table: "orders",
-                    what: format!("order {} left processing", order.id),
-                });
+                return Err(left(&order.id));
             }
             tx.commit().await?;
         });
@@ -867,16 +980,13 @@ impl Store {
     /// earliest time is kept). Durable before the call: after a crash, the worker knows to look
     /// for a certificate that call may have produced.
     pub async fn mark_signing(&self, order_id: &str, now: i64) -> Result<()> {
-        on!(self, write, |db| {
-            sqlx::query(
-                "UPDATE orders SET sign_started_at = COALESCE(sign_started_at, $2) WHERE id = $1 AND status = 'processing'",
-            )
-            .bind(order_id)
-            .bind(now)
-            .execute(db)
-            .await?
-            .rows_affected()
-        });
+        const MARK: &str =
+            "UPDATE orders SET sign_started_at = COALESCE(sign_started_at, $2) WHERE id = $1 AND status = 'processing'";
+        if let Some(writer) = self.writer() {
+            let order_id = order_id.to_owned();
+            return writer.run(move |c| lite::execute(c, MARK, &[&order_id, &now]).map(drop)).await;
+        }
+        on!(self, write, |db| { sqlx::query(MARK).bind(order_id).bind(now).execute(db).await?.rows_affected() });
         Ok(())
     }
 
@@ -915,7 +1025,7 @@ impl Store {
     /// Earliest time the validation worker has something to do, if any.
     pub async fn next_challenge_due(&self) -> Result<Option<i64>> {
         if let Some(lite) = self.lite() {
-            return Ok(lite.optional(SQLITE_NEXT_CHALLENGE_DUE, [], |r| r.get(0))?.flatten());
+            return Ok(lite.optional(SQLITE_NEXT_CHALLENGE_DUE, &[], |r| r.get(0))?.flatten());
         }
         // The later of two values: SQLite's two-argument max(), PostgreSQL's GREATEST().
         Ok(on!(self, read, |db, pg| {
@@ -932,7 +1042,7 @@ impl Store {
     /// Earliest time the issuance worker has something to do, if any.
     pub async fn next_issuance_due(&self) -> Result<Option<i64>> {
         if let Some(lite) = self.lite() {
-            return Ok(lite.optional(SQLITE_NEXT_ISSUANCE_DUE, [], |r| r.get(0))?.flatten());
+            return Ok(lite.optional(SQLITE_NEXT_ISSUANCE_DUE, &[], |r| r.get(0))?.flatten());
         }
         Ok(on!(self, read, |db, pg| {
             sqlx::query_scalar::<_, Option<i64>>(if pg {
@@ -949,13 +1059,13 @@ impl Store {
 
     pub async fn certificate(&self, id: &str) -> Result<Option<CertificateRow>> {
         if let Some(lite) = self.lite() {
-            return lite.optional(CERTIFICATE_BY_ID, [id], rows::RawCertificate::from_lite)?.map(CertificateRow::try_from).transpose();
+            return lite
+                .optional(CERTIFICATE_BY_ID, &[&id], rows::RawCertificate::from_lite)?
+                .map(CertificateRow::try_from)
+                .transpose();
         }
         let row = on!(self, read, |db| {
-            sqlx::query_as::<_, rows::RawCertificate>(CERTIFICATE_BY_ID)
-                .bind(id)
-                .fetch_optional(db)
-                .await?
+            sqlx::query_as::<_, rows::RawCertificate>(CERTIFICATE_BY_ID).bind(id).fetch_optional(db).await?
         });
         row.map(CertificateRow::try_from).transpose()
     }
@@ -1004,6 +1114,28 @@ const AUTHZ_OF_CHALLENGE: &str =
     "SELECT * FROM authorizations WHERE id = (SELECT authz_id FROM challenges WHERE id = $1)";
 const CHALLENGES_OF_AUTHZ: &str = "SELECT * FROM challenges WHERE authz_id = $1 ORDER BY type";
 const CERTIFICATE_BY_ID: &str = "SELECT * FROM certificates WHERE id = $1";
+const INSERT_ORDER: &str = "INSERT INTO orders (id, account_id, status, expires_at, identifiers, not_before, not_after,
+                                       profile, replaces, created_at, updated_at)
+    SELECT $1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9
+    WHERE $8 IS NULL OR NOT EXISTS (
+        SELECT 1 FROM orders WHERE replaces = $8
+          AND (status IN ('processing', 'valid') OR (status IN ('pending', 'ready') AND expires_at > $9)))";
+const INSERT_AUTHZ: &str = "INSERT INTO authorizations (id, order_id, account_id, identifier_type, identifier_value,
+                                                    wildcard, status, expires_at, position)
+    VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)";
+const AUTHZ_AND_ORDER_OF: &str =
+    "SELECT a.id, a.order_id FROM challenges c JOIN authorizations a ON a.id = c.authz_id WHERE c.id = $1";
+
+/// One statement for an authorization's `n` challenges: `$1` is the authorization, then each
+/// challenge's ID, type and token.
+fn insert_challenges(n: usize) -> String {
+    let rows = (0..n)
+        .map(|i| format!("(${}, $1, ${}, ${}, 'pending')", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("INSERT INTO challenges (id, authz_id, type, token, status) VALUES {rows}")
+}
+
 /// An order with its authorization IDs as a JSON array text, in the order of its identifiers
 /// (aggregates differ: `json_group_array` and `json_agg`).
 const SQLITE_ORDER_BY_ID: &str = "SELECT o.*,
@@ -1032,10 +1164,8 @@ macro_rules! impl_load {
     ($conn:ty, $order_by_id:expr) => {
         impl Load for $conn {
             async fn load_order(&mut self, id: &str) -> Result<Option<OrderRow>> {
-                let Some(raw) = sqlx::query_as::<_, rows::RawOrder>($order_by_id)
-                .bind(id)
-                .fetch_optional(&mut *self)
-                .await?
+                let Some(raw) =
+                    sqlx::query_as::<_, rows::RawOrder>($order_by_id).bind(id).fetch_optional(&mut *self).await?
                 else {
                     return Ok(None);
                 };
@@ -1043,27 +1173,21 @@ macro_rules! impl_load {
             }
 
             async fn load_authz(&mut self, id: &str) -> Result<Option<AuthzRow>> {
-                let Some(raw) = sqlx::query_as::<_, rows::RawAuthz>(AUTHZ_BY_ID)
-                    .bind(id)
-                    .fetch_optional(&mut *self)
-                    .await?
+                let Some(raw) =
+                    sqlx::query_as::<_, rows::RawAuthz>(AUTHZ_BY_ID).bind(id).fetch_optional(&mut *self).await?
                 else {
                     return Ok(None);
                 };
-                let challs = sqlx::query_as::<_, rows::RawChallenge>(CHALLENGES_OF_AUTHZ)
-                .bind(id)
-                .fetch_all(&mut *self)
-                .await?;
+                let challs =
+                    sqlx::query_as::<_, rows::RawChallenge>(CHALLENGES_OF_AUTHZ).bind(id).fetch_all(&mut *self).await?;
                 AuthzRow::from_raw(raw, challs).map(Some)
             }
 
             async fn authz_and_order_of(&mut self, challenge_id: &str) -> Result<(String, String)> {
-                Ok(sqlx::query_as::<_, (String, String)>(
-                    "SELECT a.id, a.order_id FROM challenges c JOIN authorizations a ON a.id = c.authz_id WHERE c.id = $1",
-                )
-                .bind(challenge_id)
-                .fetch_one(&mut *self)
-                .await?)
+                Ok(sqlx::query_as::<_, (String, String)>(AUTHZ_AND_ORDER_OF)
+                    .bind(challenge_id)
+                    .fetch_one(&mut *self)
+                    .await?)
             }
         }
     };

@@ -433,6 +433,17 @@ proptest! {
             return Err(TestCaseError::fail(e));
         }
     }
+
+    /// The same on a SQLite file, where the hot reads and writes bypass sqlx (lite.rs).
+    #[test]
+    fn order_state_machine_holds_on_a_sqlite_file(ops in prop::collection::vec(op(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("vacme.db").display());
+        if let Err(e) = rt.block_on(async { run(Store::connect(&url).await.unwrap(), &ops).await }) {
+            return Err(TestCaseError::fail(e));
+        }
+    }
 }
 
 /// The same property on PostgreSQL, a fresh database per case (fewer cases: each costs a

@@ -1,6 +1,7 @@
 //! The store suite: state transitions, guards and single use, on a real SQLite and a real
 //! PostgreSQL. Each test is an `async fn(Store)`, run by `on_both_backends!` on an in-memory
-//! SQLite and on a fresh PostgreSQL database (see `testdb`).
+//! SQLite (every statement through sqlx), on a SQLite file (the hot paths on vacme's own threads,
+//! lite.rs) and on a fresh PostgreSQL database (see `testdb`).
 
 use futures_util::future::join_all;
 use serde_json::json;
@@ -8,7 +9,8 @@ use serde_json::json;
 use super::{testdb::TestDb, *};
 use crate::acme::types::{AuthorizationStatus, ChallengeStatus, OrderStatus};
 
-/// For each named `async fn(Store)`: a module of that name with two tests, `sqlite` and `postgres`.
+/// For each named `async fn(Store)`: a module of that name with three tests, `sqlite`,
+/// `sqlite_file` and `postgres`.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -17,6 +19,15 @@ macro_rules! on_both_backends {
             #[tokio::test]
             async fn sqlite() {
                 super::$name(Store::memory().await.unwrap()).await;
+            }
+
+            /// A database file: the reads on the calling thread and the writer thread (lite.rs).
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_file() {
+                let dir = tempfile::tempdir().unwrap();
+                let s = Store::connect(&format!("sqlite://{}", dir.path().join("vacme.db").display())).await.unwrap();
+                super::$name(s.clone()).await;
+                s.close().await;
             }
 
             #[tokio::test]
