@@ -986,7 +986,7 @@ impl Store {
             let order_id = order_id.to_owned();
             return writer.run(move |c| lite::execute(c, MARK, &[&order_id, &now]).map(drop)).await;
         }
-        on!(self, write, |db| { sqlx::query(MARK).bind(order_id).bind(now).execute(db).await?.rows_affected() });
+        on!(self, write, |db| sqlx::query(MARK).bind(order_id).bind(now).execute(db).await?.rows_affected());
         Ok(())
     }
 
