@@ -51,42 +51,43 @@ impl Store {
 
     /// Accounts created from `ip` since `since`.
     pub async fn accounts_created_from(&self, ip: &str, since: i64) -> Result<WindowCount> {
-        Ok(on!(self, read, |db| {
-            sqlx::query_as::<_, WindowCount>(
-                "SELECT COUNT(*) AS count, MIN(created_at) AS oldest FROM accounts WHERE created_ip = $1 AND created_at >= $2",
-            )
-            .bind(ip)
-            .bind(since)
-            .fetch_one(db)
-            .await?
-        }))
+        self.window(
+            "SELECT COUNT(*) AS count, MIN(created_at) AS oldest FROM accounts WHERE created_ip = $1 AND created_at >= $2",
+            ip,
+            since,
+        )
+        .await
     }
 
     /// Orders the account created since `since`.
     pub async fn orders_created_by(&self, account_id: &str, since: i64) -> Result<WindowCount> {
-        Ok(on!(self, read, |db| {
-            sqlx::query_as::<_, WindowCount>(
-                "SELECT COUNT(*) AS count, MIN(created_at) AS oldest FROM orders WHERE account_id = $1 AND created_at >= $2",
-            )
-            .bind(account_id)
-            .bind(since)
-            .fetch_one(db)
-            .await?
-        }))
+        self.window(
+            "SELECT COUNT(*) AS count, MIN(created_at) AS oldest FROM orders WHERE account_id = $1 AND created_at >= $2",
+            account_id,
+            since,
+        )
+        .await
     }
 
     /// The account's pending, unexpired authorizations, and when the first of them expires.
     pub async fn pending_authorizations(&self, account_id: &str, now: i64) -> Result<WindowCount> {
-        Ok(on!(self, read, |db| {
-            sqlx::query_as::<_, WindowCount>(
-                "SELECT COUNT(*) AS count, MIN(expires_at) AS oldest FROM authorizations
-                 WHERE account_id = $1 AND status = 'pending' AND expires_at > $2",
-            )
-            .bind(account_id)
-            .bind(now)
-            .fetch_one(db)
-            .await?
-        }))
+        self.window(
+            "SELECT COUNT(*) AS count, MIN(expires_at) AS oldest FROM authorizations
+             WHERE account_id = $1 AND status = 'pending' AND expires_at > $2",
+            account_id,
+            now,
+        )
+        .await
+    }
+
+    /// A count and its oldest time, from `sql` with `$1 = key` and `$2 = at`: on the calling
+    /// thread when SQLite allows (lite.rs), as each newAccount and newOrder asks.
+    async fn window(&self, sql: &str, key: &str, at: i64) -> Result<WindowCount> {
+        if let Some(lite) = self.lite() {
+            let row = lite.optional(sql, &[&key, &at], |r| Ok(WindowCount { count: r.get(0)?, oldest: r.get(1)? }))?;
+            return Ok(row.unwrap_or_default());
+        }
+        Ok(on!(self, read, |db| sqlx::query_as::<_, WindowCount>(sql).bind(key).bind(at).fetch_one(db).await?))
     }
 
     /// Which of `identifiers` (compared by their base: a wildcard's domain) the account may not

@@ -71,6 +71,10 @@ impl Readers {
     }
 
     fn put(&self, conn: Connection) {
+        if !conn.is_autocommit() {
+            // A read transaction left open would pin an old snapshot: not worth keeping.
+            return;
+        }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < IDLE {
             idle.push(conn);
@@ -109,12 +113,18 @@ impl Readers {
     /// one read transaction.
     pub(super) fn authz(&self, authz_sql: &str, key: &str) -> Result<Option<(RawAuthz, Vec<RawChallenge>)>> {
         self.with(|conn| {
-            let tx = conn.unchecked_transaction()?;
-            let Some(authz) = query(&tx, authz_sql, &[&key], RawAuthz::from_lite)?.into_iter().next() else {
-                return Ok(None);
-            };
-            let challs = query(&tx, CHALLENGES_OF_AUTHZ, &[&authz.id()], RawChallenge::from_lite)?;
-            Ok(Some((authz, challs)))
+            control(conn, "BEGIN").map_err(StoreError::Batch)?;
+            let read =
+                query(conn, authz_sql, &[&key], RawAuthz::from_lite).and_then(|authz| match authz.into_iter().next() {
+                    None => Ok(None),
+                    Some(authz) => {
+                        let challs = query(conn, CHALLENGES_OF_AUTHZ, &[&authz.id()], RawChallenge::from_lite)?;
+                        Ok(Some((authz, challs)))
+                    }
+                });
+            // A read transaction has nothing to keep: ending it cannot lose anything.
+            let _ = control(conn, "COMMIT");
+            read
         })
     }
 }
@@ -157,6 +167,12 @@ pub(super) fn query<T>(
         out.push(map(row)?);
     }
     Ok(out)
+}
+
+/// A transaction control statement, prepared once per connection (parsing it costs more than
+/// running it).
+fn control(conn: &Connection, sql: &str) -> std::result::Result<(), String> {
+    conn.prepare_cached(sql).and_then(|mut stmt| stmt.raw_execute()).map(drop).map_err(|e| e.to_string())
 }
 
 fn open(path: &std::path::Path, mode: OpenFlags) -> Result<Connection> {
@@ -242,12 +258,12 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, gate: Gate) {
         }
         let held = gate.blocking_lock();
         let mut answers = Vec::with_capacity(batch.len());
-        let mut failed = conn.execute_batch("BEGIN IMMEDIATE").err().map(|e| e.to_string());
+        let mut failed = control(&conn, "BEGIN IMMEDIATE").err();
         for job in batch {
             if failed.is_none()
-                && let Err(e) = conn.execute_batch("SAVEPOINT job")
+                && let Err(e) = control(&conn, "SAVEPOINT job")
             {
-                failed = Some(e.to_string());
+                failed = Some(e);
             }
             if failed.is_some() {
                 // The transaction is gone: the rest are answered with its error, unrun.
@@ -255,19 +271,19 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, gate: Gate) {
                 continue;
             }
             let (stands, answer) = job(Some(&conn));
-            let end = if stands { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-            if let Err(e) = conn.execute_batch(end) {
-                failed = Some(e.to_string());
+            let undo = if stands { Ok(()) } else { control(&conn, "ROLLBACK TO job") };
+            if let Err(e) = undo.and_then(|()| control(&conn, "RELEASE job")) {
+                failed = Some(e);
             }
             answers.push(answer);
         }
         if failed.is_none()
-            && let Err(e) = conn.execute_batch("COMMIT")
+            && let Err(e) = control(&conn, "COMMIT")
         {
-            failed = Some(e.to_string());
+            failed = Some(e);
         }
         if failed.is_some() && !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = control(&conn, "ROLLBACK");
         }
         drop(held);
         if let Some(why) = &failed {
