@@ -23,7 +23,7 @@ use crate::{
     nonce::{MemoryNonces, Nonces},
     policy::Policy,
     secret::Secret,
-    state::{AppState, Lifecycle, Limits, Wake},
+    state::{AppState, Lifecycle, Limits, Shared, Wake},
     store::Store,
     tls::ServingCert,
     validation::{
@@ -119,7 +119,7 @@ impl App {
         let mut server_config = ServerConfig::builder().with_no_client_auth().with_cert_resolver(serving.clone());
         server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let tls = Arc::new(server_config);
-        let state = AppState {
+        let state = AppState::new(Shared {
             store,
             issuer,
             urls: Arc::new(urls),
@@ -138,7 +138,7 @@ impl App {
             lifecycle,
             nonces,
             metrics: Arc::new(Metrics::default()),
-        };
+        });
         Ok(App {
             router: api::router(state.clone()),
             state,

@@ -16,9 +16,27 @@ use crate::{
     store::Store,
 };
 
-/// Shared application state: cheap to clone, everything behind `Arc`.
+/// Shared application state behind one `Arc`: axum clones it for every request and extractor, so
+/// a clone is one reference count, not one per part.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What `AppState` holds.
+#[derive(Debug)]
+pub struct Shared {
     pub store: Store,
     pub issuer: Arc<dyn Issuer>,
     pub urls: Arc<Urls>,
