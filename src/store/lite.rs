@@ -15,6 +15,11 @@
 //!
 //! Writes still made through sqlx take the same `gate` as the writer thread, so SQLite never sees
 //! two writers at once (and no one sleeps in its busy handler).
+//!
+//! The price: each hot write is written twice, for the writer thread (rusqlite) and for sqlx
+//! (PostgreSQL, and the in-memory SQLite of the tests), with the SQL text shared. The store tests
+//! run both (`sqlite_file` and `sqlite`/`postgres`).
+
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
     path::PathBuf,
@@ -113,7 +118,7 @@ impl Readers {
     /// one read transaction.
     pub(super) fn authz(&self, authz_sql: &str, key: &str) -> Result<Option<(RawAuthz, Vec<RawChallenge>)>> {
         self.with(|conn| {
-            control(conn, "BEGIN").map_err(StoreError::Batch)?;
+            control(conn, "BEGIN").map_err(StoreError::Sqlite)?;
             let read =
                 query(conn, authz_sql, &[&key], RawAuthz::from_lite).and_then(|authz| match authz.into_iter().next() {
                     None => Ok(None),
@@ -228,7 +233,7 @@ impl Writer {
         let job: Job = Box::new(move |conn| {
             let out = conn.map(|conn| {
                 catch_unwind(AssertUnwindSafe(|| f(conn)))
-                    .unwrap_or_else(|_| Err(StoreError::Batch("a write job panicked".into())))
+                    .unwrap_or_else(|_| Err(StoreError::Sqlite("a write job panicked".into())))
             });
             let stands = matches!(out, Some(Ok(_)));
             let answer: Answer = Box::new(move |failed| {
@@ -236,14 +241,14 @@ impl Writer {
                     (Some(out), None) => out,
                     // Its own error says more than the transaction's.
                     (Some(Err(e)), Some(_)) => Err(e),
-                    (_, Some(why)) => Err(StoreError::Batch(why)),
-                    (None, None) => Err(StoreError::Batch("the write was not run".into())),
+                    (_, Some(why)) => Err(StoreError::Sqlite(why)),
+                    (None, None) => Err(StoreError::Sqlite("the write was not run".into())),
                 });
             });
             (stands, answer)
         });
-        self.jobs.send(job).map_err(|_| StoreError::Batch("the SQLite writer thread has stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Batch("the SQLite writer thread has stopped".into()))?
+        self.jobs.send(job).map_err(|_| StoreError::Sqlite("the SQLite writer thread has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Sqlite("the SQLite writer thread has stopped".into()))?
     }
 }
 

@@ -2,15 +2,16 @@
 //! updates (`WHERE status = ...`) checked by `rows_affected`, so several workers (or replicas)
 //! never move the same object twice.
 //!
-//! Two backends: SQLite (one process; every write on one connection) and PostgreSQL (several
-//! replicas share it). Each method is written once and compiled for both by `on!`; where the
-//! SQL differs, the two texts stand side by side. On PostgreSQL, statements run under READ
+//! Two backends: SQLite (one process; one writer at a time) and PostgreSQL (several replicas
+//! share it). Each method is written once and compiled for both by `on!`; where the SQL differs,
+//! the two texts stand side by side. On a SQLite file, the hot reads and writes of the issuance
+//! path skip sqlx and run on vacme's own threads (lite.rs), with the same SQL. On PostgreSQL, statements run under READ
 //! COMMITTED at the same time as other replicas', so the few transactions that read before they
 //! write take a row or advisory lock first (each says why).
 
 /// Runs `$body` with `$db` bound to this store's pool: on SQLite the read pool (`read`) or the
-/// writer connection (`write`, holding the writers' gate), on PostgreSQL its one pool. With `|$db, $pg|`, `$pg` is `true` on
-/// PostgreSQL, for the statements whose SQL differs. The body is compiled once per backend, so
+/// writer connection (`write`, holding the writers' gate), on PostgreSQL its one pool. With
+/// `|$db, $pg|`, `$pg` is `true` on PostgreSQL, for the statements whose SQL differs. The body is compiled once per backend, so
 /// both run the same Rust without a dynamic database layer.
 macro_rules! on {
     ($store:expr, read, |$db:ident| $body:expr) => {
@@ -83,10 +84,10 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database error: {0}")]
     Lite(#[from] rusqlite::Error),
-    /// A write on SQLite's writer thread that could not be made (the transaction it was part of
-    /// failed, or the thread is gone).
+    /// A SQLite transaction that vacme drives itself (lite.rs) could not begin or commit, or its
+    /// writer thread is gone.
     #[error("database error: {0}")]
-    Batch(String),
+    Sqlite(String),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row in {table}: {what}")]
