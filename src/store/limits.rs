@@ -4,7 +4,7 @@
 
 use sqlx::FromRow;
 
-use super::{Result, Store};
+use super::{Load, Result, Store};
 use crate::acme::Identifier;
 
 /// Events inside a window: how many, and when the oldest happened (it leaves the window first).
@@ -128,52 +128,11 @@ impl Store {
             return Ok(false);
         }
         let base = identifier.base();
-        // Racing failures (any replica) may both count enough: the insert (or re-pause of a lifted
-        // pause) is guarded, so one of them pauses and reports it.
         on!(self, write, |db| {
             let mut tx = db.begin().await?;
-            let lifted: Option<i64> = sqlx::query_scalar(
-                "SELECT lifted_at FROM validation_pauses
-                 WHERE account_id = $1 AND identifier_type = $2 AND identifier_value = $3",
-            )
-            .bind(account_id)
-            .bind(base.kind())
-            .bind(base.value())
-            .fetch_optional(&mut *tx)
-            .await?
-            .flatten();
-            // Failures up to the second of the lift were forgiven with it.
-            let since = lifted.map_or(now - HOUR, |l| (l + 1).max(now - HOUR));
-            let failures: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM challenges c JOIN authorizations a ON a.id = c.authz_id
-                 WHERE a.account_id = $1 AND a.identifier_type = $2 AND a.identifier_value = $3 AND c.failed_at >= $4",
-            )
-            .bind(account_id)
-            .bind(base.kind())
-            .bind(base.value())
-            .bind(since)
-            .fetch_one(&mut *tx)
-            .await?;
-            if failures < i64::from(limit) {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-            let paused = sqlx::query(
-                "INSERT INTO validation_pauses (account_id, identifier_type, identifier_value, paused_at, failures)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (account_id, identifier_type, identifier_value) DO UPDATE
-                   SET paused_at = excluded.paused_at, failures = excluded.failures, lifted_at = NULL
-                   WHERE validation_pauses.lifted_at IS NOT NULL",
-            )
-            .bind(account_id)
-            .bind(base.kind())
-            .bind(base.value())
-            .bind(now)
-            .bind(failures)
-            .execute(&mut *tx)
-            .await?;
+            let paused = tx.pause_if_failing(account_id, base.kind(), &base.value(), limit, now).await?;
             tx.commit().await?;
-            Ok(paused.rows_affected() == 1)
+            Ok(paused)
         })
     }
 

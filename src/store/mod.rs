@@ -806,15 +806,21 @@ impl Store {
 
     /// The challenge failed for good: challenge, authorization and order become `invalid`
     /// (RFC 8555 §7.1.6); the order's error names the identifier.
+    ///
+    /// With `pause_after` above 0, the same transaction pauses the name for the account once that
+    /// many of its validations failed within the hour (`Store::pause_if_failing`), so a client that
+    /// sees the order invalid finds the pause already in force. `true` when this call paused it.
     pub async fn challenge_failed(
         &self,
         id: &str,
         problem: &serde_json::Value,
         order_problem: &serde_json::Value,
+        pause_after: u32,
         now: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         on!(self, write, |db| {
             let mut tx = db.begin().await?;
+            let mut paused = false;
             let done = sqlx::query(
                 "UPDATE challenges SET status = 'invalid', error = $2, attempts = attempts + 1, claimed_until = NULL,
                                        failed_at = $3
@@ -844,10 +850,19 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                if pause_after > 0 {
+                    let (account_id, kind, value) = sqlx::query_as::<_, (String, String, String)>(
+                        "SELECT account_id, identifier_type, identifier_value FROM authorizations WHERE id = $1",
+                    )
+                    .bind(&authz_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    paused = tx.pause_if_failing(&account_id, &kind, &value, pause_after, now).await?;
+                }
             }
             tx.commit().await?;
-        });
-        Ok(())
+            Ok(paused)
+        })
     }
 
     // ---- issuance ----
@@ -1158,6 +1173,17 @@ trait Load {
     async fn load_authz(&mut self, id: &str) -> Result<Option<AuthzRow>>;
     /// The authorization and the order of a challenge.
     async fn authz_and_order_of(&mut self, challenge_id: &str) -> Result<(String, String)>;
+    /// Pauses the name (`kind`, `value`: an authorization's identifier) for the account once
+    /// `limit` of its validations failed within the hour, counting only failures after the last
+    /// lift. `true` when this call paused it.
+    async fn pause_if_failing(
+        &mut self,
+        account_id: &str,
+        kind: &str,
+        value: &str,
+        limit: u32,
+        now: i64,
+    ) -> Result<bool>;
 }
 
 /// `Load` for one backend's connection; `$order_by_id` is its SQL of an order by ID.
@@ -1182,6 +1208,58 @@ macro_rules! impl_load {
                 let challs =
                     sqlx::query_as::<_, rows::RawChallenge>(CHALLENGES_OF_AUTHZ).bind(id).fetch_all(&mut *self).await?;
                 AuthzRow::from_raw(raw, challs).map(Some)
+            }
+
+            async fn pause_if_failing(
+                &mut self,
+                account_id: &str,
+                kind: &str,
+                value: &str,
+                limit: u32,
+                now: i64,
+            ) -> Result<bool> {
+                // Racing failures (any replica) may both count enough: the insert (or re-pause of
+                // a lifted pause) is guarded, so one of them pauses and reports it.
+                let lifted: Option<i64> = sqlx::query_scalar(
+                    "SELECT lifted_at FROM validation_pauses
+                     WHERE account_id = $1 AND identifier_type = $2 AND identifier_value = $3",
+                )
+                .bind(account_id)
+                .bind(kind)
+                .bind(value)
+                .fetch_optional(&mut *self)
+                .await?
+                .flatten();
+                // Failures up to the second of the lift were forgiven with it.
+                let since = lifted.map_or(now - limits::HOUR, |l| (l + 1).max(now - limits::HOUR));
+                let failures: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM challenges c JOIN authorizations a ON a.id = c.authz_id
+                     WHERE a.account_id = $1 AND a.identifier_type = $2 AND a.identifier_value = $3 AND c.failed_at >= $4",
+                )
+                .bind(account_id)
+                .bind(kind)
+                .bind(value)
+                .bind(since)
+                .fetch_one(&mut *self)
+                .await?;
+                if failures < i64::from(limit) {
+                    return Ok(false);
+                }
+                let paused = sqlx::query(
+                    "INSERT INTO validation_pauses (account_id, identifier_type, identifier_value, paused_at, failures)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (account_id, identifier_type, identifier_value) DO UPDATE
+                       SET paused_at = excluded.paused_at, failures = excluded.failures, lifted_at = NULL
+                       WHERE validation_pauses.lifted_at IS NOT NULL",
+                )
+                .bind(account_id)
+                .bind(kind)
+                .bind(value)
+                .bind(now)
+                .bind(failures)
+                .execute(&mut *self)
+                .await?;
+                Ok(paused.rows_affected() == 1)
             }
 
             async fn authz_and_order_of(&mut self, challenge_id: &str) -> Result<(String, String)> {

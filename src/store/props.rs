@@ -239,7 +239,7 @@ impl World {
                 if let Some(id) = self.chall_of(order, authz, chall).await {
                     let p = json!({"detail": "wrong answer"});
                     self.store
-                        .challenge_failed(&id, &p, &problem("challenge failed"), now)
+                        .challenge_failed(&id, &p, &problem("challenge failed"), 0, now)
                         .await
                         .map_err(|e| e.to_string())?;
                 }

@@ -177,7 +177,7 @@ async fn failed_challenge_invalidates_authorization_and_order(s: Store) {
     s.challenge_retry(&c.id, &p, 120).await.unwrap();
     assert!(s.claim_due_challenges(115, 140, 10).await.unwrap().is_empty(), "not due yet");
     assert_eq!(s.claim_due_challenges(120, 150, 10).await.unwrap()[0].attempts, 1);
-    s.challenge_failed(&c.id, &p, &json!({"detail": "order failed"}), 121).await.unwrap();
+    s.challenge_failed(&c.id, &p, &json!({"detail": "order failed"}), 0, 121).await.unwrap();
     let o = s.order(&o.id).await.unwrap().unwrap();
     assert_eq!(o.status, OrderStatus::Invalid);
     assert_eq!(o.error.unwrap()["detail"], "order failed");
@@ -501,7 +501,7 @@ async fn what_limits_admin_and_audit_read_is_there(s: Store) {
     let fc = first_challenge(&s, &failing, 0).await;
     s.start_challenge(&fc.id, 500).await.unwrap();
     s.claim_due_challenges(500, 530, 10).await.unwrap();
-    s.challenge_failed(&fc.id, &json!({}), &json!({}), 501).await.unwrap();
+    s.challenge_failed(&fc.id, &json!({}), &json!({}), 0, 501).await.unwrap();
     assert!(s.pause_if_failing(&acct.id, &name, 1, 502).await.unwrap());
     assert!(!s.pause_if_failing(&acct.id, &name, 1, 503).await.unwrap(), "already paused");
     assert_eq!(s.paused_identifiers(&acct.id, std::slice::from_ref(&name)).await.unwrap(), vec![name.clone()]);
@@ -510,7 +510,17 @@ async fn what_limits_admin_and_audit_read_is_there(s: Store) {
     assert_eq!(s.unpause(&acct.id, Some("c.lab.example"), 504).await.unwrap(), 1);
     assert!(s.pauses(Some(&acct.id), false).await.unwrap().is_empty());
     assert_eq!(s.pauses(Some(&acct.id), true).await.unwrap()[0].lifted_at, Some(504));
-    assert!(s.paused_identifiers(&acct.id, &[name]).await.unwrap().is_empty());
+    assert!(s.paused_identifiers(&acct.id, std::slice::from_ref(&name)).await.unwrap().is_empty());
+
+    // The failure that reaches the limit pauses the name in its own transaction: once the order
+    // reads invalid, the pause is there.
+    let again = order(&s, &acct, &["c.lab.example"]).await;
+    let ac = first_challenge(&s, &again, 0).await;
+    s.start_challenge(&ac.id, 505).await.unwrap();
+    s.claim_due_challenges(505, 530, 10).await.unwrap();
+    assert!(s.challenge_failed(&ac.id, &json!({}), &json!({}), 1, 506).await.unwrap(), "paused with the failure");
+    assert_eq!(s.order(&again.id).await.unwrap().unwrap().status, OrderStatus::Invalid);
+    assert_eq!(s.paused_identifiers(&acct.id, std::slice::from_ref(&name)).await.unwrap(), vec![name.clone()]);
 
     let event = |account: &AccountRow| crate::audit::AuditEvent {
         event: "issued".into(),

@@ -137,15 +137,19 @@ impl ValidationWorker {
                         detail = %problem.detail, "challenge invalid");
                     self.metrics.validation(chall.kind.as_str(), "invalid", took);
                     let order_problem = order_problem(&chall, &problem);
-                    match self.store.challenge_failed(&chall.id, &wire, &order_problem, now).await {
-                        Ok(()) => {
+                    let limit = self.settings.pause_after_failures;
+                    match self.store.challenge_failed(&chall.id, &wire, &order_problem, limit, now).await {
+                        Ok(paused) => {
                             AuditEvent::by_account("validation_failed", &chall.account_id)
                                 .order(&chall.order_id)
                                 .identifiers(std::slice::from_ref(&chall.identifier))
                                 .detail(format!("{}: {}", chall.kind, problem.detail))
                                 .record(&self.store, now)
                                 .await;
-                            self.pause_if_failing(&chall, now).await
+                            if paused {
+                                self.paused(&chall, now).await;
+                            }
+                            Ok(())
                         }
                         Err(e) => Err(e),
                     }
@@ -160,20 +164,18 @@ impl ValidationWorker {
 }
 
 impl ValidationWorker {
-    /// Too many failures of one name by one account in an hour pause it (src/ratelimit.rs).
-    async fn pause_if_failing(&self, chall: &ClaimedChallenge, now: i64) -> Result<(), crate::store::StoreError> {
+    /// Too many failures of one name by one account in an hour paused it (src/ratelimit.rs); the
+    /// pause was recorded with the failure, in one transaction.
+    async fn paused(&self, chall: &ClaimedChallenge, now: i64) {
         let limit = self.settings.pause_after_failures;
-        if self.store.pause_if_failing(&chall.account_id, &chall.identifier, limit, now).await? {
-            tracing::warn!(account_id = %chall.account_id, identifier = %chall.identifier,
-                "validation paused after {limit} failures within an hour; `vacme limits unpause` lifts it");
-            AuditEvent::new("paused", "vacme")
-                .identifiers(std::slice::from_ref(&chall.identifier))
-                .detail(format!("{limit} failed validations within an hour"))
-                .account(&chall.account_id)
-                .record(&self.store, now)
-                .await;
-        }
-        Ok(())
+        tracing::warn!(account_id = %chall.account_id, identifier = %chall.identifier,
+            "validation paused after {limit} failures within an hour; `vacme limits unpause` lifts it");
+        AuditEvent::new("paused", "vacme")
+            .identifiers(std::slice::from_ref(&chall.identifier))
+            .detail(format!("{limit} failed validations within an hour"))
+            .account(&chall.account_id)
+            .record(&self.store, now)
+            .await;
     }
 }
 
