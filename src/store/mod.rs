@@ -1040,35 +1040,26 @@ impl Store {
 
     /// Earliest time the validation worker has something to do, if any.
     pub async fn next_challenge_due(&self) -> Result<Option<i64>> {
-        if let Some(lite) = self.lite() {
-            return Ok(lite.optional(SQLITE_NEXT_CHALLENGE_DUE, &[], |r| r.get(0))?.flatten());
-        }
-        // The later of two values: SQLite's two-argument max(), PostgreSQL's GREATEST().
-        Ok(on!(self, read, |db, pg| {
-            sqlx::query_scalar::<_, Option<i64>>(if pg {
-                "SELECT MIN(GREATEST(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM challenges WHERE status = 'processing'"
-            } else {
-                SQLITE_NEXT_CHALLENGE_DUE
-            })
-            .fetch_one(db)
-            .await?
-        }))
+        self.next_due("challenges").await
     }
 
     /// Earliest time the issuance worker has something to do, if any.
     pub async fn next_issuance_due(&self) -> Result<Option<i64>> {
+        self.next_due("orders").await
+    }
+
+    /// Earliest time a `processing` row of `table` (`challenges` or `orders`) is due and not
+    /// leased.
+    async fn next_due(&self, table: &'static str) -> Result<Option<i64>> {
+        // The later of two values: SQLite's two-argument max(), PostgreSQL's GREATEST().
+        let later = if self.is_postgres() { "GREATEST" } else { "MAX" };
+        let sql = format!(
+            "SELECT MIN({later}(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM {table} WHERE status = 'processing'"
+        );
         if let Some(lite) = self.lite() {
-            return Ok(lite.optional(SQLITE_NEXT_ISSUANCE_DUE, &[], |r| r.get(0))?.flatten());
+            return Ok(lite.optional(&sql, &[], |r| r.get(0))?.flatten());
         }
-        Ok(on!(self, read, |db, pg| {
-            sqlx::query_scalar::<_, Option<i64>>(if pg {
-                "SELECT MIN(GREATEST(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM orders WHERE status = 'processing'"
-            } else {
-                SQLITE_NEXT_ISSUANCE_DUE
-            })
-            .fetch_one(db)
-            .await?
-        }))
+        Ok(on!(self, read, |db| sqlx::query_scalar::<_, Option<i64>>(&sql).fetch_one(db).await?))
     }
 
     // ---- certificates ----
@@ -1160,10 +1151,6 @@ const SQLITE_ORDER_BY_ID: &str = "SELECT o.*,
 const PG_ORDER_BY_ID: &str = "SELECT o.*,
     (SELECT COALESCE(json_agg(id ORDER BY position), '[]')::text FROM authorizations WHERE order_id = o.id) AS authz_ids
     FROM orders o WHERE o.id = $1";
-const SQLITE_NEXT_CHALLENGE_DUE: &str =
-    "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM challenges WHERE status = 'processing'";
-const SQLITE_NEXT_ISSUANCE_DUE: &str =
-    "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM orders WHERE status = 'processing'";
 
 /// Reads that several methods share, on a connection or inside a transaction.
 trait Load {
