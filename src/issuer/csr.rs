@@ -40,6 +40,71 @@ impl Default for KeyPolicy {
     }
 }
 
+/// The family of a CSR's public key: what a Vault role's `key_type` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// ECDSA (`key_type=ec`).
+    Ec,
+    /// RSA (`key_type=rsa`).
+    Rsa,
+    /// Ed25519 (`key_type=ed25519`).
+    Ed25519,
+}
+
+impl KeyKind {
+    /// Vault's word for it (`ec`, `rsa`, `ed25519`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Ec => "ec",
+            KeyKind::Rsa => "rsa",
+            KeyKind::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// A CSR's public key as a Vault role judges it: its family and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CsrKey {
+    /// ECDSA on P-256 (`bits` 256) or P-384 (384).
+    Ec { bits: u32 },
+    /// RSA with a modulus of `bits`.
+    Rsa { bits: u32 },
+    /// Ed25519.
+    Ed25519,
+}
+
+impl CsrKey {
+    /// The key's family.
+    pub fn kind(self) -> KeyKind {
+        match self {
+            CsrKey::Ec { .. } => KeyKind::Ec,
+            CsrKey::Rsa { .. } => KeyKind::Rsa,
+            CsrKey::Ed25519 => KeyKind::Ed25519,
+        }
+    }
+
+    /// The size Vault compares with a role's `key_bits` (curve size for EC, 0 for Ed25519).
+    pub fn bits(self) -> u32 {
+        match self {
+            CsrKey::Ec { bits } | CsrKey::Rsa { bits } => bits,
+            CsrKey::Ed25519 => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for CsrKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CsrKey::Ec { bits: 256 } => f.write_str("ECDSA P-256"),
+            CsrKey::Ec { bits: 384 } => f.write_str("ECDSA P-384"),
+            CsrKey::Ec { bits } => write!(f, "ECDSA {bits}-bit"),
+            CsrKey::Rsa { bits } => write!(f, "RSA {bits}-bit"),
+            CsrKey::Ed25519 => f.write_str("Ed25519"),
+        }
+    }
+}
+
 /// How far a CA may set notBefore before the signing time.
 const BACKDATE_ALLOWANCE: time::Duration = time::Duration::minutes(1);
 
@@ -73,6 +138,8 @@ pub struct IssuanceRequest {
     pub common_name: String,
     /// The subject public key info (DER), for a CA that signs from it.
     pub spki_der: Vec<u8>,
+    /// The CSR key's family and size, for choosing the role that signs it.
+    pub key: CsrKey,
     /// The order's requested `notBefore`; issuers clamp it, never refuse it.
     pub not_before: Option<OffsetDateTime>,
     /// The order's requested `notAfter`; issuers cap it at their maximum, never refuse it.
@@ -97,7 +164,7 @@ impl IssuanceRequest {
             return Err(Problem::bad_csr("CSR has trailing data"));
         }
         // Key first: the verifier cannot check signatures of keys below policy (RSA < 2048) anyway.
-        check_key(&csr, policy)?;
+        let key = check_key(&csr, policy)?;
         csr.verify_signature().map_err(|_| Problem::bad_csr("CSR signature does not verify"))?;
 
         let mut names = BTreeSet::new();
@@ -147,6 +214,7 @@ impl IssuanceRequest {
             identifiers: wanted.into_iter().collect(),
             common_name,
             spki_der: csr.certification_request_info.subject_pki.raw.to_vec(),
+            key,
             not_before,
             not_after,
             target: SignTarget::default(),
@@ -173,20 +241,20 @@ impl IssuanceRequest {
     }
 }
 
-fn check_key(csr: &X509CertificationRequest<'_>, policy: &KeyPolicy) -> Result<(), Problem> {
+fn check_key(csr: &X509CertificationRequest<'_>, policy: &KeyPolicy) -> Result<CsrKey, Problem> {
     let spki = &csr.certification_request_info.subject_pki;
     let alg = &spki.algorithm.algorithm;
     if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
         let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
         match curve {
-            Some(c) if c == OID_EC_P256 && policy.ec_p256 => Ok(()),
-            Some(c) if c == OID_NIST_EC_P384 && policy.ec_p384 => Ok(()),
+            Some(c) if c == OID_EC_P256 && policy.ec_p256 => Ok(CsrKey::Ec { bits: 256 }),
+            Some(c) if c == OID_NIST_EC_P384 && policy.ec_p384 => Ok(CsrKey::Ec { bits: 384 }),
             _ => Err(Problem::bad_csr("CSR key: only EC P-256 and P-384 curves are accepted")),
         }
     } else if *alg == OID_PKCS1_RSAENCRYPTION {
         let bits = spki.parsed().map(|k| u32::try_from(k.key_size()).unwrap_or(u32::MAX)).unwrap_or(0);
         if (policy.rsa_min_bits..=policy.rsa_max_bits).contains(&bits) {
-            Ok(())
+            Ok(CsrKey::Rsa { bits })
         } else {
             Err(Problem::bad_csr(format!(
                 "CSR key: RSA keys must be {} to {} bits, this one is {bits}",
@@ -194,7 +262,7 @@ fn check_key(csr: &X509CertificationRequest<'_>, policy: &KeyPolicy) -> Result<(
             )))
         }
     } else if *alg == OID_SIG_ED25519 && policy.ed25519 {
-        Ok(())
+        Ok(CsrKey::Ed25519)
     } else {
         Err(Problem::bad_csr("CSR key type is not accepted (use EC P-256/P-384 or RSA >= 2048)"))
     }
@@ -376,12 +444,12 @@ mod tests {
 
         // PKCS#8 from `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`.
         let rsa = csr(&["a.lab.test"], None, &KeyPair::from_pem(include_str!("testdata/rsa2048.pem")).unwrap());
-        check(&order, &rsa).unwrap();
+        assert_eq!(check(&order, &rsa).unwrap().key, CsrKey::Rsa { bits: 2048 });
         let strict = KeyPolicy { rsa_min_bits: 3072, ..KeyPolicy::default() };
         assert!(IssuanceRequest::new(&order, &rsa, &strict, None, None).unwrap_err().detail.contains("2048"));
 
         let p384 = csr(&["a.lab.test"], None, &KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap());
-        check(&order, &p384).unwrap();
+        assert_eq!(check(&order, &p384).unwrap().key, CsrKey::Ec { bits: 384 });
         let no384 = KeyPolicy { ec_p384: false, ..KeyPolicy::default() };
         assert_eq!(IssuanceRequest::new(&order, &p384, &no384, None, None).unwrap_err().kind.code(), "badCSR");
 

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::acme::Problem;
 
-pub use csr::{IssuanceRequest, KeyPolicy, SignTarget};
+pub use csr::{CsrKey, IssuanceRequest, KeyKind, KeyPolicy, SignTarget};
 pub(crate) use local::write_private;
 pub use local::{LocalCa, LocalCaError, LocalIssuer};
 pub use vault::{VaultAuth, VaultIssuer, VaultSettings};
