@@ -193,7 +193,8 @@ pub struct ValidationConfig {
     pub max_redirects: usize,
     /// A failing challenge is retried until this many seconds after it was answered. Default 45.
     pub retry_window_secs: u64,
-    /// Loopback and private ranges validation may connect to. Default `["127.0.0.0/8", "::1/128"]`.
+    /// Loopback and private ranges validation may connect to. Default `[]`: none, except that names
+    /// under `.localhost` (RFC 6761) are validated on loopback.
     #[serde(deserialize_with = "string_or_list")]
     pub allowed_targets: Vec<String>,
 }
@@ -208,7 +209,7 @@ impl Default for ValidationConfig {
             timeout_secs: 10,
             max_redirects: 10,
             retry_window_secs: 45,
-            allowed_targets: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            allowed_targets: Vec::new(),
         }
     }
 }

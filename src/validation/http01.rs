@@ -15,7 +15,7 @@ use reqwest::{
     redirect::Policy,
 };
 
-use super::{Resolver, TargetPolicy, ValidationSettings, ValidationSetupError};
+use super::{Resolver, TargetPolicy, ValidationSettings, ValidationSetupError, is_localhost_name};
 use crate::acme::{Identifier, Problem, ProblemType};
 
 tokio::task_local! {
@@ -67,39 +67,26 @@ impl Resolve for ViaResolver {
     }
 }
 
-/// The http-01 checker: one HTTP client for all validations.
+/// The http-01 checker: one HTTP client for all validations, and one for `.localhost` names.
 #[derive(Debug)]
 pub struct Http01 {
+    /// Reaches what `validation.allowed_targets` allows.
     client: reqwest::Client,
     targets: Arc<TargetPolicy>,
+    /// The same, plus loopback: for names under `.localhost` only (RFC 6761 §6.3 puts them
+    /// there), so the zero-config quickstart validates without opening loopback to every name.
+    localhost_client: reqwest::Client,
     port: u16,
     max_body: usize,
 }
 
 impl Http01 {
-    /// Builds the client; `resolver` answers every hop.
+    /// Builds the clients; `resolver` answers every hop.
     pub fn new(settings: &ValidationSettings, resolver: Arc<Resolver>) -> Result<Self, ValidationSetupError> {
         let targets = Arc::new(TargetPolicy::new(settings.allowed_targets.clone()));
-        let policy = redirect_policy(settings.max_redirects, settings.http01_port, targets.clone());
-        let client = reqwest::Client::builder()
-            .redirect(policy)
-            .timeout(settings.timeout)
-            // Shorter than the whole attempt, so a connect that hangs (a firewall dropping
-            // packets) is reported as such rather than as a slow server.
-            .connect_timeout(settings.timeout.mul_f64(0.75))
-            .no_proxy()
-            // A fresh connection per fetch: a kept-alive one could still point at an address the
-            // name no longer has (the owner fixed DNS after a failed attempt).
-            .pool_max_idle_per_host(0)
-            .user_agent(concat!("vacme-validation/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(ViaResolver { resolver, targets: targets.clone() }))
-            // A redirect to https is followed without certificate checks: the certificate is
-            // not what http-01 proves (Let's Encrypt does the same).
-            .danger_accept_invalid_certs(true)
-            .use_rustls_tls()
-            .build()
-            .map_err(|e| ValidationSetupError::Http(e.to_string()))?;
-        Ok(Self { client, targets, port: settings.http01_port, max_body: settings.max_body })
+        let client = build_client(settings, resolver.clone(), targets.clone())?;
+        let localhost_client = build_client(settings, resolver, Arc::new(targets.with_loopback()))?;
+        Ok(Self { client, targets, localhost_client, port: settings.http01_port, max_body: settings.max_body })
     }
 
     /// Ok when the file holds `key_authorization`; otherwise a problem saying what was seen.
@@ -108,13 +95,19 @@ impl Http01 {
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(Problem::malformed("the challenge token is not base64url"));
         }
+        let mut client = &self.client;
         let host = match id {
             // RFC 8555 §7.1.3: a wildcard is proven by dns-01 only.
             Identifier::Dns(name) if id.is_wildcard() => {
                 return Err(Problem::unauthorized(format!("http-01 cannot prove the wildcard name {name}")));
             }
             // Resolved (and checked against the target policy) by ViaResolver, on every hop.
-            Identifier::Dns(name) => name.clone(),
+            Identifier::Dns(name) => {
+                if is_localhost_name(name) {
+                    client = &self.localhost_client;
+                }
+                name.clone()
+            }
             // RFC 8738 §3: connect to the address itself; Host is the literal.
             Identifier::Ip(ip) => {
                 self.targets.check(*ip).map_err(|why| Problem::new(ProblemType::Connection, why))?;
@@ -129,19 +122,28 @@ impl Http01 {
         } else {
             format!("http://{host}:{}/.well-known/acme-challenge/{token}", self.port)
         };
-        RESOLVED.scope(RefCell::new(Vec::new()), self.fetch(&url, key_authorization)).await
+        RESOLVED.scope(RefCell::new(Vec::new()), self.fetch(client, &url, token, key_authorization)).await
     }
 
-    async fn fetch(&self, url: &str, key_authorization: &str) -> Result<(), Problem> {
-        let mut res = self.client.get(url).send().await.map_err(|e| fetch_problem(url, &e))?;
+    async fn fetch(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), Problem> {
+        let mut res = client.get(url).send().await.map_err(|e| fetch_problem(url, &e))?;
         let status = res.status();
         let final_url = res.url().to_string();
+        // After a redirect the answer comes from wherever the name pointed vacme, so the detail
+        // names that place; it never carries what was read there (see `mismatch`).
+        let from = if final_url == url { final_url.clone() } else { format!("{final_url} (redirected from {url})") };
         if status != reqwest::StatusCode::OK {
-            return Err(Problem::unauthorized(format!("Invalid response from {final_url}: {}", status.as_u16())));
+            return Err(Problem::unauthorized(format!("Invalid response from {from}: {}", status.as_u16())));
         }
         let too_large = || {
             Problem::unauthorized(format!(
-                "Invalid response from {final_url}: the body is larger than {} bytes; \
+                "Invalid response from {from}: the body is larger than {} bytes; \
                  a key authorization file holds only the key authorization",
                 self.max_body
             ))
@@ -157,22 +159,70 @@ impl Http01 {
             }
             body.extend_from_slice(&chunk);
         }
-        let text = String::from_utf8_lossy(&body);
         // RFC 8555 §8.3: the client may add trailing whitespace; nothing else may differ.
-        let got = text.trim_end_matches([' ', '\t', '\r', '\n']);
-        if got == key_authorization {
+        let end = body.iter().rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')).map_or(0, |i| i + 1);
+        let got = &body[..end];
+        if got == key_authorization.as_bytes() {
             Ok(())
         } else {
             Err(Problem::new(
                 ProblemType::IncorrectResponse,
                 format!(
-                    "The key authorization file from {final_url} did not match this challenge: \
-                     expected {key_authorization:?}, got {:?}",
-                    shorten(got)
+                    "The key authorization file from {from} did not match this challenge: \
+                     expected {key_authorization:?}, got {}",
+                    mismatch(got, token)
                 ),
             ))
         }
     }
+}
+
+/// What a wrong key authorization file held, without its bytes. The body comes from an address
+/// the owner of the name chose (directly or by a redirect), possibly a service inside the
+/// operator's allowed ranges that answers anything with a page; echoing it would read that
+/// service back to whoever ordered the name. Its size and how it compares with the values the
+/// client already knows (its token, the key authorization's shape) are enough to fix the file.
+fn mismatch(got: &[u8], token: &str) -> String {
+    let size = match got.len() {
+        1 => "1 byte".to_owned(),
+        n => format!("{n} bytes"),
+    };
+    if got.is_empty() {
+        "an empty file".to_owned()
+    } else if got.first().is_some_and(u8::is_ascii_whitespace) {
+        format!("{size} starting with whitespace (only trailing whitespace is allowed)")
+    } else if got.starts_with(format!("{token}.").as_bytes()) {
+        format!("{size}: this challenge's token with another thumbprint (a file written for another account key)")
+    } else {
+        format!("{size} that are not this challenge's key authorization (the content is not shown)")
+    }
+}
+
+/// One validation client reaching what `targets` allows, on every hop.
+fn build_client(
+    settings: &ValidationSettings,
+    resolver: Arc<Resolver>,
+    targets: Arc<TargetPolicy>,
+) -> Result<reqwest::Client, ValidationSetupError> {
+    let policy = redirect_policy(settings.max_redirects, settings.http01_port, targets.clone());
+    reqwest::Client::builder()
+        .redirect(policy)
+        .timeout(settings.timeout)
+        // Shorter than the whole attempt, so a connect that hangs (a firewall dropping
+        // packets) is reported as such rather than as a slow server.
+        .connect_timeout(settings.timeout.mul_f64(0.75))
+        .no_proxy()
+        // A fresh connection per fetch: a kept-alive one could still point at an address the
+        // name no longer has (the owner fixed DNS after a failed attempt).
+        .pool_max_idle_per_host(0)
+        .user_agent(concat!("vacme-validation/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(ViaResolver { resolver, targets }))
+        // A redirect to https is followed without certificate checks: the certificate is
+        // not what http-01 proves (Let's Encrypt does the same).
+        .danger_accept_invalid_certs(true)
+        .use_rustls_tls()
+        .build()
+        .map_err(|e| ValidationSetupError::Http(e.to_string()))
 }
 
 /// RFC 8555 §8.3 lets the server follow redirects; vacme follows at most `max` of them, only to
@@ -231,12 +281,6 @@ fn allowed(targets: &TargetPolicy, ips: Vec<IpAddr>) -> Result<Vec<IpAddr>, Stri
         (true, Some(why)) => Err(why),
         _ => Ok(ok),
     }
-}
-
-/// The first 64 characters, printable only.
-fn shorten(s: &str) -> String {
-    let clean: String = s.chars().map(|c| if c.is_control() { '?' } else { c }).take(64).collect();
-    if s.chars().count() > 64 { format!("{clean}...") } else { clean }
 }
 
 /// A failed fetch, worded for the owner and naming the address tried (boulder `detailedError`):
@@ -357,7 +401,19 @@ mod tests {
             .route(&format!("{CHALLENGE}/to-gone"), to(format!("http://gone.lab.test:{port}{CHALLENGE}/good")))
             .route(&format!("{CHALLENGE}/to-other"), to(format!("http://other.lab.test:{port}{CHALLENGE}/good")))
             .route(&format!("{CHALLENGE}/meta"), to(format!("http://169.254.169.254{CHALLENGE}/x")))
+            // A service only the host should read, and challenge files that lead to it.
+            .route("/internal", get(|| async { SECRET }))
+            .route(&format!("{CHALLENGE}/to-secret"), to(format!("http://other.lab.test:{port}/internal")))
+            .route(&format!("{CHALLENGE}/to-secret-here"), to("/internal".to_owned()))
+            .route(&format!("{CHALLENGE}/to-missing"), to(format!("http://other.lab.test:{port}/nothing")))
+            .route(&format!("{CHALLENGE}/secret"), get(|| async { SECRET }))
+            .route(&format!("{CHALLENGE}/other-key"), get(|| async { "other-key.someone-elses-thumbprint" }))
+            .route(&format!("{CHALLENGE}/empty"), get(|| async { "\r\n" }))
+            .route(&format!("{CHALLENGE}/to-localhost"), to(format!("http://x.localhost:{port}{CHALLENGE}/good")))
     }
+
+    /// What the loopback-only service serves; never in a problem detail.
+    const SECRET: &str = "admin-password=hunter2-TOP-SECRET";
 
     fn checker(dns: &TestDns, port: u16) -> Http01 {
         checker_with_targets(dns, port, vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()])
@@ -423,8 +479,18 @@ mod tests {
                 "unauthorized",
                 format!("Invalid response from http://nas.lab.test:{port}{CHALLENGE}/missing: 404"),
             ),
-            ("indented", "incorrectResponse", r#"got " indented.thumb""#.to_owned()),
-            ("wrong", "incorrectResponse", format!(r#"got "?[31mnot it{}...""#, "z".repeat(53))),
+            ("indented", "incorrectResponse", "got 15 bytes starting with whitespace".to_owned()),
+            ("wrong", "incorrectResponse", "got 211 bytes that are not this challenge's key authorization".to_owned()),
+            ("empty", "incorrectResponse", "got an empty file".to_owned()),
+            ("other-key", "incorrectResponse", "this challenge's token with another thumbprint".to_owned()),
+            (
+                "to-missing",
+                "unauthorized",
+                format!(
+                    "Invalid response from http://other.lab.test:{port}/nothing \
+                     (redirected from http://nas.lab.test:{port}{CHALLENGE}/to-missing): 404"
+                ),
+            ),
             ("wrong", "incorrectResponse", r#"expected "wrong.thumb""#.to_owned()),
             ("loop", "connection", format!("Fetching http://nas.lab.test:{port}{CHALLENGE}/loop: too many redirects")),
             ("huge", "unauthorized", "larger than 8192 bytes".to_owned()),
@@ -436,7 +502,50 @@ mod tests {
             let p = c.validate(&dns_id("nas.lab.test"), token, &format!("{token}.thumb")).await.unwrap_err();
             assert_eq!(p.kind.code(), kind, "{token}: {}", p.detail);
             assert!(p.detail.contains(&text), "{token}: {:?} lacks {text:?}", p.detail);
+            assert!(!p.detail.contains("not it"), "{token}: the body is never echoed: {}", p.detail);
         }
+    }
+
+    #[tokio::test]
+    async fn a_body_read_after_a_redirect_is_never_echoed() {
+        let dns = zone().await;
+        let port = serve(responder).await;
+        let c = checker(&dns, port);
+        for token in ["to-secret", "to-secret-here", "secret"] {
+            let p = c.validate(&dns_id("nas.lab.test"), token, &format!("{token}.thumb")).await.unwrap_err();
+            assert_eq!(p.kind.code(), "incorrectResponse", "{token}: {}", p.detail);
+            assert!(!p.detail.contains("hunter2") && !p.detail.contains("SECRET"), "{token}: {}", p.detail);
+            // What happened is still said: where vacme was sent, and how much it read there.
+            assert!(p.detail.contains(&format!("got {} bytes", SECRET.len())), "{token}: {}", p.detail);
+            if token != "secret" {
+                assert!(p.detail.contains("/internal (redirected from http://nas.lab.test"), "{token}: {}", p.detail);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn only_localhost_names_reach_loopback_with_nothing_listed() {
+        let dns = zone().await;
+        dns.set("two.lab.test", &["127.0.0.2".parse().unwrap()]);
+        let port = serve(responder).await;
+        // Nothing listed (the default): a .localhost name validates on loopback ...
+        let c = checker_with_targets(&dns, port, vec![]);
+        c.validate(&dns_id("foo.localhost"), "good", "good.thumb").await.unwrap();
+        c.validate(&dns_id("localhost"), "good", "good.thumb").await.unwrap();
+        // ... a name that resolves there does not, nor an address literal.
+        let p = c.validate(&dns_id("nas.lab.test"), "good", "good.thumb").await.unwrap_err();
+        assert_eq!(p.kind.code(), "connection");
+        assert!(p.detail.contains("loopback addresses are not in validation.allowed_targets"), "{}", p.detail);
+        let p = c.validate(&Identifier::Ip("127.0.0.1".parse().unwrap()), "good", "good.thumb").await.unwrap_err();
+        assert!(p.detail.contains("loopback addresses are not in validation.allowed_targets"), "{}", p.detail);
+        // A listed name cannot borrow the exemption by redirecting to a .localhost name.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.2", port)).await.unwrap();
+        tokio::spawn(async move { axum::serve(listener, responder(port)).await.unwrap() });
+        let two = checker_with_targets(&dns, port, vec!["127.0.0.2/32".parse().unwrap()]);
+        two.validate(&dns_id("two.lab.test"), "good", "good.thumb").await.unwrap();
+        let p = two.validate(&dns_id("two.lab.test"), "to-localhost", "good.thumb").await.unwrap_err();
+        assert_eq!(p.kind.code(), "connection", "{}", p.detail);
+        assert!(p.detail.contains("x.localhost: vacme does not connect to 127.0.0.1"), "{}", p.detail);
     }
 
     #[tokio::test]
@@ -584,8 +693,9 @@ mod tests {
         let p = c.validate(&Identifier::Ip("169.254.169.254".parse().unwrap()), "t", "t.x").await.unwrap_err();
         assert_eq!(p.kind.code(), "connection");
         assert!(p.detail.contains("cloud metadata"), "{}", p.detail);
+        // A .localhost name is not refused (nothing listens on port 1): RFC 6761 puts it on loopback.
         let p = c.validate(&dns_id("nas.localhost"), "t", "t.x").await.unwrap_err();
-        assert!(p.detail.contains("loopback addresses are not in validation.allowed_targets"), "{}", p.detail);
+        assert!(p.detail.ends_with("Connection refused"), "{}", p.detail);
         let p = c.validate(&dns_id("nas.lab.test"), "t", "t.x").await.unwrap_err();
         assert_eq!(p.kind.code(), "connection");
         assert!(p.detail.starts_with("nas.lab.test: "), "{}", p.detail);

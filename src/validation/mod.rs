@@ -13,6 +13,7 @@ use std::{fmt, net::SocketAddr, time::Duration};
 
 pub use resolver::Resolver;
 pub use target::TargetPolicy;
+pub(crate) use target::is_localhost_name;
 
 use crate::acme::{Identifier, Problem, types::ChallengeType};
 
@@ -31,7 +32,8 @@ pub struct ValidationSettings {
     pub max_redirects: usize,
     /// Most bytes of an http-01 response read.
     pub max_body: usize,
-    /// Loopback/private ranges that may be contacted (see `TargetPolicy`).
+    /// Loopback/private ranges that may be contacted (see `TargetPolicy`); `.localhost` names
+    /// also reach loopback.
     pub allowed_targets: Vec<ipnet::IpNet>,
     /// This CA's CAA issuer domains; empty turns CAA checking off.
     pub caa_identities: Vec<String>,

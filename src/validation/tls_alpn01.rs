@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use x509_parser::{extensions::GeneralName, oid_registry::Oid, prelude::FromDer, prelude::X509Certificate};
 
-use super::{Resolver, TargetPolicy};
+use super::{Resolver, TargetPolicy, is_localhost_name};
 use crate::acme::{Identifier, Problem, ProblemType};
 
 /// RFC 8737 §3: the ALPN protocol of the challenge.
@@ -108,6 +108,8 @@ pub struct TlsAlpn01 {
     connector: TlsConnector,
     resolver: Arc<Resolver>,
     targets: Arc<TargetPolicy>,
+    /// `targets` plus loopback, for names under `.localhost` only (RFC 6761 §6.3).
+    localhost_targets: TargetPolicy,
     port: u16,
     timeout: Duration,
 }
@@ -140,7 +142,8 @@ impl TlsAlpn01 {
             });
         config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
         config.resumption = rustls::client::Resumption::disabled();
-        Self { connector: TlsConnector::from(Arc::new(config)), resolver, targets, port, timeout }
+        let localhost_targets = targets.with_loopback();
+        Self { connector: TlsConnector::from(Arc::new(config)), resolver, targets, localhost_targets, port, timeout }
     }
 
     pub async fn validate(&self, id: &Identifier, key_authorization: &str) -> Result<(), Problem> {
@@ -149,8 +152,13 @@ impl TlsAlpn01 {
             Identifier::Ip(ip) => (reverse_name(*ip), vec![*ip]),
         };
         let conn = |why: String| Problem::new(ProblemType::Connection, why);
-        let ip = ips.iter().copied().find(|ip| self.targets.check(*ip).is_ok()).ok_or_else(|| {
-            conn(self.targets.check(ips[0]).err().unwrap_or_else(|| "no address to connect to".into()))
+        let targets = match id {
+            Identifier::Dns(name) if is_localhost_name(name) => &self.localhost_targets,
+            _ => &*self.targets,
+        };
+        let ip = ips.iter().copied().find(|ip| targets.check(*ip).is_ok()).ok_or_else(|| {
+            let why = ips.first().and_then(|ip| targets.check(*ip).err());
+            conn(why.unwrap_or_else(|| "no address to connect to".into()))
         })?;
         let addr = SocketAddr::new(ip, self.port);
         let server_name =
@@ -311,6 +319,17 @@ mod tests {
         let closed = listener.local_addr().unwrap().port();
         drop(listener);
         assert_eq!(checker(closed).validate(&name, "tok.thumb").await.unwrap_err().kind.code(), "connection");
+    }
+
+    #[tokio::test]
+    async fn with_nothing_listed_only_localhost_names_reach_loopback() {
+        let resolver = Arc::new(Resolver::new(&["127.0.0.1:1".parse().unwrap()], Duration::from_secs(2)).unwrap());
+        let port = responder(vec!["nas.localhost".into()], "tok.thumb", ACME_TLS_ALPN).await;
+        let c = TlsAlpn01::new(resolver, Arc::new(TargetPolicy::new(vec![])), port, Duration::from_secs(3));
+        c.validate(&Identifier::Dns("nas.localhost".into()), "tok.thumb").await.unwrap();
+        let p = c.validate(&Identifier::Ip("127.0.0.1".parse().unwrap()), "tok.thumb").await.unwrap_err();
+        assert_eq!(p.kind.code(), "connection");
+        assert!(p.detail.contains("loopback addresses are not in validation.allowed_targets"), "{}", p.detail);
     }
 
     #[tokio::test]

@@ -95,7 +95,8 @@ fn config_args(dir: &Path, port: u16, http01_port: u16, dns: &TestDns, vault: &s
     let toml = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{data}\"\n\n\
          [policy]\nallowed_domains = [\"{ZONE}\"]\n\n\
-         [validation]\nhttp01_port = {http01_port}\nnameservers = [\"{ns}\"]\n\n{vault}",
+         [validation]\nhttp01_port = {http01_port}\nnameservers = [\"{ns}\"]\n\
+         allowed_targets = [\"127.0.0.0/8\"]\n\n{vault}",
         data = dir.join("data").display(),
         ns = dns.addr(),
     );
