@@ -4,10 +4,13 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
 };
 
-use axum::{Router, extract::Path as UrlPath, routing::get};
+use axum::{Router, extract::Path as UrlPath, routing::get, serve::ListenerExt};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use instant_acme::{
     Account, AccountCredentials, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
@@ -30,6 +33,7 @@ use vacme::{
 pub struct Responder {
     pub port: u16,
     answers: Arc<Mutex<HashMap<String, String>>>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Responder {
@@ -50,8 +54,18 @@ impl Responder {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let listener = listener.tap_io(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { port, answers }
+        Self { port, answers, accepted }
+    }
+
+    /// TCP connections this responder has accepted: what shows validation reached it at all.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     pub fn set(&self, token: &str, key_authorization: &str) {
