@@ -145,8 +145,13 @@ proptest! {
         }
         prop_assert_eq!(norm(&spelled), Ok(canonical.clone()), "{:?}", spelled);
         prop_assert_eq!(norm(&n.to_ascii_uppercase()), Ok(canonical.clone()));
-        let parsed = Identifier::parse(&RawIdentifier { kind: "dns".into(), value: spelled }).unwrap();
-        prop_assert_eq!(parsed, Identifier::Dns(canonical));
+        // Ordered, case is spelling; a trailing dot is refused, never rewritten.
+        let parsed = Identifier::parse(&RawIdentifier { kind: "dns".into(), value: spelled });
+        if dot {
+            prop_assert_eq!(parsed.unwrap_err().kind.code(), "rejectedIdentifier");
+        } else {
+            prop_assert_eq!(parsed.unwrap(), Identifier::Dns(canonical));
+        }
         // Two trailing dots are an empty label, never the same name.
         let two_dots = format!("{n}..");
         prop_assert!(normalize_dns(&two_dots).is_err());

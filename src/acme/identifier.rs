@@ -24,9 +24,16 @@ pub struct RawIdentifier {
 }
 
 impl Identifier {
-    /// Checks and normalises one wire identifier.
+    /// Checks and normalises one wire identifier (as a client orders it). Case is spelling and
+    /// is folded; a trailing dot is refused rather than dropped, so the order never names
+    /// something other than what the client sent (as Boulder and Pebble do).
     pub fn parse(raw: &RawIdentifier) -> Result<Self, Problem> {
         match raw.kind.as_str() {
+            // RFC 5280 §4.2.1.6: a dNSName has no trailing dot, so "a.example." can never be the
+            // name in the certificate; say so instead of issuing for a rewritten name.
+            "dns" if raw.value.ends_with('.') => {
+                Err(Problem::rejected_identifier(format!("{:?} ends with a dot: order the name without it", raw.value)))
+            }
             "dns" => normalize_dns(&raw.value).map(Identifier::Dns),
             "ip" => raw
                 .value
@@ -295,8 +302,15 @@ mod tests {
     }
 
     #[test]
-    fn normalises_case_and_trailing_dot() {
-        assert_eq!(dns("NAS.Lab.Example.").unwrap(), Identifier::Dns("nas.lab.example".into()));
+    fn normalises_case_and_refuses_a_trailing_dot() {
+        assert_eq!(dns("NAS.Lab.Example").unwrap(), Identifier::Dns("nas.lab.example".into()));
+        for dotted in ["NAS.Lab.Example.", "a.lab.test.", "*.lab.test.", "localhost.", "a.lab.test.."] {
+            let p = dns(dotted).unwrap_err();
+            assert_eq!(p.kind.code(), "rejectedIdentifier", "{dotted}");
+            assert!(p.detail.contains("ends with a dot"), "{dotted}: {}", p.detail);
+        }
+        // The CSR reader and the config still take one trailing dot as spelling.
+        assert_eq!(normalize_dns("NAS.Lab.Example.").unwrap(), "nas.lab.example");
         assert_eq!(dns("*.lab.example").unwrap(), Identifier::Dns("*.lab.example".into()));
         assert_eq!(dns("xn--bcher-kva.example").unwrap(), Identifier::Dns("xn--bcher-kva.example".into()));
     }

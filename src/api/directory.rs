@@ -6,6 +6,7 @@ use http::{Method, StatusCode, header};
 use crate::{
     acme::types::{Directory, DirectoryMeta},
     api::AcmeResponse,
+    jws::extract::PostAsGet,
     state::AppState,
 };
 
@@ -32,4 +33,12 @@ pub async fn directory(State(st): State<AppState>) -> AcmeResponse {
 pub async fn new_nonce(method: Method) -> impl IntoResponse {
     let status = if method == Method::HEAD { StatusCode::OK } else { StatusCode::NO_CONTENT };
     (status, [(header::CACHE_CONTROL, "no-store")])
+}
+
+/// POST-as-GET /acme/new-nonce: 200 with a fresh nonce (from the nonce layer). RFC 8555 §7.2
+/// names HEAD and GET, but §6.3 has clients use POST-as-GET for every resource they read, and
+/// some send it here (Boulder and Pebble answer it). It is checked like any other POST-as-GET:
+/// an account's signature and a nonce used once.
+pub async fn new_nonce_post(_req: PostAsGet) -> impl IntoResponse {
+    (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")])
 }

@@ -39,7 +39,10 @@ pub fn router(state: AppState) -> Router {
         .route("/directory", get(directory::directory).fallback(method_not_allowed))
         .route(
             &format!("{ACME}/new-nonce"),
-            get(directory::new_nonce).head(directory::new_nonce).fallback(method_not_allowed),
+            get(directory::new_nonce)
+                .head(directory::new_nonce)
+                .post(directory::new_nonce_post)
+                .fallback(method_not_allowed),
         )
         .route(&format!("{ACME}/new-account"), post(account::new_account).fallback(method_not_allowed))
         .route(&format!("{ACME}/new-order"), post(order::new_order).fallback(method_not_allowed))

@@ -622,6 +622,9 @@ async fn invalid_names_are_rejected_and_spellings_are_normalised() {
         "a b.localhost",
         "a.localhost\u{0}",
         "",
+        // A trailing dot is refused, not rewritten: the order names what the client sent.
+        "b.localhost.",
+        "MiXeD.LocalHost.",
     ];
     for name in bad {
         let r = new_order(&env, &raw, &key, &kid, &[name]).await;
@@ -630,8 +633,8 @@ async fn invalid_names_are_rejected_and_spellings_are_normalised() {
     }
     assert_eq!(env.counts().await, before, "nothing stored for a refused name");
 
-    // Case and one trailing dot are spelling, not a different name: normalised, de-duplicated.
-    let spelled = ["MiXeD.LocalHost.", "b.localhost.", "B.LOCALHOST", "XN--BCHER-KVA.localhost"];
+    // Case is spelling, not a different name: normalised, de-duplicated.
+    let spelled = ["MiXeD.LocalHost", "b.localhost", "B.LOCALHOST", "XN--BCHER-KVA.localhost"];
     let (order, finalize, body) = ready_order(&env, &raw, &key, &kid, &spelled).await;
     let want = ["b.localhost", "mixed.localhost", "xn--bcher-kva.localhost"];
     assert_eq!(body["identifiers"], dns_ids(&want));

@@ -11,6 +11,7 @@ mod challenges;
 mod cli;
 #[path = "../support/dns.rs"]
 mod dns;
+mod edges;
 mod env;
 mod flow;
 mod lifecycle;
