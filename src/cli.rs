@@ -457,6 +457,11 @@ async fn eab_create(config: &Config, store: &Store, req: EabCreate, json_out: bo
     let _ = writeln!(out, "expires:  {}", expires_at.map_or_else(|| "never (single use)".into(), time_str));
     let _ = writeln!(out, "\nThe key is shown once; vacme does not store it. Use it once, e.g.:");
     let _ = writeln!(out, "  certbot register --server <directory> --eab-kid {kid} --eab-hmac-key {key}");
+    // The `=` form: a value can never be read as a flag, whatever it starts with. lego names
+    // the same flags differently (`--kid`, `--hmac`) and refuses certbot's names.
+    let _ = writeln!(out, "\nClient flags, ready to paste:");
+    let _ = writeln!(out, "  certbot: --eab-kid={kid} --eab-hmac-key={key}");
+    let _ = writeln!(out, "  lego:    --eab --kid={kid} --hmac={key}");
     Ok(out)
 }
 

@@ -80,12 +80,23 @@ impl EabSecret {
     }
 
     /// A fresh kid and its key, base64url as clients take them (`--eab-kid`, `--eab-hmac-key`).
+    /// Neither starts with `-`: base64url makes one key in 64 do so, and a command line parser
+    /// (certbot's argparse) then reads `--eab-hmac-key -x...` as a flag with no value. Such a
+    /// draw is thrown away and another made.
     pub fn new_key(&self) -> Result<(String, String), EabSecretError> {
-        let mut raw = [0u8; 12];
-        SystemRandom::new().fill(&mut raw).map_err(|_| EabSecretError::Random)?;
-        let kid = format!("kid-{}", URL_SAFE_NO_PAD.encode(raw));
-        let key = URL_SAFE_NO_PAD.encode(self.key_of(&kid));
-        Ok((kid, key))
+        let rng = SystemRandom::new();
+        // Each draw is refused with probability about 1/64; 64 refusals in a row mean the
+        // randomness is broken, not bad luck.
+        for _ in 0..64 {
+            let mut raw = [0u8; 12];
+            rng.fill(&mut raw).map_err(|_| EabSecretError::Random)?;
+            let kid = format!("kid-{}", URL_SAFE_NO_PAD.encode(raw));
+            let key = URL_SAFE_NO_PAD.encode(self.key_of(&kid));
+            if !kid.starts_with('-') && !key.starts_with('-') {
+                return Ok((kid, key));
+            }
+        }
+        Err(EabSecretError::Random)
     }
 
     /// Checks the `externalAccountBinding` of a newAccount request (RFC 8555 §7.3.4) and returns
@@ -201,6 +212,21 @@ mod tests {
         let none = binding(&secret, "kid-1", "kid-1", url, &jwk().to_json(), "none");
         assert!(secret.verify_binding(&none, &jwk(), url).unwrap_err().detail.contains("alg"));
         assert_eq!(secret.verify_binding(&json!("x"), &jwk(), url).unwrap_err().kind.code(), "malformed");
+    }
+
+    #[test]
+    fn no_kid_or_key_starts_with_a_dash() {
+        let secret = EabSecret::from_bytes(&[7u8; 32]);
+        // About 1 in 64 raw draws has a key starting with '-': 4000 draws would show ~60.
+        let mut first = std::collections::HashSet::new();
+        for _ in 0..4000 {
+            let (kid, key) = secret.new_key().unwrap();
+            assert!(!kid.starts_with('-') && !key.starts_with('-'), "{kid} {key}");
+            assert_eq!(URL_SAFE_NO_PAD.encode(secret.key_of(&kid)), key, "the key is still the kid's key");
+            first.extend(key.chars().next());
+        }
+        // Still drawn from the rest of the alphabet (including '_'), not some fixed set.
+        assert!(first.len() >= 60, "{} first characters seen", first.len());
     }
 
     #[test]

@@ -143,8 +143,9 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     let key =
         admin(&config, &["eab", "create", "--scope", "nas.lab.test", "--scope", "*.dev.lab.test", "--comment", "nas"]);
     let (kid, hmac) = (key["kid"].as_str().unwrap().to_owned(), key["hmac_key"].as_str().unwrap().to_owned());
-    let register = [s("--agree-tos"), s("--register-unsafely-without-email"), s("--eab-kid"), kid.clone()];
-    let mut first = vec![s("certonly"), s("-d"), s("nas.lab.test"), s("--eab-hmac-key"), hmac.clone()];
+    // The `=` form `eab create` prints: a value starting with '-' would otherwise read as a flag.
+    let register = [s("--agree-tos"), s("--register-unsafely-without-email"), format!("--eab-kid={kid}")];
+    let mut first = vec![s("certonly"), s("-d"), s("nas.lab.test"), format!("--eab-hmac-key={hmac}")];
     first.extend(register.iter().cloned());
     assert_ok(&certbot(&tools, d, vacme, http01, &first).await, "certonly with EAB", d);
     let (sans, issuer) = verify_chain(&live(d, "nas.lab.test").join("fullchain.pem"), &bao.root_pem);
@@ -157,7 +158,8 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     let other = dir.path().join("other");
     let out = Command::new(tools.join("certbot"))
         .args(["register", "--non-interactive", "--agree-tos", "--register-unsafely-without-email"])
-        .args(["--eab-kid", &kid, "--eab-hmac-key", &hmac, "--server", &vacme.directory()])
+        .args([format!("--eab-kid={kid}"), format!("--eab-hmac-key={hmac}")])
+        .args(["--server", &vacme.directory()])
         .args(["--config-dir", &other.join("c").display().to_string()])
         .args(["--work-dir", &other.join("w").display().to_string()])
         .args(["--logs-dir", &other.join("l").display().to_string()])
@@ -257,7 +259,9 @@ async fn lego_with_eab_gets_and_revokes_a_certificate_from_openbao() {
     let run = |extra: &[&str]| {
         let mut cmd = Command::new(&lego);
         cmd.args(["--accept-tos", "--email", "ops@lab.example", "--server", &vacme.directory()])
-            .args(["--eab", "--kid", key["kid"].as_str().unwrap(), "--hmac", key["hmac_key"].as_str().unwrap()])
+            .arg("--eab")
+            .arg(format!("--kid={}", key["kid"].as_str().unwrap()))
+            .arg(format!("--hmac={}", key["hmac_key"].as_str().unwrap()))
             .args(["--domains", "nas.lab.test", "--http", "--http.port", &format!("127.0.0.1:{http01}")])
             .arg("--path")
             .arg(&lego_dir)

@@ -98,6 +98,21 @@ async fn eab_keys_from_the_cli_bind_accounts_and_can_be_revoked() {
     let refused = Account::builder_with_root(&env.ca).unwrap().create(&new, env.directory.clone(), Some(&eab)).await;
     assert!(format!("{:?}", refused.err().expect("refused")).contains("revoked"));
     assert!(matches!(run(&config, Admin::EabRevoke("kid-none".into()), false).await, Err(CliError::NotFound(_))));
+
+    // As printed for a person: the key once, and then the flags to paste, in the `=` form.
+    let text = run(&config, create(&[]), false).await.unwrap();
+    let value = |label: &str| text.lines().find_map(|l| l.strip_prefix(label)).unwrap().trim().to_owned();
+    let (kid, hmac) = (value("kid:"), value("hmac key:"));
+    assert!(!kid.starts_with('-') && !hmac.starts_with('-'), "{text}");
+    let flags: Vec<&str> = text.lines().rev().take(2).collect();
+    assert_eq!(
+        flags,
+        [
+            format!("  lego:    --eab --kid={kid} --hmac={hmac}"),
+            format!("  certbot: --eab-kid={kid} --eab-hmac-key={hmac}")
+        ],
+        "{text}"
+    );
 }
 
 fn base64_url(s: &str) -> Vec<u8> {
