@@ -84,7 +84,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// Store URL. Default `sqlite://<data_dir>/vacme.db`.
@@ -92,6 +92,16 @@ pub struct DatabaseConfig {
     /// SQLite: `full` (each commit on disk before the answer) or `normal` (a power cut may lose
     /// the last commits; a crash of vacme does not). Default `full`.
     pub synchronous: Synchronous,
+}
+
+/// The URL's password never shows, as tokens don't (see `redact_url`).
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("synchronous", &self.synchronous)
+            .finish()
+    }
 }
 
 /// SQLite durability of commits.
@@ -607,10 +617,61 @@ impl Config {
         Duration::from_secs(self.validation.timeout_secs)
     }
 
-    /// The effective configuration as TOML, for `check-config`. Holds no secrets: those live in files.
+    /// The effective configuration as TOML, for `check-config`. Holds no secrets: those live in
+    /// files, and a password inside a URL (`postgres://user:secret@host/db`) is shown as `***`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+        let mut shown = self.clone();
+        shown.database.url = shown.database.url.as_deref().map(redact_url);
+        shown.server.base_url = shown.server.base_url.as_deref().map(redact_url);
+        if let Some(v) = shown.vault.as_mut() {
+            v.address = redact_url(&v.address);
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
+}
+
+/// `url` with its secrets replaced by `***`: the password of the userinfo
+/// (`postgres://user:***@host/db`, RFC 3986 §3.2.1 deprecates it but libpq takes it) and the
+/// values of query parameters that carry one (`?password=`, `sslpassword=`, `token=`).
+/// Anything that is not a URL is returned as it is.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let (before_fragment, fragment) = match tail.split_once('#') {
+        Some((t, f)) => (t, Some(f)),
+        None => (tail, None),
+    };
+    let tail = match before_fragment.split_once('?') {
+        Some((path, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if is_secret_param(key) => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+        None => before_fragment.to_owned(),
+    };
+    match fragment {
+        Some(f) => format!("{scheme}://{authority}{tail}#{f}"),
+        None => format!("{scheme}://{authority}{tail}"),
+    }
+}
+
+/// Query parameters whose value is a secret (libpq's `password` and `sslpassword`, and tokens).
+fn is_secret_param(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "passwd", "pwd", "secret", "token"].iter().any(|k| key.contains(k))
 }
 
 /// A CIDR, or a single address as its /32 or /128.
@@ -780,5 +841,39 @@ mod docs_tests {
         }
         walk("", &rendered, doc, &mut missing);
         assert!(missing.is_empty(), "docs/configuration.md lacks {missing:?}");
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_passwords() {
+        for (url, shown) in [
+            ("postgres://vacme:s3cret@db.lab.test:5432/vacme", "postgres://vacme:***@db.lab.test:5432/vacme"),
+            (
+                "postgresql://vacme:p%40ss:word@db/vacme?sslmode=require",
+                "postgresql://vacme:***@db/vacme?sslmode=require",
+            ),
+            (
+                "postgres://vacme@db/vacme?password=s3cret&sslmode=require",
+                "postgres://vacme@db/vacme?password=***&sslmode=require",
+            ),
+            ("postgres://db/vacme?sslpassword=s3cret#x", "postgres://db/vacme?sslpassword=***#x"),
+            ("https://user:s3cret@vault.lab.test:8200", "https://user:***@vault.lab.test:8200"),
+            ("postgres://vacme@db/vacme", "postgres://vacme@db/vacme"),
+            ("sqlite://vacme-data/vacme.db", "sqlite://vacme-data/vacme.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("https://acme.lab.test:8443/a@b", "https://acme.lab.test:8443/a@b"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let mut c = Config::default();
+        c.database.url = Some("postgres://vacme:s3cret@db.lab.test/vacme?password=other-s3cret".into());
+        for text in [c.to_toml(), format!("{c:?}")] {
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains("postgres://vacme:***@db.lab.test/vacme?password=***"), "{text}");
+        }
+        assert_eq!(
+            c.database_url(),
+            "postgres://vacme:s3cret@db.lab.test/vacme?password=other-s3cret",
+            "still used as given"
+        );
     }
 }

@@ -18,5 +18,6 @@ mod lifecycle;
 mod limits;
 mod observe;
 mod postgres;
+mod redaction;
 mod targets;
 mod tls;
