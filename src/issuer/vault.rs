@@ -980,6 +980,25 @@ mod tests {
         (StatusCode::from_u16(f.ca_chain_status.load(Ordering::SeqCst)).unwrap(), body)
     }
 
+    /// `GET <mount>/roles/<role>`: lab-internal as OpenBao 2.7 answers it (503 while `health`
+    /// is not 200), lab-noread refused by the policy, lab-flaky always 503, others 404.
+    async fn fake_role(
+        State(f): State<Fake>,
+        axum::extract::Path(role): axum::extract::Path<String>,
+    ) -> (StatusCode, String) {
+        let up = f.health.load(Ordering::SeqCst) == 200;
+        match role.as_str() {
+            "lab-internal" if up => (StatusCode::OK, include_str!("testdata/openbao-2.7-role.json").to_owned()),
+            "lab-noread" => {
+                (StatusCode::FORBIDDEN, r#"{"errors":["1 error occurred:\n\t* permission denied\n\n"]}"#.into())
+            }
+            "lab-internal" | "lab-flaky" => {
+                (StatusCode::SERVICE_UNAVAILABLE, r#"{"errors":["Vault is sealed"]}"#.into())
+            }
+            _ => (StatusCode::NOT_FOUND, r#"{"errors":[]}"#.into()),
+        }
+    }
+
     struct Env {
         fake: Fake,
         addr: SocketAddr,
@@ -1020,6 +1039,7 @@ mod tests {
             .route("/v1/pki_int/revoke", post(fake_revoke))
             .route("/v1/pki_int/ca_chain", get(fake_ca_chain))
             .route("/v1/sys/health", get(fake_health))
+            .route("/v1/pki_int/roles/{role}", get(fake_role))
             .with_state(f)
     }
 
@@ -1096,6 +1116,37 @@ mod tests {
         issuer.sign(&simple()).await.unwrap();
         assert!(env.fake.bodies.lock().unwrap()[1].get("ttl").is_none());
         assert_eq!(env.fake.logins.load(Ordering::SeqCst), 1, "the token is reused");
+    }
+
+    #[tokio::test]
+    async fn reads_roles_and_keeps_the_last_answer_through_an_outage() {
+        use crate::issuer::role::RoleKeyType;
+        let env = fake(&[], Mode::Honest).await;
+        let issuer = env.issuer().await;
+        let book = RoleBook::default();
+        let roles: Vec<RoleRef> =
+            ["lab-internal", "lab-noread", "lab-gone", "lab-flaky"].map(|r| RoleRef::new("pki_int", r)).into();
+        issuer.read_roles(&book, &roles).await;
+        match book.get(&roles[0]) {
+            Some(RoleState::Known(info)) => {
+                assert_eq!((info.key_type, info.key_bits, info.use_csr_sans), (RoleKeyType::Ec, 256, true))
+            }
+            other => panic!("{other:?}"),
+        }
+        let unknown = |i: usize| match book.get(&roles[i]) {
+            Some(RoleState::Unknown(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(unknown(1).contains("HTTP 403"), "{}", unknown(1));
+        assert!(unknown(2).contains("no such role"), "{}", unknown(2));
+        assert!(unknown(3).contains("HTTP 503"), "{}", unknown(3));
+        assert_eq!(env.fake.logins.load(Ordering::SeqCst), 1, "a 403 on a role read costs no login");
+        assert_eq!(book.report().len(), 4, "three unreadable roles and one that takes names from the CSR");
+
+        // Vault down: what was read still holds (the role did not change because Vault is sealed).
+        env.fake.health.store(503, Ordering::SeqCst);
+        issuer.read_roles(&book, &roles[..1]).await;
+        assert!(matches!(book.get(&roles[0]), Some(RoleState::Known(_))));
     }
 
     #[tokio::test]
