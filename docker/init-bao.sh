@@ -127,20 +127,24 @@ fi
 # --- the role vacme signs with ---------------------------------------------
 "$BAO" write "$INT_MOUNT/roles/$ROLE" \
     allowed_domains="$ALLOWED_DOMAINS" allow_subdomains=true allow_ip_sans=true \
-    key_type=ec key_bits=256 ttl="$ROLE_TTL" max_ttl="$ROLE_MAX_TTL" >/dev/null
-say "wrote role $INT_MOUNT/roles/$ROLE (allowed_domains=$ALLOWED_DOMAINS, EC P-256, ttl $ROLE_TTL)"
+    key_type=ec key_bits=256 ttl="$ROLE_TTL" max_ttl="$ROLE_MAX_TTL" \
+    use_csr_sans=false use_csr_common_name=false >/dev/null
+say "wrote role $INT_MOUNT/roles/$ROLE (allowed_domains=$ALLOWED_DOMAINS, EC P-256, names only from vacme, ttl $ROLE_TTL)"
 
 # --- vacme's policy ----------------------------------------------------------
 # Exactly the calls vacme makes with its token:
 #   POST <mount>/sign/<role>   issue a certificate for a validated CSR
+#   GET  <mount>/roles/<role>  read the role's key type and whether it takes names from the CSR
 #   POST <mount>/revoke        revoke (by serial, or by the certificate itself)
 #   GET  <mount>/cert/<serial> see whether a certificate was revoked in Vault
 #   LIST <mount>/certs         after a crash mid-sign, find what Vault signed anyway
 #   GET  auth/token/lookup-self, POST auth/token/renew-self: keep its token alive
 # <mount>/ca_chain, sys/health and auth/<approle>/login are unauthenticated and
-# need no grant. An ACME profile signed by another role needs one more sign path.
+# need no grant. An ACME profile (or [vault.roles_by_key] entry) signed by another role needs
+# one more sign path and one more roles path.
 "$BAO" policy write "$POLICY" - >/dev/null <<EOF
 path "$INT_MOUNT/sign/$ROLE" { capabilities = ["update"] }
+path "$INT_MOUNT/roles/$ROLE" { capabilities = ["read"] }
 path "$INT_MOUNT/revoke"     { capabilities = ["update"] }
 path "$INT_MOUNT/cert/*"     { capabilities = ["read"] }
 path "$INT_MOUNT/certs"      { capabilities = ["list"] }

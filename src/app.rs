@@ -17,6 +17,7 @@ use crate::{
     eab::EabSecret,
     issuer::{
         IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, VaultAuth, VaultIssuer, VaultSettings,
+        role::{RoleBook, VaultRoutes},
         worker::IssuanceWorker,
     },
     metrics::Metrics,
@@ -78,8 +79,8 @@ impl App {
         let store = Store::connect_with(&config.database_url(), durable).await?;
         let local_ca =
             Arc::new(LocalCa::load_or_create(&data_dir.join("ca")).map_err(|e| AppError::LocalCa(e.to_string()))?);
-        let issuer = build_issuer(&config, &local_ca).await?;
         let lifecycle = Arc::new(lifecycle(&config)?);
+        let issuer = build_issuer_reading_roles(&config, &local_ca, &lifecycle).await?;
         // One SQLite process: nonces in memory. A shared database: nonces in it (DESIGN.md, multi-replica).
         let nonces = Arc::new(if store.is_postgres() {
             Nonces::Database { store: store.clone(), ttl_secs: Limits::default().nonce_ttl_secs }
@@ -319,6 +320,53 @@ pub async fn build_issuer(config: &Config, local_ca: &Arc<LocalCa>) -> Result<Ar
     })
 }
 
+/// `build_issuer`, and with Vault: reads the roles orders are signed with (bounded by
+/// `vault.timeout_secs`, so a silent Vault does not hold the start), then again every
+/// `vault.roles_refresh_secs` in the background, into `lifecycle.roles`.
+async fn build_issuer_reading_roles(
+    config: &Config,
+    local_ca: &Arc<LocalCa>,
+    lifecycle: &Lifecycle,
+) -> Result<Arc<dyn Issuer>, AppError> {
+    let Some(v) = &config.vault else { return build_issuer(config, local_ca).await };
+    let vault = Arc::new(VaultIssuer::new(vault_settings(v)?).await.map_err(|e| AppError::Vault(e.to_string()))?);
+    vault.keep_alive();
+    let roles = lifecycle.all_roles();
+    let first = vault.read_roles(&lifecycle.roles, &roles);
+    if tokio::time::timeout(Duration::from_secs(v.timeout_secs), first).await.is_err() {
+        tracing::warn!("Vault did not answer the role reads in time; reading them again in the background");
+    }
+    vault.watch_roles(lifecycle.roles.clone(), roles, Duration::from_secs(v.roles_refresh_secs));
+    Ok(vault)
+}
+
+/// `check-config`'s note on the Vault roles (TOML comments; empty without Vault). check-config
+/// does not call Vault, so it names the roles and what `vacme serve` checks in them.
+pub fn roles_note(config: &Config) -> String {
+    let Some(v) = &config.vault else { return String::new() };
+    let mut roles = std::collections::BTreeSet::new();
+    roles.insert(crate::issuer::role::RoleRef::new(&v.mount, &v.role));
+    roles.extend(v.roles_by_key.roles().map(|r| crate::issuer::role::RoleRef::new(&v.mount, r)));
+    for p in config.profiles.values() {
+        let mount = p.mount.as_deref().unwrap_or(&v.mount);
+        let named = p.role.iter().map(String::as_str).chain(p.roles_by_key.roles());
+        roles.extend(named.map(|r| crate::issuer::role::RoleRef::new(mount, r)));
+        if p.role.is_none() {
+            // The families the profile does not route go to vacme's own routing, under its mount.
+            let fallback = std::iter::once(v.role.as_str()).chain(v.roles_by_key.roles());
+            roles.extend(fallback.map(|r| crate::issuer::role::RoleRef::new(mount, r)));
+        }
+    }
+    let mut out =
+        String::from("\n# Vault roles vacme signs with (check-config does not call Vault; `vacme serve` reads\n");
+    out.push_str("# each at start and every vault.roles_refresh_secs, and /readyz reports a role it cannot read\n");
+    out.push_str("# or one that takes names from the CSR). Each needs, in vacme's policy and on the role:\n");
+    for r in &roles {
+        out.push_str(&format!("#   {}\n#     {}\n", r.policy_line(), r.fix_command()));
+    }
+    out
+}
+
 /// EAB secret, profiles and renewal settings.
 pub fn lifecycle(config: &Config) -> Result<Lifecycle, AppError> {
     let path = config.eab_secret_file();
@@ -329,6 +377,12 @@ pub fn lifecycle(config: &Config) -> Result<Lifecycle, AppError> {
         profiles: config.profiles.clone(),
         default_profile: config.issuance.default_profile.clone(),
         renewal: config.renewal.clone(),
+        vault: config.vault.as_ref().map(|v| VaultRoutes {
+            mount: v.mount.clone(),
+            role: v.role.clone(),
+            by_key: v.roles_by_key.clone(),
+        }),
+        roles: Arc::new(RoleBook::default()),
     })
 }
 

@@ -9,6 +9,8 @@ use std::{
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::issuer::role::RolesByKey;
+
 /// Everything vacme can be told. Each field's default is stated in its doc comment and in docs/configuration.md.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -328,6 +330,10 @@ pub struct ProfileConfig {
     pub mount: Option<String>,
     /// Longest lifetime, in days; a longer `notAfter` is clamped. Default: the CA's limit.
     pub max_days: Option<u32>,
+    /// Role per CSR key family inside this profile (`role` serves the families not listed).
+    /// Default empty.
+    #[serde(skip_serializing_if = "RolesByKey::is_empty")]
+    pub roles_by_key: RolesByKey,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -341,6 +347,13 @@ pub struct VaultConfig {
     /// Role used for `sign`. Default `lab-internal`.
     #[serde(default = "default_role")]
     pub role: String,
+    /// Role per CSR key family (`ec`, `rsa`, `ed25519`); `role` serves the families not listed.
+    /// Default empty.
+    #[serde(default, skip_serializing_if = "RolesByKey::is_empty")]
+    pub roles_by_key: RolesByKey,
+    /// Seconds between two reads of the roles vacme signs with. Default 300.
+    #[serde(default = "default_roles_refresh")]
+    pub roles_refresh_secs: u64,
     /// CA bundle for Vault's TLS certificate. Default unset.
     pub ca_bundle: Option<PathBuf>,
     /// Vault Enterprise / OpenBao namespace. Default unset.
@@ -361,6 +374,9 @@ fn default_mount() -> String {
 }
 fn default_role() -> String {
     "lab-internal".into()
+}
+fn default_roles_refresh() -> u64 {
+    300
 }
 fn default_vault_timeout() -> u64 {
     30
@@ -570,6 +586,9 @@ impl Config {
                 && ((v.auth.role_id.is_none() && v.auth.role_id_file.is_none()) || v.auth.secret_id_file.is_none())
             {
                 return bad("vault.auth: approle needs role_id (or role_id_file) and secret_id_file".into());
+            }
+            if v.roles_refresh_secs == 0 {
+                return bad("vault.roles_refresh_secs must be at least 1".into());
             }
         }
         Ok(())
@@ -794,6 +813,8 @@ mod docs_tests {
             address: "http://v".into(),
             mount: default_mount(),
             role: default_role(),
+            roles_by_key: RolesByKey { ec: Some("e".into()), rsa: Some("r".into()), ed25519: Some("d".into()) },
+            roles_refresh_secs: 300,
             ca_bundle: Some("x".into()),
             namespace: Some("n".into()),
             client_cert_file: Some("c".into()),
@@ -816,7 +837,13 @@ mod docs_tests {
         config.eab.secret_file = Some("e".into());
         config.profiles.insert(
             "short".into(),
-            ProfileConfig { role: Some("r".into()), mount: Some("m".into()), max_days: Some(1), ..Default::default() },
+            ProfileConfig {
+                role: Some("r".into()),
+                mount: Some("m".into()),
+                max_days: Some(1),
+                roles_by_key: RolesByKey { rsa: Some("r".into()), ..RolesByKey::default() },
+                ..Default::default()
+            },
         );
         let rendered: toml::Table = config.to_toml().parse().unwrap();
         let mut missing = Vec::new();

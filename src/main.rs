@@ -188,7 +188,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::CheckConfig => {
-            print!("{}", config.to_toml());
+            print!("{}{}", config.to_toml(), vacme::app::roles_note(&config));
             ExitCode::SUCCESS
         }
         Command::Serve { .. } => serve(config),

@@ -475,11 +475,12 @@ def check_bao(vacme: Path, tmp: Path) -> None:
         grants = {(p, tuple(c)) for p, c in
                   ((m.group(1), re.findall(r'"(\w+)"', m.group(2)))
                    for m in re.finditer(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]', text))}
-        want = {("pki_int/sign/lab-internal", ("update",)), ("pki_int/revoke", ("update",)),
+        want = {("pki_int/sign/lab-internal", ("update",)), ("pki_int/roles/lab-internal", ("read",)),
+                ("pki_int/revoke", ("update",)),
                 ("pki_int/cert/*", ("read",)), ("pki_int/certs", ("list",)), ("auth/token/lookup-self", ("read",)),
                 ("auth/token/renew-self", ("update",))}
         expect(grants == want, f"policy vacme grants exactly {sorted(want)}, got {sorted(grants)}")
-        ok("bao policy read vacme: sign, revoke, cert read, token lookup/renew, nothing else")
+        ok("bao policy read vacme: sign, role read, revoke, cert read, token lookup/renew, nothing else")
 
         r = run([str(exe), "write", "-format=json", "auth/approle/login",
                  f"role_id=@{out / 'role-id'}", f"secret_id=@{out / 'secret-id'}"],

@@ -6,6 +6,7 @@ use http::{Method, StatusCode, header};
 use crate::{
     acme::types::{Directory, DirectoryMeta},
     api::AcmeResponse,
+    issuer::role::KeyRule,
     jws::extract::PostAsGet,
     state::AppState,
 };
@@ -23,10 +24,29 @@ pub async fn directory(State(st): State<AppState>) -> AcmeResponse {
             website: None,
             caa_identities: st.policy.caa_identities().to_vec(),
             external_account_required: st.lifecycle.eab_required,
-            profiles: st.lifecycle.profiles.iter().map(|(k, v)| (k.clone(), v.description.clone())).collect(),
+            profiles: st
+                .lifecycle
+                .profiles
+                .iter()
+                .map(|(k, v)| (k.clone(), with_key_policy(&v.description, &st.lifecycle.key_rules(Some(k)))))
+                .collect(),
         },
     };
     AcmeResponse::json(StatusCode::OK, &dir)
+}
+
+/// A profile's description with the keys its roles take, so a client (or its operator) can read
+/// them before ordering: "Short-lived (keys: ECDSA P-256+, RSA 2048+)". Unchanged when no role
+/// of the profile could be read (or with the local CA).
+fn with_key_policy(description: &str, rules: &[KeyRule]) -> String {
+    if rules.is_empty() {
+        return description.to_owned();
+    }
+    let keys: Vec<String> = rules.iter().map(KeyRule::short).collect();
+    match description.trim() {
+        "" => format!("keys: {}", keys.join(", ")),
+        d => format!("{d} (keys: {})", keys.join(", ")),
+    }
 }
 
 /// HEAD (200) or GET (204) /acme/new-nonce; the nonce itself is added by the nonce layer.
@@ -41,4 +61,19 @@ pub async fn new_nonce(method: Method) -> impl IntoResponse {
 /// an account's signature and a nonce used once.
 pub async fn new_nonce_post(_req: PostAsGet) -> impl IntoResponse {
     (StatusCode::OK, [(header::CACHE_CONTROL, "no-store")])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issuer::KeyKind;
+
+    #[test]
+    fn descriptions_carry_the_key_policy() {
+        let ec = KeyRule { kind: KeyKind::Ec, min_bits: 256 };
+        let rsa = KeyRule { kind: KeyKind::Rsa, min_bits: 2048 };
+        assert_eq!(with_key_policy("Short-lived", &[ec, rsa]), "Short-lived (keys: ECDSA P-256+, RSA 2048+)");
+        assert_eq!(with_key_policy("", &[ec]), "keys: ECDSA P-256+");
+        assert_eq!(with_key_policy("Short-lived", &[]), "Short-lived");
+    }
 }

@@ -11,7 +11,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// GET /readyz: the store and the CA answer. 503 with the failing part otherwise.
+/// GET /readyz: the store and the CA answer. 503 with the failing part otherwise. With Vault,
+/// `issuer.roles` lists the roles that need the operator's attention (the answer stays 200).
 pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     let store = st.store.ping().await.map_err(|e| e.to_string());
     let issuer = st.issuer.health().await.map_err(|e| e.to_string());
@@ -28,6 +29,13 @@ pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         "store": if store.is_ok() { "ok" } else { "unavailable" },
         "issuer": { "kind": st.issuer.name(), "state": if issuer.is_ok() { "ok" } else { "unavailable" } },
     });
+    // Roles that cannot be read or that take names from the CSR are reported, not failed:
+    // vacme keeps signing safely (the strict CSR reader and the post-sign check still hold).
+    let roles = st.lifecycle.roles.report();
+    let mut body = body;
+    if !roles.is_empty() {
+        body["issuer"]["roles"] = json!(roles);
+    }
     (status, Json(body))
 }
 

@@ -235,8 +235,12 @@ pub async fn finalize(
         .map_err(|_| Problem::malformed("csr is not base64url"))?;
     let nb = order.not_before.map(crate::clock::from_unix);
     let na = order.not_after.map(crate::clock::from_unix);
-    // badCSR here, before anything is written: the CA only ever sees checked requests.
-    if let Err(p) = IssuanceRequest::new(&order.identifiers, &der, &st.limits.key_policy, nb, na) {
+    // badCSR here, before anything is written: the CA only ever sees checked requests, and only
+    // with a key the role it is routed to takes (a Vault refusal after this point would make
+    // the order invalid; RFC 8555 §7.4 lets a ready order be finalized again with another CSR).
+    let checked = IssuanceRequest::new(&order.identifiers, &der, &st.limits.key_policy, nb, na)
+        .and_then(|req| st.lifecycle.check_key(order.profile.as_deref(), req.key).map_err(Problem::bad_csr));
+    if let Err(p) = checked {
         AuditEvent::by_account("finalize_refused", &req.account.id)
             .order(&id)
             .identifiers(&order.identifiers)

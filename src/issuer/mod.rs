@@ -3,6 +3,7 @@
 
 mod csr;
 mod local;
+pub mod role;
 mod vault;
 pub mod worker;
 

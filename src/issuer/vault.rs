@@ -24,7 +24,12 @@ use x509_parser::{
     prelude::{FromDer, X509Certificate},
 };
 
-use super::{IssuanceRequest, IssueError, Issued, Issuer, csr::pem_encode, normalize_serial};
+use super::{
+    IssuanceRequest, IssueError, Issued, Issuer,
+    csr::pem_encode,
+    normalize_serial,
+    role::{RoleBook, RoleInfo, RoleRef, RoleState},
+};
 use crate::{acme::Identifier, secret::Secret};
 
 /// How vacme logs in to Vault.
@@ -427,6 +432,104 @@ impl VaultIssuer {
             }
         }
         Err(IssueError::unavailable(format!("{path}: permission denied")))
+    }
+}
+
+/// Reading the roles vacme signs with (`GET <mount>/roles/<role>`, which needs `read` on that
+/// path in vacme's policy).
+impl VaultIssuer {
+    /// One role. `Ok` is Vault's definite answer (read, or refused with 403/404: the role stays
+    /// unknown until the policy or the role changes); `Err` is a failure to ask (Vault down,
+    /// sealed, no token), after which the last answer still holds.
+    pub async fn read_role(&self, role: &RoleRef) -> Result<RoleState, String> {
+        let token = self.token().await.map_err(|e| e.to_string())?;
+        // Not `call`: a 403 here is a policy without `read`, not an expired token, and must not
+        // cost a login on every refresh.
+        let res = self
+            .request(Method::GET, &role.path())
+            .header("X-Vault-Token", token.expose())
+            .send()
+            .await
+            .map_err(|e| without_url(&e))?;
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        match status {
+            s if s.is_success() => {
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                Ok(match RoleInfo::from_vault(&v["data"]) {
+                    Ok(info) => RoleState::Known(info),
+                    Err(e) => RoleState::Unknown(format!("unreadable answer: {e}")),
+                })
+            }
+            StatusCode::FORBIDDEN => {
+                Ok(RoleState::Unknown(format!("HTTP 403, vacme's policy has no read on {}", role.path())))
+            }
+            StatusCode::NOT_FOUND => Ok(RoleState::Unknown("HTTP 404, no such role".into())),
+            s => Err(format!("HTTP {s}: {}", vault_errors(&text))),
+        }
+    }
+
+    /// Reads every role in `roles` into `book`, logging what changed (once per change, not per read).
+    pub async fn read_roles(&self, book: &RoleBook, roles: &[RoleRef]) {
+        for role in roles {
+            let before = book.get(role);
+            let now = match self.read_role(role).await {
+                Ok(state) => state,
+                Err(_) if matches!(before, Some(RoleState::Known(_))) => continue,
+                Err(why) => RoleState::Unknown(why),
+            };
+            book.set(role.clone(), now.clone());
+            log_role_change(role, before.as_ref(), &now);
+        }
+    }
+
+    /// Reads the roles every `every`, and a few seconds after `book.want_refresh()`, for as
+    /// long as the issuer lives.
+    pub fn watch_roles(
+        self: &std::sync::Arc<Self>,
+        book: std::sync::Arc<RoleBook>,
+        roles: Vec<RoleRef>,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let weak = std::sync::Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = book.refresh_wanted() => {}
+                }
+                let Some(me) = weak.upgrade() else { return };
+                me.read_roles(&book, &roles).await;
+                drop(me);
+                // Asks in a burst (every finalize of an unreadable role asks) cost one read.
+                tokio::time::sleep(every.min(Duration::from_secs(5))).await;
+            }
+        })
+    }
+}
+
+fn log_role_change(role: &RoleRef, before: Option<&RoleState>, now: &RoleState) {
+    match (before, now) {
+        (Some(RoleState::Unknown(_)), RoleState::Unknown(_)) => {}
+        (_, RoleState::Unknown(why)) => tracing::warn!(
+            role = %role,
+            reason = %why,
+            policy_line = %role.policy_line(),
+            "cannot read the Vault role: Vault alone judges each CSR's key; add the policy line to vacme's Vault policy"
+        ),
+        (Some(RoleState::Known(old)), RoleState::Known(new)) if old == new => {}
+        (_, RoleState::Known(info)) => {
+            tracing::info!(role = %role, key_type = ?info.key_type, key_bits = info.key_bits,
+                use_csr_sans = info.use_csr_sans, use_csr_common_name = info.use_csr_common_name, "read the Vault role");
+            if info.reads_names_from_csr() {
+                tracing::warn!(
+                    role = %role,
+                    fix = %role.fix_command(),
+                    "the Vault role takes names from the CSR (use_csr_sans / use_csr_common_name): \
+                     vacme checks every CSR and certificate, but fix the role"
+                );
+            }
+        }
     }
 }
 
@@ -877,6 +980,25 @@ mod tests {
         (StatusCode::from_u16(f.ca_chain_status.load(Ordering::SeqCst)).unwrap(), body)
     }
 
+    /// `GET <mount>/roles/<role>`: lab-internal as OpenBao 2.7 answers it (503 while `health`
+    /// is not 200), lab-noread refused by the policy, lab-flaky always 503, others 404.
+    async fn fake_role(
+        State(f): State<Fake>,
+        axum::extract::Path(role): axum::extract::Path<String>,
+    ) -> (StatusCode, String) {
+        let up = f.health.load(Ordering::SeqCst) == 200;
+        match role.as_str() {
+            "lab-internal" if up => (StatusCode::OK, include_str!("testdata/openbao-2.7-role.json").to_owned()),
+            "lab-noread" => {
+                (StatusCode::FORBIDDEN, r#"{"errors":["1 error occurred:\n\t* permission denied\n\n"]}"#.into())
+            }
+            "lab-internal" | "lab-flaky" => {
+                (StatusCode::SERVICE_UNAVAILABLE, r#"{"errors":["Vault is sealed"]}"#.into())
+            }
+            _ => (StatusCode::NOT_FOUND, r#"{"errors":[]}"#.into()),
+        }
+    }
+
     struct Env {
         fake: Fake,
         addr: SocketAddr,
@@ -917,6 +1039,7 @@ mod tests {
             .route("/v1/pki_int/revoke", post(fake_revoke))
             .route("/v1/pki_int/ca_chain", get(fake_ca_chain))
             .route("/v1/sys/health", get(fake_health))
+            .route("/v1/pki_int/roles/{role}", get(fake_role))
             .with_state(f)
     }
 
@@ -993,6 +1116,37 @@ mod tests {
         issuer.sign(&simple()).await.unwrap();
         assert!(env.fake.bodies.lock().unwrap()[1].get("ttl").is_none());
         assert_eq!(env.fake.logins.load(Ordering::SeqCst), 1, "the token is reused");
+    }
+
+    #[tokio::test]
+    async fn reads_roles_and_keeps_the_last_answer_through_an_outage() {
+        use crate::issuer::role::RoleKeyType;
+        let env = fake(&[], Mode::Honest).await;
+        let issuer = env.issuer().await;
+        let book = RoleBook::default();
+        let roles: Vec<RoleRef> =
+            ["lab-internal", "lab-noread", "lab-gone", "lab-flaky"].map(|r| RoleRef::new("pki_int", r)).into();
+        issuer.read_roles(&book, &roles).await;
+        match book.get(&roles[0]) {
+            Some(RoleState::Known(info)) => {
+                assert_eq!((info.key_type, info.key_bits, info.use_csr_sans), (RoleKeyType::Ec, 256, true))
+            }
+            other => panic!("{other:?}"),
+        }
+        let unknown = |i: usize| match book.get(&roles[i]) {
+            Some(RoleState::Unknown(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(unknown(1).contains("HTTP 403"), "{}", unknown(1));
+        assert!(unknown(2).contains("no such role"), "{}", unknown(2));
+        assert!(unknown(3).contains("HTTP 503"), "{}", unknown(3));
+        assert_eq!(env.fake.logins.load(Ordering::SeqCst), 1, "a 403 on a role read costs no login");
+        assert_eq!(book.report().len(), 4, "three unreadable roles and one that takes names from the CSR");
+
+        // Vault down: what was read still holds (the role did not change because Vault is sealed).
+        env.fake.health.store(503, Ordering::SeqCst);
+        issuer.read_roles(&book, &roles[..1]).await;
+        assert!(matches!(book.get(&roles[0]), Some(RoleState::Known(_))));
     }
 
     #[tokio::test]

@@ -186,7 +186,9 @@ impl IssuanceWorker {
             order.not_after.map(crate::clock::from_unix),
         )?;
         let now = crate::clock::from_unix(self.clock.unix());
-        Ok(req.with_target(self.lifecycle.target(order.profile.as_deref()), now))
+        // The same routing finalize checked the key against (Lifecycle::route).
+        let target = self.lifecycle.route(order.profile.as_deref(), req.key);
+        Ok(req.with_target(target, now))
     }
 }
 

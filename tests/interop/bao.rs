@@ -1,7 +1,9 @@
 //! A real OpenBao dev server, configured like the homelab: root `pki/`, intermediate `pki_int/`
-//! signed by it, role `lab-internal` (EC P-256) and a 24-hour role `lab-short` for the `short`
-//! profile, and a `vacme` policy that may only sign with those roles, revoke, and read
-//! certificates' revocation state, handed out as a token and as an AppRole.
+//! signed by it, role `lab-internal` (EC P-256, `use_csr_sans` left at OpenBao's default), a
+//! 24-hour role `lab-short` for the `short` profile, and `lab-internal-rsa` (RSA 2048+, names only
+//! from vacme, `ou = RSA_ROLE_OU` so a leaf shows which role signed it), and a `vacme` policy that
+//! may only sign with and read those roles, revoke, and read certificates' revocation state,
+//! handed out as a token and as an AppRole.
 
 use std::{
     path::{Path, PathBuf},
@@ -25,11 +27,21 @@ pub struct Bao {
     pub process: Subprocess,
 }
 
-const ROOT_TOKEN: &str = "vacme-test-root";
+/// The dev server's root token, for the test's own calls (and `bao` commands).
+pub const ROOT_TOKEN: &str = "vacme-test-root";
+
+/// The `ou` of role `lab-internal-rsa`: OpenBao records no role per certificate, so this is how a
+/// leaf shows it was signed through that role.
+#[allow(dead_code)]
+pub const RSA_ROLE_OU: &str = "signed by lab-internal-rsa";
 
 const POLICY: &str = r#"
 path "pki_int/sign/lab-internal" { capabilities = ["update"] }
 path "pki_int/sign/lab-short"    { capabilities = ["update"] }
+path "pki_int/sign/lab-internal-rsa" { capabilities = ["update"] }
+path "pki_int/roles/lab-internal"     { capabilities = ["read"] }
+path "pki_int/roles/lab-short"        { capabilities = ["read"] }
+path "pki_int/roles/lab-internal-rsa" { capabilities = ["read"] }
 path "pki_int/revoke"            { capabilities = ["update"] }
 path "pki_int/cert/*"            { capabilities = ["read"] }
 path "pki_int/certs"             { capabilities = ["list"] }
@@ -127,6 +139,15 @@ impl Bao {
             json!({
                 "allowed_domains": ZONE, "allow_subdomains": true,
                 "key_type": "ec", "key_bits": 256, "ttl": "1h", "max_ttl": "24h",
+            }),
+        )
+        .await;
+        self.post(
+            "pki_int/roles/lab-internal-rsa",
+            json!({
+                "allowed_domains": ZONE, "allow_subdomains": true, "allow_ip_sans": true,
+                "key_type": "rsa", "key_bits": 2048, "ttl": "2160h", "max_ttl": "8760h",
+                "use_csr_sans": false, "use_csr_common_name": false, "ou": RSA_ROLE_OU,
             }),
         )
         .await;

@@ -11,6 +11,7 @@ mod dns;
 mod lifecycle;
 mod outages;
 mod procs;
+mod roles;
 mod secrets;
 mod vault_auth;
 
