@@ -13,6 +13,7 @@ mod cli;
 mod dns;
 mod env;
 mod flow;
+mod hostile_csr;
 mod lifecycle;
 mod limits;
 mod observe;
