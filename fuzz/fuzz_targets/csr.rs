@@ -1,6 +1,7 @@
-//! Finalize (RFC 8555 §7.4): a client's CSR checked against its order's identifiers, then the
-//! order's requested validity clamped by a profile. Any DER must give an `IssuanceRequest` or
-//! `badCSR`, and an accepted request must hold exactly the order's names.
+//! Finalize (RFC 8555 §7.4): a client's CSR checked against its order's identifiers by vacme's
+//! strict PKCS#10 reader (src/issuer/der.rs), then the order's requested validity clamped by a
+//! profile. Any DER must give an `IssuanceRequest` or `badCSR`, and an accepted request must hold
+//! exactly the order's names. The seeds include the hostile CSRs of tests/support/hostile_csr.rs.
 //!
 //! Input layout (fixed header, then the CSR, so mutating the DER keeps the order and dates):
 //! byte 0 picks order identifiers from `NAMES` (one bit each), byte 1 holds flags, bytes 2..10

@@ -5,13 +5,13 @@ use std::{collections::BTreeSet, net::IpAddr};
 use time::OffsetDateTime;
 use x509_parser::{
     certification_request::X509CertificationRequest,
-    extensions::{GeneralName, ParsedExtension},
     oid_registry::{
         OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION, OID_SIG_ED25519,
     },
     prelude::FromDer,
 };
 
+use super::der::{self, SanEntry};
 use crate::acme::{Identifier, Problem, identifier::normalize_dns};
 
 /// Which CSR keys are accepted at finalize (anything else is `badCSR` before the CA sees it).
@@ -132,7 +132,7 @@ pub struct IssuanceRequest {
     pub csr_der: Vec<u8>,
     /// The same CSR as PEM, for Vault's `csr` parameter.
     pub csr_pem: String,
-    /// Sorted, de-duplicated; exactly the CSR's names and the order's identifiers.
+    /// Sorted; exactly the CSR's SAN entries and the order's identifiers.
     pub identifiers: Vec<Identifier>,
     /// The CSR's CN if it had one, else the first DNS identifier that fits (certbot sends no CN).
     pub common_name: String,
@@ -149,8 +149,9 @@ pub struct IssuanceRequest {
 }
 
 impl IssuanceRequest {
-    /// `badCSR` unless the DER is one PKCS#10 request with a valid self-signature, an accepted
-    /// key, and names (SAN dNSName/iPAddress plus the CN) equal to `order_identifiers`.
+    /// `badCSR` unless the DER is one PKCS#10 request that vacme's strict reader (der.rs) read
+    /// completely, with a valid self-signature, an accepted key, SAN dNSName/iPAddress entries
+    /// equal to `order_identifiers`, and a CN (if any) that copies one of those entries.
     pub fn new(
         order_identifiers: &[Identifier],
         csr_der: &[u8],
@@ -158,33 +159,33 @@ impl IssuanceRequest {
         not_before: Option<OffsetDateTime>,
         not_after: Option<OffsetDateTime>,
     ) -> Result<Self, Problem> {
+        // The names come only from vacme's own strict reader (der.rs): a CSR it did not read
+        // completely is refused, so the CA can never find a name in it that vacme did not see.
+        let strict = der::parse_csr(csr_der).map_err(|der::Refusal(why)| Problem::bad_csr(why))?;
+        // x509-parser checks the key and the signature. It must see the same request and key
+        // bytes as the strict reader, or the signature would vouch for something else.
         let (rest, csr) = X509CertificationRequest::from_der(csr_der)
             .map_err(|_| Problem::bad_csr("CSR is not a DER PKCS#10 certification request"))?;
-        if !rest.is_empty() {
-            return Err(Problem::bad_csr("CSR has trailing data"));
+        if !rest.is_empty()
+            || csr.certification_request_info.raw != strict.info_raw
+            || csr.certification_request_info.subject_pki.raw != strict.spki_raw
+        {
+            return Err(Problem::bad_csr("CSR is not a DER PKCS#10 certification request"));
         }
         // Key first: the verifier cannot check signatures of keys below policy (RSA < 2048) anyway.
         let key = check_key(&csr, policy)?;
         csr.verify_signature().map_err(|_| Problem::bad_csr("CSR signature does not verify"))?;
 
         let mut names = BTreeSet::new();
-        if let Some(exts) = csr.requested_extensions() {
-            for ext in exts {
-                if let ParsedExtension::SubjectAlternativeName(san) = ext {
-                    for gn in &san.general_names {
-                        names.insert(san_identifier(gn)?);
-                    }
-                }
-            }
+        for entry in &strict.san {
+            names.insert(san_identifier(entry)?);
         }
-        let mut cn = None;
-        for attr in csr.certification_request_info.subject.iter_common_name() {
-            let value = attr.as_str().map_err(|_| Problem::bad_csr("CSR common name is not a string"))?;
-            let id = name_identifier(value)?;
-            // Every CN must be an order name; the first is the one the certificate keeps.
-            cn = cn.or_else(|| Some(id.value()));
-            names.insert(id);
-        }
+        // RFC 5280 §4.2.1.6 puts names in the SAN; a CN is only tolerated as a copy of one of
+        // them, because a role with `use_csr_common_name` would certify the CN as written.
+        let cn = match &strict.common_name {
+            None => None,
+            Some(cn) => Some(cn_in_san(cn, &strict.san)?),
+        };
         let wanted: BTreeSet<Identifier> = order_identifiers.iter().cloned().collect();
         if names != wanted {
             let extra: Vec<String> = names.difference(&wanted).map(Identifier::value).collect();
@@ -268,26 +269,29 @@ fn check_key(csr: &X509CertificationRequest<'_>, policy: &KeyPolicy) -> Result<C
     }
 }
 
-fn san_identifier(gn: &GeneralName<'_>) -> Result<Identifier, Problem> {
-    match gn {
-        GeneralName::DNSName(name) => name_identifier(name),
-        GeneralName::IPAddress(bytes) => match bytes.len() {
-            4 => Ok(Identifier::Ip(IpAddr::from(<[u8; 4]>::try_from(*bytes).unwrap_or_default()))),
-            16 => Ok(Identifier::Ip(IpAddr::from(<[u8; 16]>::try_from(*bytes).unwrap_or_default()))),
-            _ => Err(Problem::bad_csr("CSR has a malformed IP address SAN")),
-        },
-        _ => Err(Problem::bad_csr("CSR has a SAN other than a DNS name or IP address")),
+/// The order identifier a SAN entry names, normalised as order identifiers are.
+fn san_identifier(entry: &SanEntry) -> Result<Identifier, Problem> {
+    match entry {
+        // Vault would put an IP literal written as a dNSName in the certificate's DNS names,
+        // where no client matches it against an IP address.
+        SanEntry::Dns(name) if name.parse::<IpAddr>().is_ok() => {
+            Err(Problem::bad_csr(format!("CSR SAN dNSName {name:?} is an IP address; put it in an iPAddress entry")))
+        }
+        SanEntry::Dns(name) => normalize_dns(name)
+            .map(Identifier::Dns)
+            .map_err(|_| Problem::bad_csr(format!("CSR SAN dNSName {name:?} is not a valid DNS name"))),
+        SanEntry::Ip(ip) => Ok(Identifier::Ip(*ip)),
     }
 }
 
-/// A DNS name or IP literal from a CSR, normalised like an order identifier.
-fn name_identifier(value: &str) -> Result<Identifier, Problem> {
-    if let Ok(ip) = value.parse::<IpAddr>() {
-        return Ok(Identifier::Ip(ip));
-    }
-    normalize_dns(value)
-        .map(Identifier::Dns)
-        .map_err(|_| Problem::bad_csr(format!("CSR name {value:?} is not a valid DNS name")))
+/// The SAN entry a CN copies (ASCII case-insensitively), as the certificate's CN.
+fn cn_in_san(cn: &str, san: &[SanEntry]) -> Result<String, Problem> {
+    let copied = san.iter().find_map(|e| match e {
+        SanEntry::Dns(n) if n.eq_ignore_ascii_case(cn) => Some(n.to_ascii_lowercase()),
+        SanEntry::Ip(ip) if ip.to_string().eq_ignore_ascii_case(cn) => Some(ip.to_string()),
+        _ => None,
+    });
+    copied.ok_or_else(|| Problem::bad_csr(format!("CSR commonName {cn:?} is not one of the CSR's SAN entries")))
 }
 
 /// PEM armour with 64-column lines.
@@ -302,6 +306,11 @@ pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
     out.push_str(&format!("-----END {label}-----\n"));
     out
 }
+
+/// The hostile and client-shaped CSRs the integration and interop tests also use.
+#[cfg(test)]
+#[path = "../../tests/support/hostile_csr.rs"]
+mod hostile_csr;
 
 #[cfg(test)]
 mod tests {
@@ -349,12 +358,15 @@ mod tests {
         let long_first = format!("{}.lab.test b.lab.test", "a".repeat(60));
         // (case, order, CSR SANs, CSR CN, Ok(expected common_name) or Err(()) for badCSR)
         type Row<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Result<&'a str, ()>);
-        let table: [Row; 17] = [
+        let table: [Row; 18] = [
             ("no CN, like certbot", "b.lab.test a.lab.test", "a.lab.test b.lab.test", None, Ok("a.lab.test")),
             ("CN also a SAN", "a.lab.test b.lab.test", "a.lab.test b.lab.test", Some("b.lab.test"), Ok("b.lab.test")),
-            ("CN only in the subject", "a.lab.test b.lab.test", "b.lab.test", Some("a.lab.test"), Ok("a.lab.test")),
-            ("case and trailing dot", "a.lab.test", "A.Lab.TEST.", Some("a.LAB.test"), Ok("a.lab.test")),
-            ("duplicate SANs", "a.lab.test", "a.lab.test a.lab.test", None, Ok("a.lab.test")),
+            // A CN is only accepted as a copy of a SAN entry (a role with use_csr_common_name
+            // would certify it as written); names are in the SAN once, without a trailing dot.
+            ("CN only in the subject", "a.lab.test b.lab.test", "b.lab.test", Some("a.lab.test"), Err(())),
+            ("case only", "a.lab.test", "A.Lab.TEST", Some("a.LAB.test"), Ok("a.lab.test")),
+            ("case and trailing dot", "a.lab.test", "A.Lab.TEST.", Some("a.LAB.test"), Err(())),
+            ("duplicate SANs", "a.lab.test", "a.lab.test a.lab.test", None, Err(())),
             ("wildcard", "*.lab.test", "*.lab.test", None, Ok("*.lab.test")),
             ("IP only: no CN", "10.0.0.5", "10.0.0.5", None, Ok("")),
             ("IPv6 and DNS", "a.lab.test fd00::5", "fd00::5 a.lab.test", None, Ok("a.lab.test")),
@@ -382,6 +394,97 @@ mod tests {
                 (got, want) => panic!("{case}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    /// Each hostile shape is refused with a detail that says what was refused, although its
+    /// signature verifies (so the refusal is about its content).
+    #[test]
+    fn hostile_csrs_are_refused_saying_why() {
+        use super::hostile_csr::hostile_csrs;
+        let order = ids(&["a.lab.test"]);
+        let expect: &[(&str, &str)] = &[
+            (
+                "two extensionRequest attributes, the first empty",
+                "CSR has 2 extensionRequest attributes; exactly one is accepted",
+            ),
+            (
+                "two extensionRequest attributes, the first only basicConstraints",
+                "CSR has 2 extensionRequest attributes",
+            ),
+            (
+                "SAN led by [4] holding a NULL",
+                "CSR SAN entry of type directoryName is not accepted (only dNSName and iPAddress)",
+            ),
+            ("SAN led by [9] with one zero byte", "CSR SAN entry of type tag 0x89 is not accepted"),
+            ("SAN led by a universal NULL", "CSR SAN entry of type tag 0x05 is not accepted"),
+            ("the victim in the SAN", "names not in the order: victim.lab.test"),
+            ("a second SAN extension", "CSR requests extension 2.5.29.17 twice"),
+            ("a duplicated extension", "CSR requests extension 2.5.29.15 twice"),
+            ("SAN with an otherName", "CSR SAN entry of type otherName is not accepted (only dNSName and iPAddress)"),
+            ("SAN with a URI", "CSR SAN entry of type uniformResourceIdentifier is not accepted"),
+            ("SAN with an email address", "CSR SAN entry of type rfc822Name is not accepted"),
+            ("CN not in the SAN", "CSR commonName \"victim.lab.test\" is not one of the CSR's SAN entries"),
+            ("two CNs", "CSR subject has 2 commonName attributes; at most one is accepted"),
+            ("basicConstraints cA true", "basicConstraints cA true"),
+            ("basicConstraints with a pathLen", "pathLenConstraint"),
+            ("empty SAN", "CSR subjectAltName extension is empty"),
+            ("SAN missing", "CSR has no subjectAltName extension"),
+            ("no extensionRequest", "CSR has no extensionRequest attribute"),
+            ("duplicated names", "CSR SAN names A.LAB.TEST twice"),
+            ("an unknown attribute", "CSR has attribute 1.2.840.113549.1.9.2, which vacme does not accept"),
+            (
+                "extensionRequest with two values",
+                "CSR extensionRequest attribute has 2 values; exactly one is accepted",
+            ),
+            ("an unknown extension", "CSR requests extension 1.2.3.4, which vacme does not accept"),
+            ("trailing bytes inside the SAN", "the subjectAltName extension has trailing bytes"),
+            ("non-minimal length", "long-form length for a short value"),
+            ("indefinite length", "indefinite length"),
+            ("a dNSName with a trailing dot", "ends in a dot"),
+            ("a BER boolean", "BOOLEAN that is not DER"),
+            ("a dNSName that is an IP address", "is an IP address; put it in an iPAddress entry"),
+            ("a 5-octet iPAddress", "CSR SAN iPAddress has 5 octets"),
+            ("a subject attribute that is not a string", "CSR subject attribute 2.5.4.10 is not a string"),
+        ];
+        let cases = hostile_csrs(&["a.lab.test"], "victim.lab.test");
+        let names: Vec<&str> = cases.iter().map(|(n, _)| *n).collect();
+        let expected: Vec<&str> = expect.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, expected, "every hostile case has its expected detail");
+        for ((case, der), (_, detail)) in cases.iter().zip(expect) {
+            // The signature is good: x509-parser verifies it wherever it can read the CSR.
+            if let Ok((_, parsed)) = X509CertificationRequest::from_der(der) {
+                assert!(parsed.verify_signature().is_ok(), "{case}: signed by its own key");
+            }
+            let p = check(&order, der).unwrap_err();
+            assert_eq!((p.kind.code(), p.status), ("badCSR", 400), "{case}");
+            assert!(p.detail.contains(detail), "{case}: {:?} does not say {detail:?}", p.detail);
+        }
+    }
+
+    /// CSRs shaped as certbot, cert-manager and acme.sh send them are accepted.
+    #[test]
+    fn client_shaped_csrs_are_accepted() {
+        use super::hostile_csr::good_csrs;
+        let order = ids(&["b.lab.test", "a.lab.test", "10.0.0.5"]);
+        let mut sorted = order.clone();
+        sorted.sort();
+        for (case, der) in good_csrs(&["a.lab.test", "b.lab.test", "10.0.0.5"]) {
+            let req = check(&order, &der).unwrap_or_else(|p| panic!("{case}: {}", p.detail));
+            assert_eq!(req.identifiers, sorted, "{case}");
+            assert_eq!(req.common_name, "a.lab.test", "{case}");
+            assert_eq!(req.key, CsrKey::Ec { bits: 256 }, "{case}");
+        }
+    }
+
+    /// A CN naming an IP address must be the text of one of the iPAddress entries.
+    #[test]
+    fn ip_common_name_copies_an_ip_entry() {
+        use super::hostile_csr::{cn_name, csr, ext_request, san_of};
+        let order = ids(&["10.0.0.5", "fd00::5"]);
+        let ok = csr(cn_name(&["FD00::5"]), &[ext_request(&[san_of(&["10.0.0.5", "fd00::5"])])]);
+        assert_eq!(check(&order, &ok).unwrap().common_name, "fd00::5");
+        let other = csr(cn_name(&["10.0.0.6"]), &[ext_request(&[san_of(&["10.0.0.5", "fd00::5"])])]);
+        assert!(check(&order, &other).unwrap_err().detail.contains("commonName \"10.0.0.6\""));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `local` is an on-disk CA for the zero-config default and for tests.
 
 mod csr;
+mod der;
 mod local;
 pub mod role;
 mod vault;

@@ -8,6 +8,7 @@
 mod bao;
 #[path = "../support/dns.rs"]
 mod dns;
+mod hostile;
 mod lifecycle;
 mod outages;
 mod procs;

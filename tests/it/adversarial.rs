@@ -643,8 +643,9 @@ async fn invalid_names_are_rejected_and_spellings_are_normalised() {
         let row = env.state.store.authorization(id_of(authz.as_str().unwrap())).await.unwrap().unwrap();
         assert!(want.contains(&row.identifier.value().as_str()), "{:?}", row.identifier);
     }
-    // A CSR may spell them the same ways; the certificate names the canonical form.
-    let csr = key.csr(&["MiXeD.LocalHost.", "B.LOCALHOST", "xn--bcher-kva.LOCALHOST."]);
+    // A CSR may spell them in any case (not with a trailing dot: that is badCSR, see
+    // csrs_that_do_not_match_or_do_not_verify_are_bad_csr); the certificate names the canonical form.
+    let csr = key.csr(&["MiXeD.LocalHost", "B.LOCALHOST", "xn--bcher-kva.LOCALHOST"]);
     let r = post(&raw, &key, Some(&kid), &finalize, Some(&json!({"csr": b64(csr)}))).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(wait_for(&env, &order, "valid").await, "valid");
@@ -674,6 +675,8 @@ async fn csrs_that_do_not_match_or_do_not_verify_are_bad_csr() {
     let extra_cn =
         cert_key.csr_with(&names, |p| p.distinguished_name.push(rcgen::DnType::CommonName, "evil.localhost"));
     let missing = cert_key.csr(&["c1.localhost"]);
+    // A dNSName with a trailing dot: order identifiers never have one.
+    let trailing_dot = cert_key.csr(&["c1.localhost.", "c2.localhost"]);
     // A valid CSR whose key was swapped for another one of the same size: the signature was
     // made by a key the CSR no longer names.
     let good = cert_key.csr(&names);
@@ -692,6 +695,7 @@ async fn csrs_that_do_not_match_or_do_not_verify_are_bad_csr() {
         ("extra email SAN", extra_email),
         ("extra CN", extra_cn),
         ("missing name", missing),
+        ("trailing dot", trailing_dot),
         ("swapped key", swapped),
         ("flipped signature", flipped),
     ] {
@@ -702,8 +706,8 @@ async fn csrs_that_do_not_match_or_do_not_verify_are_bad_csr() {
     assert_eq!(order_status(&env, &order).await, "ready", "a bad CSR leaves the order ready");
     assert_eq!(env.counts().await, before);
 
-    // The order's names, spelled in upper case with trailing dots, are the order's names.
-    let csr = cert_key.csr(&["C1.LOCALHOST.", "c2.LocalHost"]);
+    // The order's names, spelled in upper case, are the order's names.
+    let csr = cert_key.csr(&["C1.LOCALHOST", "c2.LocalHost"]);
     let r = post(&raw, &key, Some(&kid), &finalize, Some(&json!({"csr": b64(csr)}))).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(wait_for(&env, &order, "valid").await, "valid");

@@ -14,6 +14,7 @@ mod dns;
 mod edges;
 mod env;
 mod flow;
+mod hostile_csr;
 mod lifecycle;
 mod limits;
 mod observe;

@@ -12,6 +12,10 @@ use ring::{
 };
 use serde_json::{Value, json};
 
+/// The hand-built CSRs of vacme's tests: hostile shapes and client-shaped requests.
+#[path = "../../../tests/support/hostile_csr.rs"]
+mod hostile_csr;
+
 /// Must match `NAMES` in fuzz_targets/csr.rs: bit i of the header's first byte is `NAMES[i]`.
 const NAMES: [&str; 6] = ["a.lab.test", "b.lab.test", "*.lab.test", "10.0.0.5", "fd00::5", "nas.home.arpa"];
 
@@ -181,6 +185,18 @@ fn csr(seeds: &Path, repo: &Path) {
     }
     let rsa1024 = fs::read(repo.join("src/issuer/testdata/rsa1024-a.lab.test.csr.der")).expect("vacme's 1024-bit CSR");
     write(&dir, "rsa1024-refused", [header(1, 0, 0, 0, 0).as_slice(), &rsa1024].concat());
+    // The strict reader's cases: each hostile shape against an order for a.lab.test (its victim
+    // is b.lab.test, so a mutation that gets it accepted breaks the target's assertion), and
+    // CSRs as certbot, cert-manager and acme.sh send them, against an order for both names.
+    let slug = |case: &str| -> String {
+        case.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+    };
+    for (case, der) in hostile_csr::hostile_csrs(&["a.lab.test"], "b.lab.test") {
+        write(&dir, &format!("hostile-{}", slug(case)), [header(1, 0, 0, 0, 0).as_slice(), &der].concat());
+    }
+    for (case, der) in hostile_csr::good_csrs(&["a.lab.test", "b.lab.test"]) {
+        write(&dir, &format!("client-{}", slug(case)), [header(0b11, 0, 0, 0, 0).as_slice(), &der].concat());
+    }
 }
 
 /// The 22-byte header of fuzz_targets/csr.rs.
