@@ -493,7 +493,10 @@ def check_bao(vacme: Path, tmp: Path) -> None:
         ok("AppRole login with role-id/secret-id: token with policy vacme only, TTL <= 1h")
 
         csr = openssl_csr(tmp, "nas.lab.example", "ec")
-        signed = bao.json("write", "pki_int/sign/lab-internal", f"csr=@{csr}", token=token)["data"]
+        # The role takes no names from the CSR (use_csr_sans/use_csr_common_name false): the caller
+        # states them, as vacme does.
+        signed = bao.json("write", "pki_int/sign/lab-internal", f"csr=@{csr}", "common_name=nas.lab.example",
+                          token=token)["data"]
         leaf = tmp / "leaf.pem"
         leaf.write_text(signed["certificate"])
         r = run(["openssl", "x509", "-in", str(leaf), "-noout", "-issuer", "-ext", "subjectAltName"])
@@ -503,7 +506,7 @@ def check_bao(vacme: Path, tmp: Path) -> None:
         chain.write_text("\n".join(c.strip() for c in signed["ca_chain"]) + "\n")
         r = run(["openssl", "verify", "-CAfile", str(out / "root.pem"), "-untrusted", str(chain), str(leaf)])
         expect(r.returncode == 0, f"the certificate chains to root.pem: {r.stdout}{r.stderr}")
-        ok("bao write pki_int/sign/lab-internal csr=@... with the AppRole token: signed, chains to root.pem")
+        ok("bao write pki_int/sign/lab-internal csr=@... common_name=... with the AppRole token: signed, chains to root.pem")
 
         day = 86400
         inter = tmp / "intermediate.pem"
@@ -544,11 +547,12 @@ def check_bao(vacme: Path, tmp: Path) -> None:
         ok(f"the AppRole token is refused {len(refused)} operations outside its policy")
 
         outside = openssl_csr(tmp, "evil.example", "ec")
-        r = bao.cli("write", "pki_int/sign/lab-internal", f"csr=@{outside}", token=token)
+        r = bao.cli("write", "pki_int/sign/lab-internal", f"csr=@{outside}", "common_name=evil.example", token=token)
         expect(r.returncode != 0 and "Code: 400" in r.stderr, "the role refuses a name outside lab.example")
         rsa = openssl_csr(tmp, "rsa.lab.example", "rsa")
-        r = bao.cli("write", "pki_int/sign/lab-internal", f"csr=@{rsa}", token=token)
-        expect(r.returncode != 0 and "Code: 400" in r.stderr, "the role refuses an RSA key (key_type ec)")
+        r = bao.cli("write", "pki_int/sign/lab-internal", f"csr=@{rsa}", "common_name=rsa.lab.example", token=token)
+        expect(r.returncode != 0 and "Code: 400" in r.stderr and "type ec" in r.stderr,
+               f"the role refuses an RSA key (key_type ec): {r.stderr}")
         ok("the role refuses a name outside lab.example and an RSA key")
 
         check_vacme_ready(vacme, bao, out, tmp)
