@@ -12,8 +12,9 @@ use crate::{
     audit::AuditEvent,
     clock::Clock,
     issuer::{IssuanceRequest, IssueError, Issued, Issuer, KeyPolicy},
+    revocation::revoke_rejected,
     state::{Lifecycle, Wake},
-    store::{NewCertificate, OrderRow, Store},
+    store::{NewCertificate, NewRejected, OrderRow, RejectedRow, Store},
 };
 
 /// The issuance worker and its dependencies.
@@ -100,6 +101,7 @@ impl IssuanceWorker {
             Ok(_) => "issued",
             Err(IssueError::Refused(_)) => "refused",
             Err(IssueError::Unavailable(_)) => "unavailable",
+            Err(IssueError::Mismatch { .. }) => "mismatch",
         };
         self.metrics.issuance(self.issuer.name(), outcome, started.elapsed());
         let outcome = match result {
@@ -141,6 +143,7 @@ impl IssuanceWorker {
                     .issuance_failed(&order.id, &serde_json::to_value(&p).unwrap_or_else(|_| json!({})), now)
                     .await
             }
+            Err(e @ IssueError::Mismatch { .. }) => self.mismatch(&order, e, now).await,
             Err(IssueError::Unavailable(e)) => {
                 let delay = backoff(order.attempts);
                 tracing::warn!(order_id = %order.id, error = %e, retry_in_secs = delay, "CA unavailable; order stays processing");
@@ -150,6 +153,60 @@ impl IssuanceWorker {
         if let Err(e) = outcome {
             tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
         }
+    }
+
+    /// The CA signed something other than the order: an incident, not a retry. The certificate
+    /// is recorded (with the CA's names) and the order made `invalid` first, so the serial is
+    /// known even if vacme stops now; then it is revoked at once. A revocation the CA does not
+    /// take is retried a few times here and then by every clean-up run until it goes through.
+    async fn mismatch(&self, order: &OrderRow, e: IssueError, now: i64) -> crate::store::Result<()> {
+        let IssueError::Mismatch { serial, names, leaf_pem, mount, why } = &e else { return Ok(()) };
+        let got: Vec<String> = names.iter().map(|i| i.value()).collect();
+        tracing::error!(order_id = %order.id, serial = %serial, issuer = self.issuer.name(), ca_names = ?got,
+            reason = %why, "the CA issued a certificate that does not match the order; revoking it");
+        self.metrics.post_sign_mismatch(self.issuer.name());
+        let rejected = NewRejected {
+            serial: serial.clone(),
+            identifiers: names.clone(),
+            leaf_pem: leaf_pem.clone(),
+            mount: mount.clone(),
+            reason: why.clone(),
+        };
+        let p = Problem::from(e);
+        let problem = serde_json::to_value(&p).unwrap_or_else(|_| json!({}));
+        let id = self.store.issuance_rejected(order, &rejected, &problem, now).await?;
+        AuditEvent::by_account("post_sign_mismatch", &order.account_id)
+            .order(&order.id)
+            .certificate(&id, &rejected.serial)
+            .identifiers(&rejected.identifiers)
+            .detail(format!("the CA issued a certificate for [{}]; {}; revoked", got.join(", "), rejected.reason))
+            .record(&self.store, now)
+            .await;
+        let record = RejectedRow {
+            id,
+            serial: rejected.serial,
+            order_id: order.id.clone(),
+            account_id: order.account_id.clone(),
+            identifiers: rejected.identifiers,
+            leaf_pem: rejected.leaf_pem,
+            mount: rejected.mount,
+            reason: rejected.reason,
+            created_at: now,
+            revoked_at: None,
+        };
+        if !revoke_rejected(self.issuer.as_ref(), &self.store, &record, now).await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                for delay in [1u64, 2, 4, 8, 16, 32] {
+                    tokio::time::sleep(Duration::from_secs(delay)).await;
+                    if revoke_rejected(me.issuer.as_ref(), &me.store, &record, me.clock.unix()).await {
+                        return;
+                    }
+                }
+                // Still pending in the store: the clean-up run pushes it from now on.
+            });
+        }
+        Ok(())
     }
 
     /// Signs the order, at most once: the intent is recorded before the first call, and an order
