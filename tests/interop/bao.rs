@@ -30,6 +30,7 @@ const ROOT_TOKEN: &str = "vacme-test-root";
 const POLICY: &str = r#"
 path "pki_int/sign/lab-internal" { capabilities = ["update"] }
 path "pki_int/sign/lab-short"    { capabilities = ["update"] }
+path "pki_int/sign/lab-mismatch" { capabilities = ["update"] }
 path "pki_int/revoke"            { capabilities = ["update"] }
 path "pki_int/cert/*"            { capabilities = ["read"] }
 path "pki_int/certs"             { capabilities = ["list"] }
@@ -127,6 +128,17 @@ impl Bao {
             json!({
                 "allowed_domains": ZONE, "allow_subdomains": true,
                 "key_type": "ec", "key_bits": 256, "ttl": "1h", "max_ttl": "24h",
+            }),
+        )
+        .await;
+        // The role of tests/interop/mismatch.rs, whose sign requests reach OpenBao through a
+        // proxy that adds `exclude_cn_from_sans` (a sign parameter, not a role setting): OpenBao
+        // then leaves the common name out of the SANs, so the leaf lacks one of the order's names.
+        self.post(
+            "pki_int/roles/lab-mismatch",
+            json!({
+                "allowed_domains": ZONE, "allow_subdomains": true, "key_type": "ec", "key_bits": 256,
+                "ttl": "1h", "max_ttl": "24h", "use_csr_sans": false,
             }),
         )
         .await;

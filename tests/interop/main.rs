@@ -9,6 +9,7 @@ mod bao;
 #[path = "../support/dns.rs"]
 mod dns;
 mod lifecycle;
+mod mismatch;
 mod outages;
 mod procs;
 mod secrets;
