@@ -228,6 +228,7 @@ impl App {
                 key_policy: st.limits.key_policy.clone(),
                 lifecycle: st.lifecycle.clone(),
                 metrics: st.metrics.clone(),
+                policy: st.policy.clone(),
                 workers: self.config.issuance.workers,
                 lease_secs: self.config.vault.as_ref().map_or(30, |v| v.timeout_secs as i64 * 2 + 10),
             }

@@ -27,6 +27,8 @@ pub struct IssuanceWorker {
     pub key_policy: KeyPolicy,
     pub lifecycle: Arc<Lifecycle>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The name policy, checked again just before signing.
+    pub policy: Arc<crate::policy::Policy>,
     pub workers: usize,
     /// Lease on a claimed order; longer than one CA call can take.
     pub lease_secs: i64,
@@ -92,6 +94,18 @@ impl IssuanceWorker {
 
     async fn issue(&self, order: OrderRow) {
         let now = self.clock.unix();
+        match self.recheck(&order).await {
+            Ok(None) => {}
+            Ok(Some(p)) => return self.refuse_before_signing(&order, p, now).await,
+            Err(e) => {
+                // Cannot tell: sign nothing now, try again later.
+                tracing::warn!(order_id = %order.id, error = %e, "cannot re-check the order before signing");
+                if let Err(e) = self.store.issuance_retry(&order.id, now + backoff(order.attempts)).await {
+                    tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
+                }
+                return;
+            }
+        }
         let started = std::time::Instant::now();
         let result = match self.request(&order) {
             Ok(req) => self.sign_once(&order, &req, now).await,
@@ -207,6 +221,57 @@ impl IssuanceWorker {
             });
         }
         Ok(())
+    }
+
+    /// What changed since the order was finalized that forbids signing it now: the account is
+    /// no longer valid (`unauthorized`), a name left `policy.allowed_domains`, or left the scope
+    /// of the account's EAB key (`rejectedIdentifier`). A revoked EAB key counts as out of scope
+    /// (`unauthorized`): revoking it is how an operator withdraws what it admitted.
+    async fn recheck(&self, order: &OrderRow) -> crate::store::Result<Option<Problem>> {
+        use crate::acme::types::AccountStatus;
+        let Some(account) = self.store.account(&order.account_id).await? else {
+            return Ok(Some(Problem::unauthorized("the account of this order no longer exists")));
+        };
+        if account.status != AccountStatus::Valid {
+            return Ok(Some(Problem::unauthorized("the account of this order is no longer valid")));
+        }
+        if let Err(p) = self.policy.check(&order.identifiers) {
+            return Ok(Some(p));
+        }
+        if let Some(kid) = &account.eab_kid {
+            match self.store.eab_key(kid).await? {
+                Some(key) if key.revoked_at.is_none() => {
+                    if let Some(id) = order.identifiers.iter().find(|id| !crate::eab::scope_allows(&key.scope, id)) {
+                        return Ok(Some(Problem::rejected_identifier(format!(
+                            "{} is outside this account's scope ({})",
+                            id.value(),
+                            key.scope.join(", ")
+                        ))));
+                    }
+                }
+                _ => {
+                    return Ok(Some(Problem::unauthorized(
+                        "the external account binding key of this account was revoked",
+                    )));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The order becomes `invalid` with `p`, audited; the CA is never called.
+    async fn refuse_before_signing(&self, order: &OrderRow, p: Problem, now: i64) {
+        tracing::warn!(order_id = %order.id, reason = %p.detail, "order refused before signing");
+        AuditEvent::by_account("issuance_refused", &order.account_id)
+            .order(&order.id)
+            .identifiers(&order.identifiers)
+            .detail(p.detail.clone())
+            .record(&self.store, now)
+            .await;
+        let problem = serde_json::to_value(&p).unwrap_or_else(|_| json!({}));
+        if let Err(e) = self.store.issuance_failed(&order.id, &problem, now).await {
+            tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
+        }
     }
 
     /// Signs the order, at most once: the intent is recorded before the first call, and an order

@@ -17,4 +17,5 @@ mod lifecycle;
 mod limits;
 mod observe;
 mod postgres;
+mod recheck;
 mod tls;
