@@ -138,6 +138,9 @@ impl App {
             lifecycle,
             nonces,
             metrics: Arc::new(Metrics::default()),
+            renewal_info_limit: Arc::new(crate::ratelimit::AddrBuckets::new(
+                crate::ratelimit::RENEWAL_INFO_PER_IP_PER_MINUTE,
+            )),
         });
         Ok(App {
             router: api::router(state.clone()),
