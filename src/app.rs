@@ -139,6 +139,9 @@ impl App {
             lifecycle,
             nonces,
             metrics: Arc::new(Metrics::default()),
+            renewal_info_limit: Arc::new(crate::ratelimit::AddrBuckets::new(
+                crate::ratelimit::RENEWAL_INFO_PER_IP_PER_MINUTE,
+            )),
         });
         Ok(App {
             router: api::router(state.clone()),
@@ -229,6 +232,7 @@ impl App {
                 key_policy: st.limits.key_policy.clone(),
                 lifecycle: st.lifecycle.clone(),
                 metrics: st.metrics.clone(),
+                policy: st.policy.clone(),
                 workers: self.config.issuance.workers,
                 lease_secs: self.config.vault.as_ref().map_or(30, |v| v.timeout_secs as i64 * 2 + 10),
             }

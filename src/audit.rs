@@ -9,7 +9,7 @@ use crate::{acme::Identifier, store::Store};
 /// One audited event, as it is recorded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AuditEvent {
-    /// `issued`, `order_refused`, `finalize_refused`, `ca_refused`, `validation_failed`,
+    /// `issued`, `order_refused`, `finalize_refused`, `ca_refused`, `post_sign_mismatch`, `issuance_refused`, `validation_failed`,
     /// `paused`, `unpaused`, `revoked`, `account_created`, `account_deactivated`.
     pub event: String,
     /// `account:<id>`, `certificate-key`, `admin` or `vacme`.

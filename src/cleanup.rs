@@ -72,6 +72,9 @@ impl Cleanup {
             }
             Err(e) => tracing::warn!(error = %e, "cannot list pending revocations"),
         }
+        // Certificates the CA signed wrongly whose revocation did not go through yet.
+        confirmed +=
+            crate::revocation::push_rejected(self.issuer.as_ref(), &self.store, REVOCATIONS_PER_RUN, now).await;
         (report, confirmed)
     }
 }

@@ -17,7 +17,7 @@ use crate::{
     eab::check_pattern,
     issuer::LocalCa,
     revocation::{check_reason, tell_ca},
-    store::{CertificateRow, NewEabKey, Store},
+    store::{CertificateRow, NewEabKey, RejectedRow, Store},
 };
 
 /// What an admin command can fail with; `main` prints it and exits 1.
@@ -52,14 +52,34 @@ pub enum Admin {
     AccountsList,
     AccountsShow(String),
     AccountsDeactivate(String),
-    CertsList { account: Option<String> },
+    /// `all`: also the certificates the CA signed wrongly (rejected and revoked).
+    CertsList {
+        account: Option<String>,
+        all: bool,
+    },
     CertsShow(String),
-    CertsRevoke { id: String, reason: i64 },
-    PausesList { account: Option<String>, all: bool },
-    Audit { account: Option<String>, limit: i64 },
-    Backup { dir: std::path::PathBuf },
-    CopyStore { to: String },
-    Unpause { account: String, name: Option<String> },
+    CertsRevoke {
+        id: String,
+        reason: i64,
+    },
+    PausesList {
+        account: Option<String>,
+        all: bool,
+    },
+    Audit {
+        account: Option<String>,
+        limit: i64,
+    },
+    Backup {
+        dir: std::path::PathBuf,
+    },
+    CopyStore {
+        to: String,
+    },
+    Unpause {
+        account: String,
+        name: Option<String>,
+    },
 }
 
 /// Runs `cmd` against the store of `config`; returns what to print.
@@ -331,16 +351,37 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
                 .collect();
             Ok(table(&["TIME", "EVENT", "ACTOR", "NAMES", "SERIAL", "DETAIL"], rows))
         }
-        Admin::CertsList { account } => {
+        Admin::CertsList { account, all } => {
             let certs = store.certificates(account.as_deref()).await?;
+            let rejected = if all { store.rejected_certificates(account.as_deref()).await? } else { Vec::new() };
             if json_out {
                 let mut rows = Vec::with_capacity(certs.len());
                 for c in &certs {
                     rows.push(cert_json_full(store, c).await?);
                 }
+                rows.extend(rejected.iter().map(rejected_json));
                 return Ok(pretty(&rows));
             }
-            Ok(cert_table(&certs, now()))
+            let mut out = cert_table(&certs, now());
+            if all {
+                let rows = rejected
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.id.clone(),
+                            r.serial.clone(),
+                            rejected_state(r).to_owned(),
+                            names(&r.identifiers),
+                            time_str(r.created_at),
+                            r.order_id.clone(),
+                            r.account_id.clone(),
+                        ]
+                    })
+                    .collect();
+                out.push_str("\ncertificates the CA signed that did not match their order (never delivered):\n");
+                out.push_str(&table(&["ID", "SERIAL", "STATE", "CA'S NAMES", "REJECTED AT", "ORDER", "ACCOUNT"], rows));
+            }
+            Ok(out)
         }
         Admin::CertsShow(key) => {
             let cert = find_cert(store, &key).await?;
@@ -491,6 +532,19 @@ fn cert_state(c: &CertificateRow, now: i64) -> &'static str {
     } else {
         "valid"
     }
+}
+
+/// `rejected (revoked)` once the CA confirmed the revocation, `rejected (revocation pending)` before.
+fn rejected_state(r: &RejectedRow) -> &'static str {
+    if r.revoked_at.is_some() { "rejected (revoked)" } else { "rejected (revocation pending)" }
+}
+
+fn rejected_json(r: &RejectedRow) -> Value {
+    json!({
+        "id": r.id, "serial": r.serial, "state": rejected_state(r), "account_id": r.account_id,
+        "order_id": r.order_id, "identifiers": r.identifiers, "mount": r.mount, "reason": r.reason,
+        "created_at": r.created_at, "ca_revoked_at": r.revoked_at, "rejected": true,
+    })
 }
 
 fn cert_json(c: &CertificateRow, now: i64) -> Value {

@@ -155,6 +155,10 @@ enum CertsCommand {
         /// Only this account's.
         #[arg(long)]
         account: Option<String>,
+        /// Also the certificates the CA signed that did not match their order (revoked at once,
+        /// never delivered), with the names the CA put in them.
+        #[arg(long)]
+        all: bool,
     },
     /// One certificate (by ID or serial) with its chain.
     Show { id: String },
@@ -229,7 +233,7 @@ fn limits_admin(c: LimitsCommand) -> Admin {
 
 fn certs_admin(c: CertsCommand) -> Admin {
     match c {
-        CertsCommand::List { account } => Admin::CertsList { account },
+        CertsCommand::List { account, all } => Admin::CertsList { account, all },
         CertsCommand::Show { id } => Admin::CertsShow(id),
         CertsCommand::Revoke { id, reason } => Admin::CertsRevoke { id, reason },
     }

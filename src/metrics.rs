@@ -64,6 +64,7 @@ pub struct Metrics {
     issuances: Counter,
     ca_seconds: Histogram,
     ca_errors: Counter,
+    post_sign_mismatches: Counter,
 }
 
 /// Values read from the store when scraped.
@@ -108,6 +109,11 @@ impl Metrics {
         if !ok {
             self.ca_errors.inc(&[issuer, op, "unavailable"]);
         }
+    }
+
+    /// The CA signed a certificate that did not match its order (an incident: it was revoked).
+    pub fn post_sign_mismatch(&self, issuer: &str) {
+        self.post_sign_mismatches.inc(&[issuer]);
     }
 
     /// For tests: a counter's value.
@@ -160,6 +166,13 @@ impl Metrics {
             "CA calls that failed, by kind.",
             &["issuer", "op", "kind"],
             &self.ca_errors,
+        );
+        counter(
+            &mut out,
+            "vacme_post_sign_mismatches_total",
+            "Certificates the CA signed that did not match their order (revoked, never delivered).",
+            &["issuer"],
+            &self.post_sign_mismatches,
         );
         gauge(
             &mut out,
@@ -225,6 +238,7 @@ mod tests {
         m.problem("rateLimited");
         m.validation("http-01", "valid", Duration::from_millis(3));
         m.issuance("vault", "unavailable", Duration::from_millis(200));
+        m.post_sign_mismatch("vault");
         let text = m.render(&Gauges { orders_processing: 2, nonces: Some(5), ..Default::default() });
         assert!(text.contains("vacme_http_requests_total{resource=\"/acme/new-order\",status=\"201\"} 2\n"), "{text}");
         assert!(text.contains("vacme_problems_total{type=\"rateLimited\"} 1\n"));
@@ -233,6 +247,7 @@ mod tests {
         assert!(text.contains("vacme_validation_duration_seconds_bucket{type=\"http-01\",le=\"+Inf\"} 1\n"));
         assert!(text.contains("vacme_ca_errors_total{issuer=\"vault\",op=\"sign\",kind=\"unavailable\"} 1\n"));
         assert!(text.contains("vacme_orders_processing 2\n"));
+        assert!(text.contains("vacme_post_sign_mismatches_total{issuer=\"vault\"} 1\n"), "{text}");
         assert!(text.contains("vacme_nonces 5\n"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -2,7 +2,7 @@
 //! across restarts and across replicas sharing one database. A refusal is `rateLimited` (429) with
 //! `Retry-After` and a detail naming the limit and the setting that raises it.
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr, sync::Mutex};
 
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -32,6 +32,61 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
         .filter_map(|s| s.trim().parse::<IpAddr>().ok())
         .collect::<Vec<_>>();
     forwarded.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer)
+}
+
+/// Requests to the unauthenticated renewal-info endpoint one client address may make per minute
+/// (the burst, refilled evenly over the minute).
+pub const RENEWAL_INFO_PER_IP_PER_MINUTE: u32 = 120;
+
+/// Most addresses tracked at once; when full, addresses whose bucket is full again are dropped,
+/// and if none is, the new address is let through uncounted (memory stays bounded).
+const MAX_TRACKED: usize = 10_000;
+
+/// An in-memory token bucket per client address, for renewal-info (RFC 9773 §4: clients poll it
+/// unauthenticated, so the limit is per address, not per account). One process's count: each
+/// replica limits on its own.
+#[derive(Debug)]
+pub struct AddrBuckets {
+    per_minute: u32,
+    buckets: Mutex<HashMap<IpAddr, (f64, i64)>>,
+}
+
+impl AddrBuckets {
+    /// `per_minute` requests per address per minute; 0 means no limit.
+    pub fn new(per_minute: u32) -> Self {
+        Self { per_minute, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes one token for `addr` at `now` (Unix seconds), or `rateLimited` with `Retry-After`.
+    pub fn check(&self, addr: IpAddr, now: i64) -> Result<(), Problem> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let cap = f64::from(self.per_minute);
+        let rate = cap / 60.0;
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(&addr) && map.len() >= MAX_TRACKED {
+            map.retain(|_, (tokens, at)| *tokens + (now - *at) as f64 * rate < cap);
+            if map.len() >= MAX_TRACKED {
+                return Ok(());
+            }
+        }
+        let (tokens, at) = map.entry(addr).or_insert((cap, now));
+        *tokens = (*tokens + (now - *at).max(0) as f64 * rate).min(cap);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = ((1.0 - *tokens) / rate).ceil().max(1.0) as u64;
+        Err(limited(
+            format!(
+                "too many renewal-info requests from {addr}: the limit is {} per minute per address",
+                self.per_minute
+            ),
+            wait,
+        ))
+    }
 }
 
 /// Seconds until the oldest counted event leaves the hour (at least 1).
@@ -161,6 +216,21 @@ mod tests {
         // A trusted peer without a usable header counts as itself.
         assert_eq!(client_addr(proxy, &headers(&["garbage"]), &trusted), proxy);
         assert_eq!(client_addr(proxy, &HeaderMap::new(), &[]), proxy);
+    }
+
+    #[test]
+    fn renewal_info_buckets_refill_over_the_minute() {
+        let b = AddrBuckets::new(60);
+        let (a, other): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        for _ in 0..60 {
+            b.check(a, 1000).unwrap();
+        }
+        let p = b.check(a, 1000).unwrap_err();
+        assert_eq!((p.kind.code(), p.status, p.retry_after), ("rateLimited", 429, Some(1)));
+        b.check(other, 1000).unwrap();
+        b.check(a, 1001).unwrap();
+        assert!(b.check(a, 1001).is_err());
+        AddrBuckets::new(0).check(a, 0).unwrap();
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::{
     acme::{Problem, ProblemType},
     issuer::Issuer,
     state::Lifecycle,
-    store::{CertificateRow, Store},
+    store::{CertificateRow, RejectedRow, Store},
 };
 
 /// RFC 5280 §5.3.1 reasons a subscriber may give: unspecified, keyCompromise,
@@ -49,6 +49,41 @@ pub async fn tell_ca(
             false
         }
     }
+}
+
+/// Revokes a certificate the CA signed wrongly (a post-sign mismatch); on success the store
+/// records the CA's confirmation, on failure it stays pending for the next clean-up run.
+pub async fn revoke_rejected(issuer: &dyn Issuer, store: &Store, record: &RejectedRow, now: i64) -> bool {
+    match issuer.revoke(&record.serial, &record.leaf_pem, record.mount.as_deref()).await {
+        Ok(()) => {
+            if let Err(e) = store.rejected_revoked(&record.id, now).await {
+                tracing::error!(serial = %record.serial, error = %e, "cannot record the revocation of a rejected certificate");
+            }
+            tracing::info!(serial = %record.serial, order_id = %record.order_id, "the CA revoked the rejected certificate");
+            true
+        }
+        Err(e) => {
+            tracing::error!(serial = %record.serial, order_id = %record.order_id, error = %e,
+                "the CA did not revoke a certificate it signed wrongly yet; it is retried");
+            false
+        }
+    }
+}
+
+/// Pushes up to `limit` pending revocations of rejected certificates; returns how many the CA took.
+pub async fn push_rejected(issuer: &dyn Issuer, store: &Store, limit: i64, now: i64) -> usize {
+    let mut done = 0;
+    match store.pending_rejected_revocations(limit).await {
+        Ok(pending) => {
+            for record in pending {
+                if revoke_rejected(issuer, store, &record, now).await {
+                    done += 1;
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list pending revocations of rejected certificates"),
+    }
+    done
 }
 
 /// The first PEM block of a chain.

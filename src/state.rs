@@ -50,6 +50,8 @@ pub struct Shared {
     pub lifecycle: Arc<Lifecycle>,
     pub nonces: Arc<Nonces>,
     pub metrics: Arc<Metrics>,
+    /// renewal-info requests per client address.
+    pub renewal_info_limit: Arc<crate::ratelimit::AddrBuckets>,
 }
 
 /// Accounts, profiles and renewal: what the lifecycle endpoints need from the configuration.

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::{
+    Extension,
+    extract::{Path, State},
+};
 use http::StatusCode;
 
 use crate::{
@@ -12,6 +15,7 @@ use crate::{
     },
     api::AcmeResponse,
     clock::from_unix,
+    ratelimit::ClientAddr,
     state::AppState,
 };
 
@@ -20,7 +24,14 @@ const CA_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// GET /acme/renewal-info/{certID}: the configured share of the lifetime, or a window that has
 /// already started when the certificate was revoked (in vacme, or in Vault behind its back).
-pub async fn renewal_info(State(st): State<AppState>, Path(id): Path<String>) -> Result<AcmeResponse, Problem> {
+pub async fn renewal_info(
+    State(st): State<AppState>,
+    addr: Option<Extension<ClientAddr>>,
+    Path(id): Path<String>,
+) -> Result<AcmeResponse, Problem> {
+    if let Some(Extension(ClientAddr(ip))) = addr {
+        st.renewal_info_limit.check(ip, st.clock.unix())?;
+    }
     let id = ari::parse_cert_id(&id)?;
     let cert = st
         .store

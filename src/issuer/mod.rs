@@ -12,7 +12,7 @@ use std::fmt;
 
 use time::OffsetDateTime;
 
-use crate::acme::Problem;
+use crate::acme::{Identifier, Problem, ProblemType};
 
 pub use csr::{CsrKey, IssuanceRequest, KeyKind, KeyPolicy, SignTarget};
 pub(crate) use local::write_private;
@@ -60,6 +60,21 @@ pub enum IssueError {
     /// The CA could not be asked (down, sealed, timeout, 5xx, auth): the worker retries later.
     #[error("CA unavailable: {0}")]
     Unavailable(#[source] BoxError),
+    /// The CA signed, but not what was asked (other names or another key): a certificate nobody
+    /// validated now exists. Never a retry: the worker revokes `serial` at once and records it.
+    #[error("the CA issued certificate {serial} for [{}]: {why}", names.iter().map(Identifier::value).collect::<Vec<_>>().join(", "))]
+    Mismatch {
+        /// Lower-case hex, as the CA reported it.
+        serial: String,
+        /// The names the CA put in the certificate.
+        names: Vec<Identifier>,
+        /// The certificate itself (revocation by certificate when the CA kept no record).
+        leaf_pem: String,
+        /// The mount it was signed through (`None`: the default).
+        mount: Option<String>,
+        /// What differs from the order, for the log and the audit trail.
+        why: String,
+    },
 }
 
 /// RFC 8555 §7.4: a CA refusal is the client's `badCSR` (with the CA's reason, which names
@@ -69,6 +84,14 @@ impl From<IssueError> for Problem {
         match e {
             IssueError::Refused(why) => Problem::bad_csr(format!("the CA refused to sign: {why}")),
             e @ IssueError::Unavailable(_) => Problem::internal(e),
+            // serverInternal, not badCSR: the CSR passed every check and another one would be
+            // signed the same way; the fault is the CA's role, which only the operator can fix.
+            // The detail names neither the serial nor the CA's names (they are the operator's).
+            IssueError::Mismatch { .. } => Problem::new(
+                ProblemType::ServerInternal,
+                "the CA issued a certificate that does not match this order; it was revoked and \
+                 the server's operator was alerted",
+            ),
         }
     }
 }
@@ -146,5 +169,14 @@ mod tests {
         assert_eq!((p.kind.code(), p.status), ("serverInternal", 500));
         assert!(!p.detail.contains("10.0.0.9"), "the cause is logged, not sent");
         assert_eq!(normalize_serial("0A:0b:1C"), "0a0b1c");
+        let p = Problem::from(IssueError::Mismatch {
+            serial: "0a".into(),
+            names: vec![Identifier::Dns("victim.lab.test".into())],
+            leaf_pem: String::new(),
+            mount: None,
+            why: "other names".into(),
+        });
+        assert_eq!((p.kind.code(), p.status), ("serverInternal", 500));
+        assert!(!p.detail.contains("victim") && p.detail.contains("revoked"), "{}", p.detail);
     }
 }

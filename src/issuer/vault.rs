@@ -675,19 +675,28 @@ fn issued_from(req: &IssuanceRequest, data: &Value) -> Result<(Issued, Vec<Strin
     };
     let leaf =
         inspect_leaf(leaf_pem).map_err(|e| IssueError::unavailable(format!("sign: unreadable certificate: {e}")))?;
-    if leaf.names != req.identifiers {
-        // Never hand out a certificate with names nobody validated (a role that adds names,
-        // or one that dropped some).
-        let got: Vec<String> = leaf.names.iter().map(Identifier::value).collect();
-        return Err(IssueError::Refused(format!(
-            "the CA issued a certificate for [{}], not for the order's names",
-            got.join(", ")
-        )));
-    }
-    if leaf.spki != req.spki_der {
-        return Err(IssueError::Refused("the CA issued a certificate for a different public key".into()));
-    }
     let serial = data["serial_number"].as_str().map(normalize_serial).filter(|s| !s.is_empty()).unwrap_or(leaf.serial);
+    // Never hand out a certificate with names nobody validated (a role that adds names, or one
+    // that dropped some) or for another key. It exists in the CA now: the worker revokes it.
+    let why = if leaf.names != req.identifiers {
+        Some(format!(
+            "the order is for [{}]",
+            req.identifiers.iter().map(Identifier::value).collect::<Vec<_>>().join(", ")
+        ))
+    } else if leaf.spki != req.spki_der {
+        Some("the certificate is for a different public key".to_owned())
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Err(IssueError::Mismatch {
+            serial,
+            names: leaf.names,
+            leaf_pem: pem_encode_first(leaf_pem),
+            mount: req.target.mount.clone(),
+            why,
+        });
+    }
     let issued = Issued {
         serial,
         leaf_pem: pem_encode_first(leaf_pem),
@@ -1203,11 +1212,18 @@ mod tests {
 
     #[tokio::test]
     async fn never_hands_out_what_was_not_asked_for() {
-        for mode in [Mode::ExtraSan, Mode::OtherKey] {
+        for (mode, names, why) in [
+            (Mode::ExtraSan, vec!["a.lab.test", "extra.lab.test"], "the order is for [a.lab.test]"),
+            (Mode::OtherKey, vec!["a.lab.test"], "different public key"),
+        ] {
             let env = fake(&[], mode).await;
             match env.issuer().await.sign(&simple()).await {
-                Err(IssueError::Refused(msg)) => {
-                    assert!(msg.contains("extra.lab.test") || msg.contains("key"), "{msg}")
+                Err(IssueError::Mismatch { serial, names: got, leaf_pem, mount, why: reason }) => {
+                    let leaf = inspect_leaf(&leaf_pem).unwrap();
+                    assert_eq!(serial, leaf.serial, "the serial of the certificate the CA signed");
+                    assert_eq!(got.iter().map(Identifier::value).collect::<Vec<_>>(), names, "the CA's names");
+                    assert_eq!(mount, None);
+                    assert!(reason.contains(why), "{reason}");
                 }
                 other => panic!("{other:?}"),
             }

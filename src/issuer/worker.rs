@@ -12,8 +12,9 @@ use crate::{
     audit::AuditEvent,
     clock::Clock,
     issuer::{IssuanceRequest, IssueError, Issued, Issuer, KeyPolicy},
+    revocation::revoke_rejected,
     state::{Lifecycle, Wake},
-    store::{NewCertificate, OrderRow, Store},
+    store::{NewCertificate, NewRejected, OrderRow, RejectedRow, Store},
 };
 
 /// The issuance worker and its dependencies.
@@ -26,6 +27,8 @@ pub struct IssuanceWorker {
     pub key_policy: KeyPolicy,
     pub lifecycle: Arc<Lifecycle>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The name policy, checked again just before signing.
+    pub policy: Arc<crate::policy::Policy>,
     pub workers: usize,
     /// Lease on a claimed order; longer than one CA call can take.
     pub lease_secs: i64,
@@ -91,6 +94,18 @@ impl IssuanceWorker {
 
     async fn issue(&self, order: OrderRow) {
         let now = self.clock.unix();
+        match self.recheck(&order).await {
+            Ok(None) => {}
+            Ok(Some(p)) => return self.refuse_before_signing(&order, p, now).await,
+            Err(e) => {
+                // Cannot tell: sign nothing now, try again later.
+                tracing::warn!(order_id = %order.id, error = %e, "cannot re-check the order before signing");
+                if let Err(e) = self.store.issuance_retry(&order.id, now + backoff(order.attempts)).await {
+                    tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
+                }
+                return;
+            }
+        }
         let started = std::time::Instant::now();
         let result = match self.request(&order) {
             Ok(req) => self.sign_once(&order, &req, now).await,
@@ -100,6 +115,7 @@ impl IssuanceWorker {
             Ok(_) => "issued",
             Err(IssueError::Refused(_)) => "refused",
             Err(IssueError::Unavailable(_)) => "unavailable",
+            Err(IssueError::Mismatch { .. }) => "mismatch",
         };
         self.metrics.issuance(self.issuer.name(), outcome, started.elapsed());
         let outcome = match result {
@@ -141,6 +157,7 @@ impl IssuanceWorker {
                     .issuance_failed(&order.id, &serde_json::to_value(&p).unwrap_or_else(|_| json!({})), now)
                     .await
             }
+            Err(e @ IssueError::Mismatch { .. }) => self.mismatch(&order, e, now).await,
             Err(IssueError::Unavailable(e)) => {
                 let delay = backoff(order.attempts);
                 tracing::warn!(order_id = %order.id, error = %e, retry_in_secs = delay, "CA unavailable; order stays processing");
@@ -148,6 +165,111 @@ impl IssuanceWorker {
             }
         };
         if let Err(e) = outcome {
+            tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
+        }
+    }
+
+    /// The CA signed something other than the order: an incident, not a retry. The certificate
+    /// is recorded (with the CA's names) and the order made `invalid` first, so the serial is
+    /// known even if vacme stops now; then it is revoked at once. A revocation the CA does not
+    /// take is retried a few times here and then by every clean-up run until it goes through.
+    async fn mismatch(&self, order: &OrderRow, e: IssueError, now: i64) -> crate::store::Result<()> {
+        let IssueError::Mismatch { serial, names, leaf_pem, mount, why } = &e else { return Ok(()) };
+        let got: Vec<String> = names.iter().map(|i| i.value()).collect();
+        tracing::error!(order_id = %order.id, serial = %serial, issuer = self.issuer.name(), ca_names = ?got,
+            reason = %why, "the CA issued a certificate that does not match the order; revoking it");
+        self.metrics.post_sign_mismatch(self.issuer.name());
+        let rejected = NewRejected {
+            serial: serial.clone(),
+            identifiers: names.clone(),
+            leaf_pem: leaf_pem.clone(),
+            mount: mount.clone(),
+            reason: why.clone(),
+        };
+        let p = Problem::from(e);
+        let problem = serde_json::to_value(&p).unwrap_or_else(|_| json!({}));
+        let id = self.store.issuance_rejected(order, &rejected, &problem, now).await?;
+        AuditEvent::by_account("post_sign_mismatch", &order.account_id)
+            .order(&order.id)
+            .certificate(&id, &rejected.serial)
+            .identifiers(&rejected.identifiers)
+            .detail(format!("the CA issued a certificate for [{}]; {}; revoked", got.join(", "), rejected.reason))
+            .record(&self.store, now)
+            .await;
+        let record = RejectedRow {
+            id,
+            serial: rejected.serial,
+            order_id: order.id.clone(),
+            account_id: order.account_id.clone(),
+            identifiers: rejected.identifiers,
+            leaf_pem: rejected.leaf_pem,
+            mount: rejected.mount,
+            reason: rejected.reason,
+            created_at: now,
+            revoked_at: None,
+        };
+        if !revoke_rejected(self.issuer.as_ref(), &self.store, &record, now).await {
+            let me = self.clone();
+            tokio::spawn(async move {
+                for delay in [1u64, 2, 4, 8, 16, 32] {
+                    tokio::time::sleep(Duration::from_secs(delay)).await;
+                    if revoke_rejected(me.issuer.as_ref(), &me.store, &record, me.clock.unix()).await {
+                        return;
+                    }
+                }
+                // Still pending in the store: the clean-up run pushes it from now on.
+            });
+        }
+        Ok(())
+    }
+
+    /// What changed since the order was finalized that forbids signing it now: the account is
+    /// no longer valid (`unauthorized`), a name left `policy.allowed_domains`, or left the scope
+    /// of the account's EAB key (`rejectedIdentifier`). A revoked EAB key counts as out of scope
+    /// (`unauthorized`): revoking it is how an operator withdraws what it admitted.
+    async fn recheck(&self, order: &OrderRow) -> crate::store::Result<Option<Problem>> {
+        use crate::acme::types::AccountStatus;
+        let Some(account) = self.store.account(&order.account_id).await? else {
+            return Ok(Some(Problem::unauthorized("the account of this order no longer exists")));
+        };
+        if account.status != AccountStatus::Valid {
+            return Ok(Some(Problem::unauthorized("the account of this order is no longer valid")));
+        }
+        if let Err(p) = self.policy.check(&order.identifiers) {
+            return Ok(Some(p));
+        }
+        if let Some(kid) = &account.eab_kid {
+            match self.store.eab_key(kid).await? {
+                Some(key) if key.revoked_at.is_none() => {
+                    if let Some(id) = order.identifiers.iter().find(|id| !crate::eab::scope_allows(&key.scope, id)) {
+                        return Ok(Some(Problem::rejected_identifier(format!(
+                            "{} is outside this account's scope ({})",
+                            id.value(),
+                            key.scope.join(", ")
+                        ))));
+                    }
+                }
+                _ => {
+                    return Ok(Some(Problem::unauthorized(
+                        "the external account binding key of this account was revoked",
+                    )));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The order becomes `invalid` with `p`, audited; the CA is never called.
+    async fn refuse_before_signing(&self, order: &OrderRow, p: Problem, now: i64) {
+        tracing::warn!(order_id = %order.id, reason = %p.detail, "order refused before signing");
+        AuditEvent::by_account("issuance_refused", &order.account_id)
+            .order(&order.id)
+            .identifiers(&order.identifiers)
+            .detail(p.detail.clone())
+            .record(&self.store, now)
+            .await;
+        let problem = serde_json::to_value(&p).unwrap_or_else(|_| json!({}));
+        if let Err(e) = self.store.issuance_failed(&order.id, &problem, now).await {
             tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
         }
     }

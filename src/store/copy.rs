@@ -16,6 +16,7 @@ const TABLES: &[&str] = &[
     "certificates",
     "validation_pauses",
     "audit_events",
+    "rejected_certificates",
 ];
 
 /// Rows copied, per table.

@@ -4,7 +4,72 @@
 use sqlx::FromRow;
 
 use super::{Result, Store, StoreError, corrupt, rows};
-use crate::store::{AccountRow, CertificateRow};
+use crate::{
+    acme::Identifier,
+    store::{AccountRow, CertificateRow},
+};
+
+#[derive(FromRow)]
+struct RawRejected {
+    id: String,
+    serial: String,
+    order_id: String,
+    account_id: String,
+    identifiers: String,
+    leaf_pem: String,
+    mount: Option<String>,
+    reason: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+/// A certificate the CA signed that did not match its order: never delivered, revoked in the CA.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RejectedRow {
+    pub id: String,
+    /// Lower-case hex.
+    pub serial: String,
+    pub order_id: String,
+    pub account_id: String,
+    /// The names the CA put in the certificate.
+    pub identifiers: Vec<Identifier>,
+    pub leaf_pem: String,
+    /// The mount it was signed through (`None`: the default).
+    pub mount: Option<String>,
+    /// What differs from the order.
+    pub reason: String,
+    pub created_at: i64,
+    /// When the CA confirmed the revocation; `None` while it is still to be told.
+    pub revoked_at: Option<i64>,
+}
+
+impl TryFrom<RawRejected> for RejectedRow {
+    type Error = StoreError;
+    fn try_from(r: RawRejected) -> Result<Self> {
+        Ok(Self {
+            identifiers: serde_json::from_str(&r.identifiers).map_err(|e| corrupt("rejected_certificates", e))?,
+            id: r.id,
+            serial: r.serial,
+            order_id: r.order_id,
+            account_id: r.account_id,
+            leaf_pem: r.leaf_pem,
+            mount: r.mount,
+            reason: r.reason,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        })
+    }
+}
+
+/// What `Store::issuance_rejected` records about the certificate.
+#[derive(Clone, Debug, Default)]
+pub struct NewRejected {
+    pub serial: String,
+    pub identifiers: Vec<Identifier>,
+    pub leaf_pem: String,
+    pub mount: Option<String>,
+    pub reason: String,
+}
 
 #[derive(FromRow)]
 struct RawEabKey {
@@ -261,6 +326,90 @@ impl Store {
             .await?
         });
         raw.into_iter().map(CertificateRow::try_from).collect()
+    }
+
+    // ---- certificates the CA signed wrongly ----
+
+    /// The CA signed something other than the order (a post-sign mismatch): records the
+    /// certificate (revocation pending) and makes the order `invalid` with `problem`, in one
+    /// transaction, so the serial is known before anyone tries to revoke it. Returns its ID.
+    pub async fn issuance_rejected(
+        &self,
+        order: &super::OrderRow,
+        cert: &NewRejected,
+        problem: &serde_json::Value,
+        now: i64,
+    ) -> Result<String> {
+        let id = self.random_id()?;
+        let names = serde_json::to_string(&cert.identifiers).map_err(|e| corrupt("rejected_certificates", e))?;
+        on!(self, write, |db| {
+            let mut tx = db.begin().await?;
+            sqlx::query(
+                "INSERT INTO rejected_certificates
+                     (id, serial, order_id, account_id, identifiers, leaf_pem, mount, reason, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&id)
+            .bind(&cert.serial)
+            .bind(&order.id)
+            .bind(&order.account_id)
+            .bind(&names)
+            .bind(&cert.leaf_pem)
+            .bind(&cert.mount)
+            .bind(&cert.reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE orders SET status = 'invalid', error = $2, claimed_until = NULL, updated_at = $3
+                 WHERE id = $1 AND status = 'processing'",
+            )
+            .bind(&order.id)
+            .bind(problem.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(id)
+    }
+
+    /// The CA confirmed the revocation of a rejected certificate.
+    pub async fn rejected_revoked(&self, id: &str, now: i64) -> Result<()> {
+        on!(self, write, |db| {
+            sqlx::query("UPDATE rejected_certificates SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(now)
+                .execute(db)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Rejected certificates the CA has not confirmed revoked yet, oldest first.
+    pub async fn pending_rejected_revocations(&self, limit: i64) -> Result<Vec<RejectedRow>> {
+        let raw = on!(self, read, |db| {
+            sqlx::query_as::<_, RawRejected>(
+                "SELECT * FROM rejected_certificates WHERE revoked_at IS NULL ORDER BY created_at, id LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(db)
+            .await?
+        });
+        raw.into_iter().map(RejectedRow::try_from).collect()
+    }
+
+    /// Rejected certificates, newest first; only `account_id`'s when given.
+    pub async fn rejected_certificates(&self, account_id: Option<&str>) -> Result<Vec<RejectedRow>> {
+        let raw = on!(self, read, |db| {
+            sqlx::query_as::<_, RawRejected>(
+                "SELECT * FROM rejected_certificates WHERE $1 IS NULL OR account_id = $1 ORDER BY created_at DESC, id",
+            )
+            .bind(account_id)
+            .fetch_all(db)
+            .await?
+        });
+        raw.into_iter().map(RejectedRow::try_from).collect()
     }
 
     // ---- renewal information (RFC 9773) ----

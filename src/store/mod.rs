@@ -71,7 +71,7 @@ use sqlx::{
 
 pub use audit::AuditRow;
 pub use copy::CopyReport;
-pub use lifecycle::{AccountSummary, CleanupReport, EabKeyRow, KeyChange, NewEabKey};
+pub use lifecycle::{AccountSummary, CleanupReport, EabKeyRow, KeyChange, NewEabKey, NewRejected, RejectedRow};
 pub use limits::{HOUR, PauseRow, WindowCount};
 pub use rows::{AccountRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge, OrderRow};
 

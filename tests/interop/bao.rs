@@ -39,9 +39,11 @@ const POLICY: &str = r#"
 path "pki_int/sign/lab-internal" { capabilities = ["update"] }
 path "pki_int/sign/lab-short"    { capabilities = ["update"] }
 path "pki_int/sign/lab-internal-rsa" { capabilities = ["update"] }
+path "pki_int/sign/lab-mismatch" { capabilities = ["update"] }
 path "pki_int/roles/lab-internal"     { capabilities = ["read"] }
 path "pki_int/roles/lab-short"        { capabilities = ["read"] }
 path "pki_int/roles/lab-internal-rsa" { capabilities = ["read"] }
+path "pki_int/roles/lab-mismatch"     { capabilities = ["read"] }
 path "pki_int/revoke"            { capabilities = ["update"] }
 path "pki_int/cert/*"            { capabilities = ["read"] }
 path "pki_int/certs"             { capabilities = ["list"] }
@@ -148,6 +150,17 @@ impl Bao {
                 "allowed_domains": ZONE, "allow_subdomains": true, "allow_ip_sans": true,
                 "key_type": "rsa", "key_bits": 2048, "ttl": "2160h", "max_ttl": "8760h",
                 "use_csr_sans": false, "use_csr_common_name": false, "ou": RSA_ROLE_OU,
+            }),
+        )
+        .await;
+        // The role of tests/interop/mismatch.rs, whose sign requests reach OpenBao through a
+        // proxy that adds `exclude_cn_from_sans` (a sign parameter, not a role setting): OpenBao
+        // then leaves the common name out of the SANs, so the leaf lacks one of the order's names.
+        self.post(
+            "pki_int/roles/lab-mismatch",
+            json!({
+                "allowed_domains": ZONE, "allow_subdomains": true, "key_type": "ec", "key_bits": 256,
+                "ttl": "1h", "max_ttl": "24h", "use_csr_sans": false,
             }),
         )
         .await;

@@ -10,6 +10,7 @@ mod bao;
 mod dns;
 mod hostile;
 mod lifecycle;
+mod mismatch;
 mod outages;
 mod procs;
 mod roles;

@@ -32,11 +32,11 @@ async fn certs_and_accounts_are_listed_revoked_and_deactivated() {
     assert_eq!((accounts[0]["orders"].as_i64(), accounts[0]["certificates"].as_i64()), (Some(1), Some(1)));
     let account_id = accounts[0]["id"].as_str().unwrap().to_owned();
 
-    let certs = json(&config, Admin::CertsList { account: Some(account_id.clone()) }).await;
+    let certs = json(&config, Admin::CertsList { account: Some(account_id.clone()), all: false }).await;
     let serial = certs[0]["serial"].as_str().unwrap().to_owned();
     assert_eq!(certs[0]["state"], "valid");
     assert_eq!(certs[0]["identifiers"][0]["value"], "nas.localhost");
-    let table = run(&config, Admin::CertsList { account: None }, false).await.unwrap();
+    let table = run(&config, Admin::CertsList { account: None, all: false }, false).await.unwrap();
     assert!(table.starts_with("ID") && table.contains(&serial) && table.contains("nas.localhost"), "{table}");
     let shown = run(&config, Admin::CertsShow(serial.clone()), false).await.unwrap();
     assert!(shown.contains(chain.lines().nth(1).unwrap()), "show prints the chain:\n{shown}");

@@ -19,6 +19,7 @@ mod lifecycle;
 mod limits;
 mod observe;
 mod postgres;
+mod recheck;
 mod redaction;
 mod targets;
 mod tls;
