@@ -142,6 +142,7 @@ impl App {
             renewal_info_limit: Arc::new(crate::ratelimit::AddrBuckets::new(
                 crate::ratelimit::RENEWAL_INFO_PER_IP_PER_MINUTE,
             )),
+            ca_revocations: Arc::new(crate::revocation::CaRevocations::new(config.renewal.ca_check_secs)),
         });
         Ok(App {
             router: api::router(state.clone()),

@@ -265,11 +265,14 @@ pub struct RenewalConfig {
     pub window_end_percent: u8,
     /// `Retry-After` on renewalInfo answers, in seconds. Default 21600.
     pub retry_after_secs: u64,
+    /// Seconds the CA's answer to "was this certificate revoked?" is kept for renewalInfo, so
+    /// a flood of requests costs at most one CA call per certificate in that time. Default 300.
+    pub ca_check_secs: u64,
 }
 
 impl Default for RenewalConfig {
     fn default() -> Self {
-        Self { window_start_percent: 33, window_end_percent: 67, retry_after_secs: 6 * 3600 }
+        Self { window_start_percent: 33, window_end_percent: 67, retry_after_secs: 6 * 3600, ca_check_secs: 300 }
     }
 }
 

@@ -86,6 +86,56 @@ pub async fn push_rejected(issuer: &dyn Issuer, store: &Store, limit: i64, now: 
     done
 }
 
+/// The CA's answer to "did you revoke this serial?", kept per serial for `ttl` so that
+/// renewal-info (unauthenticated, asked by every client on every renewal check) costs at most
+/// one CA call per certificate per period, however many requests arrive: the first request of a
+/// period marks the entry as checked before it asks, so requests that come meanwhile use the
+/// previous answer instead of asking too.
+#[derive(Debug)]
+pub struct CaRevocations {
+    ttl_secs: i64,
+    /// serial -> (when last asked, what the CA said).
+    seen: std::sync::Mutex<std::collections::HashMap<String, (i64, Option<i64>)>>,
+}
+
+/// Most serials remembered; past it, answers older than `ttl` are dropped, then all of them.
+const MAX_REMEMBERED: usize = 10_000;
+
+impl CaRevocations {
+    /// Answers are kept `ttl_secs` (`renewal.ca_check_secs`).
+    pub fn new(ttl_secs: u64) -> Self {
+        Self { ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX), seen: Default::default() }
+    }
+
+    /// `Ok(answer)` when a fresh answer is known (or another request is asking now), else
+    /// `Err(())`: the caller asks the CA and reports with `record`. Marks the serial as asked.
+    pub fn lookup(&self, serial: &str, now: i64) -> Result<Option<i64>, ()> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((asked, answer)) = seen.get_mut(serial) {
+            if now.saturating_sub(*asked) < self.ttl_secs {
+                return Ok(*answer);
+            }
+            *asked = now;
+            return Err(());
+        }
+        if seen.len() >= MAX_REMEMBERED {
+            let ttl = self.ttl_secs;
+            seen.retain(|_, (asked, _)| now.saturating_sub(*asked) < ttl);
+            if seen.len() >= MAX_REMEMBERED {
+                seen.clear();
+            }
+        }
+        seen.insert(serial.to_owned(), (now, None));
+        Err(())
+    }
+
+    /// What the CA said about `serial` (`None`: not revoked, or it could not tell).
+    pub fn record(&self, serial: &str, revoked_at: Option<i64>, now: i64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.insert(serial.to_owned(), (now, revoked_at));
+    }
+}
+
 /// The first PEM block of a chain.
 fn leaf_pem(chain_pem: &str) -> String {
     match chain_pem.find("-----END CERTIFICATE-----") {
@@ -105,6 +155,35 @@ mod tests {
         for bad in [2, 6, 7, 8, 10, 11, -1, 300] {
             assert_eq!(check_reason(Some(bad)).unwrap_err().kind.code(), "badRevocationReason", "{bad}");
         }
+    }
+
+    #[test]
+    fn the_ca_is_asked_once_per_serial_and_period() {
+        let cache = CaRevocations::new(300);
+        assert_eq!(cache.lookup("0a", 1000), Err(()), "first request asks");
+        // Requests while the first is still asking, and after its answer, do not ask again.
+        assert_eq!(cache.lookup("0a", 1000), Ok(None));
+        cache.record("0a", None, 1001);
+        for t in 1001..1300 {
+            assert_eq!(cache.lookup("0a", t), Ok(None), "{t}");
+        }
+        assert_eq!(cache.lookup("0a", 1301), Err(()), "a stale answer is asked again");
+        assert_eq!(cache.lookup("0a", 1301), Ok(None), "by one request only");
+        cache.record("0a", Some(1200), 1302);
+        assert_eq!(cache.lookup("0a", 1303), Ok(Some(1200)));
+        assert_eq!(cache.lookup("0b", 1303), Err(()), "another serial asks for itself");
+        let none = CaRevocations::new(0);
+        assert_eq!(none.lookup("0a", 5), Err(()));
+        assert_eq!(none.lookup("0a", 5), Err(()), "ttl 0 asks every time");
+    }
+
+    #[test]
+    fn remembers_a_bounded_number_of_serials() {
+        let cache = CaRevocations::new(300);
+        for i in 0..(MAX_REMEMBERED + 10) {
+            let _ = cache.lookup(&format!("{i:x}"), 0);
+        }
+        assert!(cache.seen.lock().unwrap().len() <= MAX_REMEMBERED);
     }
 
     #[test]

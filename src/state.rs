@@ -52,6 +52,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// renewal-info requests per client address.
     pub renewal_info_limit: Arc<crate::ratelimit::AddrBuckets>,
+    /// The CA's revocation answers for renewal-info, kept `renewal.ca_check_secs`.
+    pub ca_revocations: Arc<crate::revocation::CaRevocations>,
 }
 
 /// Accounts, profiles and renewal: what the lifecycle endpoints need from the configuration.

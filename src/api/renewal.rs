@@ -41,10 +41,22 @@ pub async fn renewal_info(
     let now = st.clock.unix();
     let mut revoked_at = cert.revoked_at;
     if revoked_at.is_none() && cert.not_after > now {
-        let mount = st.lifecycle.target(cert.profile.as_deref()).mount;
-        if let Ok(Ok(Some(at))) =
-            tokio::time::timeout(CA_CHECK_TIMEOUT, st.issuer.revoked_at(&cert.serial, mount.as_deref())).await
-        {
+        // At most one CA call per certificate per `renewal.ca_check_secs`, however many requests.
+        let known = match st.ca_revocations.lookup(&cert.serial, now) {
+            Ok(answer) => answer,
+            Err(()) => {
+                let mount = st.lifecycle.target(cert.profile.as_deref()).mount;
+                let asked =
+                    tokio::time::timeout(CA_CHECK_TIMEOUT, st.issuer.revoked_at(&cert.serial, mount.as_deref())).await;
+                let answer = match asked {
+                    Ok(Ok(at)) => at,
+                    _ => None,
+                };
+                st.ca_revocations.record(&cert.serial, answer, now);
+                answer
+            }
+        };
+        if let Some(at) = known {
             tracing::info!(certificate_id = %cert.id, serial = %cert.serial, "the CA revoked this certificate");
             st.store.revoked_by_ca(&cert.id, at).await?;
             revoked_at = Some(at);

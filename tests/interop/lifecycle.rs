@@ -119,7 +119,7 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     let lab = Lab::start(
         &tools,
         "[eab]\nrequired = true\n\n\
-         [renewal]\nretry_after_secs = 1\n\n\
+         [renewal]\nretry_after_secs = 1\nca_check_secs = 1\n\n\
          [issuance]\ndefault_profile = \"default\"\n\n\
          [profiles.default]\ndescription = \"90-day server certificate\"\n\n\
          [profiles.short]\ndescription = \"24-hour certificate\"\nrole = \"lab-short\"\nmax_days = 1\n\n",
