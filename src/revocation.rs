@@ -98,6 +98,15 @@ pub struct CaRevocations {
     seen: std::sync::Mutex<std::collections::HashMap<String, (i64, Option<i64>)>>,
 }
 
+/// What `CaRevocations::lookup` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaAnswer {
+    /// The CA's answer of this period: when it revoked the certificate, or `None`.
+    Known(Option<i64>),
+    /// No answer of this period: ask the CA.
+    Ask,
+}
+
 /// Most serials remembered; past it, answers older than `ttl` are dropped, then all of them.
 const MAX_REMEMBERED: usize = 10_000;
 
@@ -107,16 +116,16 @@ impl CaRevocations {
         Self { ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX), seen: Default::default() }
     }
 
-    /// `Ok(answer)` when a fresh answer is known (or another request is asking now), else
-    /// `Err(())`: the caller asks the CA and reports with `record`. Marks the serial as asked.
-    pub fn lookup(&self, serial: &str, now: i64) -> Result<Option<i64>, ()> {
+    /// `Known(answer)` when a fresh answer is known (or another request is asking now), else
+    /// `Ask`: the caller asks the CA and reports with `record`. Marks the serial as asked.
+    pub fn lookup(&self, serial: &str, now: i64) -> CaAnswer {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((asked, answer)) = seen.get_mut(serial) {
             if now.saturating_sub(*asked) < self.ttl_secs {
-                return Ok(*answer);
+                return CaAnswer::Known(*answer);
             }
             *asked = now;
-            return Err(());
+            return CaAnswer::Ask;
         }
         if seen.len() >= MAX_REMEMBERED {
             let ttl = self.ttl_secs;
@@ -126,7 +135,7 @@ impl CaRevocations {
             }
         }
         seen.insert(serial.to_owned(), (now, None));
-        Err(())
+        CaAnswer::Ask
     }
 
     /// What the CA said about `serial` (`None`: not revoked, or it could not tell).
@@ -160,21 +169,21 @@ mod tests {
     #[test]
     fn the_ca_is_asked_once_per_serial_and_period() {
         let cache = CaRevocations::new(300);
-        assert_eq!(cache.lookup("0a", 1000), Err(()), "first request asks");
+        assert_eq!(cache.lookup("0a", 1000), CaAnswer::Ask, "first request asks");
         // Requests while the first is still asking, and after its answer, do not ask again.
-        assert_eq!(cache.lookup("0a", 1000), Ok(None));
+        assert_eq!(cache.lookup("0a", 1000), CaAnswer::Known(None));
         cache.record("0a", None, 1001);
         for t in 1001..1300 {
-            assert_eq!(cache.lookup("0a", t), Ok(None), "{t}");
+            assert_eq!(cache.lookup("0a", t), CaAnswer::Known(None), "{t}");
         }
-        assert_eq!(cache.lookup("0a", 1301), Err(()), "a stale answer is asked again");
-        assert_eq!(cache.lookup("0a", 1301), Ok(None), "by one request only");
+        assert_eq!(cache.lookup("0a", 1301), CaAnswer::Ask, "a stale answer is asked again");
+        assert_eq!(cache.lookup("0a", 1301), CaAnswer::Known(None), "by one request only");
         cache.record("0a", Some(1200), 1302);
-        assert_eq!(cache.lookup("0a", 1303), Ok(Some(1200)));
-        assert_eq!(cache.lookup("0b", 1303), Err(()), "another serial asks for itself");
+        assert_eq!(cache.lookup("0a", 1303), CaAnswer::Known(Some(1200)));
+        assert_eq!(cache.lookup("0b", 1303), CaAnswer::Ask, "another serial asks for itself");
         let none = CaRevocations::new(0);
-        assert_eq!(none.lookup("0a", 5), Err(()));
-        assert_eq!(none.lookup("0a", 5), Err(()), "ttl 0 asks every time");
+        assert_eq!(none.lookup("0a", 5), CaAnswer::Ask);
+        assert_eq!(none.lookup("0a", 5), CaAnswer::Ask, "ttl 0 asks every time");
     }
 
     #[test]
