@@ -21,6 +21,12 @@ impl Counter {
         *v.entry(labels.iter().map(|s| (*s).to_owned()).collect()).or_insert(0) += 1;
     }
 
+    /// Makes the series exist at 0, so an alert on its increase sees the first event.
+    fn touch(&self, labels: &[&str]) {
+        let mut v = self.values.lock().unwrap_or_else(|p| p.into_inner());
+        v.entry(labels.iter().map(|s| (*s).to_owned()).collect()).or_insert(0);
+    }
+
     fn get(&self, labels: &[&str]) -> u64 {
         let key: Labels = labels.iter().map(|s| (*s).to_owned()).collect();
         self.values.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied().unwrap_or(0)
@@ -109,6 +115,11 @@ impl Metrics {
         if !ok {
             self.ca_errors.inc(&[issuer, op, "unavailable"]);
         }
+    }
+
+    /// Shows `vacme_post_sign_mismatches_total{issuer}` at 0 before the first mismatch.
+    pub fn expect_post_sign_mismatches(&self, issuer: &str) {
+        self.post_sign_mismatches.touch(&[issuer]);
     }
 
     /// The CA signed a certificate that did not match its order (an incident: it was revoked).

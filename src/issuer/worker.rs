@@ -39,6 +39,7 @@ const POLL: Duration = Duration::from_secs(1);
 impl IssuanceWorker {
     /// Runs until `shutdown` resolves, then waits for in-flight signing calls.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        self.metrics.expect_post_sign_mismatches(self.issuer.name());
         let slots = Arc::new(Semaphore::new(self.workers));
         let mut running = JoinSet::new();
         tokio::pin!(shutdown);
