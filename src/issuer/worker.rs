@@ -241,7 +241,9 @@ impl IssuanceWorker {
         }
         if let Some(kid) = &account.eab_kid {
             match self.store.eab_key(kid).await? {
-                Some(key) if key.revoked_at.is_none() => {
+                // A revoked key keeps its scope: accounts already bound with it keep working, as
+                // `vacme eab revoke` says (docs/cli.md); deactivating the account stops them.
+                Some(key) => {
                     if let Some(id) = order.identifiers.iter().find(|id| !crate::eab::scope_allows(&key.scope, id)) {
                         return Ok(Some(Problem::rejected_identifier(format!(
                             "{} is outside this account's scope ({})",
@@ -250,9 +252,9 @@ impl IssuanceWorker {
                         ))));
                     }
                 }
-                _ => {
+                None => {
                     return Ok(Some(Problem::unauthorized(
-                        "the external account binding key of this account was revoked",
+                        "the external account binding key of this account no longer exists",
                     )));
                 }
             }
