@@ -5,24 +5,11 @@
 //! called, and `LIST pki_int/certs` shows that OpenBao signed nothing. A good CSR then issues
 //! exactly one certificate, for exactly the proven name.
 
-use std::{
-    collections::HashMap,
-    net::Ipv4Addr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use instant_acme::{Account, ChallengeType, Error, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+use instant_acme::{Error, OrderStatus, RetryPolicy};
 
-use crate::{
-    Vacme,
-    bao::{Bao, ZONE},
-    config_args,
-    dns::TestDns,
-    install_provider,
-    procs::{free_port, tools_bin},
-    verify_chain,
-};
+use crate::{bao::Bao, install_provider, procs::tools_bin, vault_auth::Site, verify_chain};
 
 #[path = "../support/hostile_csr.rs"]
 mod build;
@@ -33,48 +20,10 @@ async fn hostile_csrs_are_refused_before_openbao_signs_anything() {
     install_provider();
     let dir = tempfile::tempdir().unwrap();
     let bao = Bao::start(&tools, dir.path()).await;
-    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
-    let (port, http01) = (free_port(), free_port());
-    let vault = format!(
-        "[vault]\naddress = \"{}\"\nmount = \"pki_int\"\nrole = \"lab-internal\"\n\n[vault.auth]\ntoken_file = \"{}\"\n",
-        bao.addr,
-        bao.token_file.display()
-    );
-    let vacme =
-        Vacme::start(config_args(dir.path(), port, http01, &dns, &vault), port, &dir.path().join("data"), dir.path())
-            .await;
-
-    // An http-01 responder on the validation port.
-    let answers: Arc<Mutex<HashMap<String, String>>> = Arc::default();
-    let shared = answers.clone();
-    let app = axum::Router::new().route(
-        "/.well-known/acme-challenge/{token}",
-        axum::routing::get(move |axum::extract::Path(t): axum::extract::Path<String>| {
-            let v = shared.lock().unwrap().get(&t).cloned().unwrap_or_default();
-            async move { v }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", http01)).await.unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let (account, _) = Account::builder_with_root(vacme.ca_bundle())
-        .unwrap()
-        .create(
-            &NewAccount { contact: &[], terms_of_service_agreed: true, only_return_existing: false },
-            vacme.directory(),
-            None,
-        )
-        .await
-        .unwrap();
-    let mut order = account.new_order(&NewOrder::new(&[Identifier::Dns("a.lab.test".into())])).await.unwrap();
-    {
-        let mut authzs = order.authorizations();
-        let mut authz = authzs.next().await.unwrap().unwrap();
-        let mut chall = authz.challenge(ChallengeType::Http01).unwrap();
-        answers.lock().unwrap().insert(chall.token.clone(), chall.key_authorization().as_str().to_owned());
-        chall.set_ready().await.unwrap();
-    }
-    assert_eq!(order.poll_ready(&RetryPolicy::default()).await.unwrap(), OrderStatus::Ready);
+    let auth = format!("token_file = \"{}\"\n", bao.token_file.display());
+    let site = Site::start("hostile", dir.path(), &bao, &auth).await;
+    let vacme = &site.vacme;
+    let mut order = site.ready_order("a").await;
     let before = bao.issued_serials().await;
 
     for (case, der) in build::hostile_csrs(&["a.lab.test"], "victim.lab.test") {
@@ -94,7 +43,7 @@ async fn hostile_csrs_are_refused_before_openbao_signs_anything() {
     order.finalize_csr(&good).await.unwrap();
     let chain =
         order.poll_certificate(&RetryPolicy::default().timeout(Duration::from_secs(60)).backoff(1.2)).await.unwrap();
-    let path = dir.path().join("a.pem");
+    let path = site.dir.join("a.pem");
     std::fs::write(&path, chain).unwrap();
     let (sans, issuer) = verify_chain(&path, &bao.root_pem);
     assert_eq!((sans, issuer.as_str()), (vec!["a.lab.test".to_owned()], "Lab Intermediate CA"));
@@ -121,7 +70,7 @@ async fn hostile_csrs_are_refused_before_openbao_signs_anything() {
                 Some(serde_json::json!({"csr": pem, "common_name": "a.lab.test", "alt_names": "a.lab.test"})),
             )
             .await;
-        let cert = dir.path().join("direct.pem");
+        let cert = site.dir.join("direct.pem");
         let data = &signed["data"];
         let (leaf, ca) = (data["certificate"].as_str().unwrap(), data["issuing_ca"].as_str().unwrap());
         std::fs::write(&cert, format!("{leaf}\n{ca}\n")).unwrap();

@@ -96,13 +96,19 @@ impl Lab {
 
     /// `start` with this `VACME_LOG` filter for vacme.
     pub(crate) async fn start_logging(tools: &Path, extra: &str, filter: &str) -> Lab {
+        Lab::start_full(tools, extra, "", "", filter).await
+    }
+
+    /// `start` with `vault_keys` (TOML lines) inside `[vault]` and `tail` (sections) after
+    /// `[vault.auth]`.
+    pub(crate) async fn start_full(tools: &Path, extra: &str, vault_keys: &str, tail: &str, filter: &str) -> Lab {
         install_provider();
         let dir = tempfile::tempdir().unwrap();
         let bao = Bao::start(tools, dir.path()).await;
         let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
         let (port, http01) = (free_port(), free_port());
         let vault = format!(
-            "{extra}[vault]\naddress = \"{}\"\n\n[vault.auth]\ntoken_file = \"{}\"\n",
+            "{extra}[vault]\naddress = \"{}\"\n{vault_keys}\n[vault.auth]\ntoken_file = \"{}\"\n\n{tail}",
             bao.addr,
             bao.token_file.display()
         );

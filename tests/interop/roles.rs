@@ -4,7 +4,6 @@
 //! CSR reported in `/readyz` until `bao patch` fixes it.
 
 use std::{
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -15,43 +14,19 @@ use x509_parser::{pem::Pem, public_key::PublicKey};
 
 use crate::{
     Vacme,
-    bao::{Bao, ROOT_TOKEN, RSA_ROLE_OU, ZONE},
-    dns::TestDns,
-    install_provider,
-    lifecycle::{certbot, text},
-    procs::{free_port, tools_bin, wait_until},
+    bao::{ROOT_TOKEN, RSA_ROLE_OU, ZONE},
+    lifecycle::{Lab, certbot, text},
+    procs::{tools_bin, wait_until},
     verify_chain,
 };
 
-struct RoleLab {
-    dir: tempfile::TempDir,
-    bao: Bao,
-    _dns: TestDns,
-    vacme: Vacme,
-    config: PathBuf,
-    http01: u16,
-}
-
 /// OpenBao plus vacme with roles read every second and `vault_tail` appended after `[vault]`'s keys.
-async fn start(tools: &Path, before: &str, vault_tail: &str) -> RoleLab {
-    install_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let bao = Bao::start(tools, dir.path()).await;
-    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
-    let (port, http01) = (free_port(), free_port());
-    let vault = format!(
-        "{before}[vault]\naddress = \"{}\"\nroles_refresh_secs = 1\n\n[vault.auth]\ntoken_file = \"{}\"\n\n{vault_tail}",
-        bao.addr,
-        bao.token_file.display()
-    );
-    let args = crate::config_args(dir.path(), port, http01, &dns, &vault);
-    let config = PathBuf::from(&args[1]);
-    let vacme = Vacme::start(args, port, &dir.path().join("data"), dir.path()).await;
-    RoleLab { dir, bao, _dns: dns, vacme, config, http01 }
+async fn start(tools: &Path, before: &str, vault_tail: &str) -> Lab {
+    Lab::start_full(tools, before, "roles_refresh_secs = 1\n", vault_tail, "info,vacme=debug").await
 }
 
 /// certbot certonly for one name with these key options, under its own lineage name.
-async fn certbot_key(tools: &Path, lab: &RoleLab, name: &str, key: &[&str]) -> std::process::Output {
+async fn certbot_key(tools: &Path, lab: &Lab, name: &str, key: &[&str]) -> std::process::Output {
     let mut args: Vec<String> =
         ["certonly", "--agree-tos", "--register-unsafely-without-email", "-d", name, "--cert-name", name]
             .into_iter()
