@@ -45,8 +45,9 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     if let Ok((challenges, orders)) = st.store.queue_depths().await {
         (g.challenges_processing, g.orders_processing) = (challenges, orders);
     }
-    if let Ok(c) = st.store.counts().await {
-        (g.accounts, g.certificates) = (c.accounts, c.certificates);
+    // Counters the store keeps, not a count of rows per scrape.
+    if let Ok((accounts, certificates)) = st.store.totals().await {
+        (g.accounts, g.certificates) = (accounts, certificates);
     }
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.render(&g))
 }

@@ -2,11 +2,12 @@
 //! from one vacme to several replicas (docs/operations.md). Tables go parents first, each in its
 //! insertion order, in one PostgreSQL transaction: an error leaves the target empty.
 
-use sqlx::{Column, Row, TypeInfo};
+use rusqlite::types::Value;
 
-use super::{Db, Result, Store, StoreError};
+use super::{Backend, Result, Store, StoreError};
 
 /// Parents before children (foreign keys). Nonces are not copied: clients get fresh ones.
+/// (`totals` is not either: the target's triggers count the copied rows.)
 const TABLES: &[&str] = &[
     "accounts",
     "eab_keys",
@@ -25,10 +26,10 @@ pub type CopyReport = Vec<(&'static str, u64)>;
 impl Store {
     /// Copies this (SQLite) store into `target` (PostgreSQL, migrated and empty).
     pub async fn copy_to(&self, target: &Store) -> Result<CopyReport> {
-        let (Db::Sqlite { read, .. }, Db::Postgres(pg)) = (&self.db, &target.db) else {
+        let (Backend::Sqlite(from), Backend::Postgres(to)) = (&self.db, &target.db) else {
             return Err(StoreError::Refused("copy-store copies a SQLite store into a PostgreSQL one".into()));
         };
-        let mut tx = pg.begin().await?;
+        let mut tx = to.pool().begin().await?;
         let mut report = Vec::new();
         for table in TABLES {
             let present: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(&mut *tx).await?;
@@ -43,19 +44,24 @@ impl Store {
             .bind(table)
             .fetch_all(&mut *tx)
             .await?;
-            let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY rowid")).fetch_all(read).await?;
+            let (columns, rows) = from.dump(table).await?;
+            let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), placeholders.join(", "));
             for row in &rows {
-                let columns: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
-                let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
-                let sql = format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), placeholders.join(", "));
                 let mut insert = sqlx::query(&sql);
-                for (i, col) in row.columns().iter().enumerate() {
-                    let target_type = types.iter().find(|(n, _)| n == col.name()).map_or("", |(_, t)| t.as_str());
-                    insert = match (target_type, col.type_info().name()) {
-                        ("boolean", _) => insert.bind(row.try_get::<Option<i64>, _>(i)?.map(|v| v != 0)),
-                        ("bytea", _) | (_, "BLOB") => insert.bind(row.try_get::<Option<Vec<u8>>, _>(i)?),
-                        ("bigint" | "integer", _) => insert.bind(row.try_get::<Option<i64>, _>(i)?),
-                        _ => insert.bind(row.try_get::<Option<String>, _>(i)?),
+                for (column, value) in columns.iter().zip(row) {
+                    let target_type = types.iter().find(|(n, _)| n == column).map_or("", |(_, t)| t.as_str());
+                    insert = match (target_type, value) {
+                        ("boolean", Value::Integer(v)) => insert.bind(Some(*v != 0)),
+                        ("boolean", _) => insert.bind(None::<bool>),
+                        (_, Value::Blob(v)) => insert.bind(Some(v.clone())),
+                        ("bytea", _) => insert.bind(None::<Vec<u8>>),
+                        ("bigint" | "integer", Value::Integer(v)) => insert.bind(Some(*v)),
+                        ("bigint" | "integer", _) => insert.bind(None::<i64>),
+                        (_, Value::Text(v)) => insert.bind(Some(v.clone())),
+                        (_, Value::Integer(v)) => insert.bind(Some(v.to_string())),
+                        (_, Value::Real(v)) => insert.bind(Some(v.to_string())),
+                        (_, Value::Null) => insert.bind(None::<String>),
                     };
                 }
                 insert.execute(&mut *tx).await?;

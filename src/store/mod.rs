@@ -1,81 +1,42 @@
-//! The only place with SQL. Every state change is one transaction; transitions are guarded
-//! updates (`WHERE status = ...`) checked by `rows_affected`, so several workers (or replicas)
+//! The only place with SQL: the protocol state, in SQLite (one process) or PostgreSQL (several
+//! replicas share it). Every state change is one transaction; transitions are guarded updates
+//! (`WHERE status = ...`) checked by the rows they changed, so several workers (or replicas)
 //! never move the same object twice.
 //!
-//! Two backends: SQLite (one process; one writer at a time) and PostgreSQL (several replicas
-//! share it). Each method is written once and compiled for both by `on!`; where the SQL differs,
-//! the two texts stand side by side. On a SQLite file, the hot reads and writes of the issuance
-//! path skip sqlx and run on vacme's own threads (lite.rs), with the same SQL. On PostgreSQL, statements run under READ
-//! COMMITTED at the same time as other replicas', so the few transactions that read before they
-//! write take a row or advisory lock first (each says why).
+//! `Store` is the one interface the handlers and workers see. Behind it each backend has its own
+//! implementation, split by aggregate in the same files (accounts, orders, issuance,
+//! certificates, nonces, limits, audit, upkeep):
+//!
+//! - `sqlite/`: every statement through rusqlite, on vacme's own threads (one writer thread with
+//!   group commit, readers on blocking threads), never on a tokio worker.
+//! - `postgres/`: sqlx. Statements run under READ COMMITTED at the same time as other replicas',
+//!   so the few transactions that read before they write take a row or advisory lock first
+//!   (each says why).
+//!
+//! Here: the inputs and outcomes of the store's operations, and the dispatch to a backend. IDs,
+//! tokens and JSON texts are made here, once for both.
 
-/// Runs `$body` with `$db` bound to this store's pool: on SQLite the read pool (`read`) or the
-/// writer connection (`write`, holding the writers' gate), on PostgreSQL its one pool. With
-/// `|$db, $pg|`, `$pg` is `true` on PostgreSQL, for the statements whose SQL differs. The body is compiled once per backend, so
-/// both run the same Rust without a dynamic database layer.
-macro_rules! on {
-    ($store:expr, read, |$db:ident| $body:expr) => {
-        on!($store, read, |$db, _pg| $body)
-    };
-    ($store:expr, write, |$db:ident| $body:expr) => {
-        on!($store, write, |$db, _pg| $body)
-    };
-    ($store:expr, read, |$db:ident, $pg:ident| $body:expr) => {
-        match &$store.db {
-            $crate::store::Db::Sqlite { read, .. } => {
-                let $db = read;
-                let $pg = false;
-                $body
-            }
-            $crate::store::Db::Postgres(pool) => {
-                let $db = pool;
-                let $pg = true;
-                $body
-            }
-        }
-    };
-    ($store:expr, write, |$db:ident, $pg:ident| $body:expr) => {
-        match &$store.db {
-            $crate::store::Db::Sqlite { write, gate, .. } => {
-                // One SQLite writer at a time: this connection or the writer thread (lite.rs).
-                let _gate = gate.lock().await;
-                let $db = write;
-                let $pg = false;
-                $body
-            }
-            $crate::store::Db::Postgres(pool) => {
-                let $db = pool;
-                let $pg = true;
-                $body
-            }
-        }
-    };
-}
-
-mod audit;
 mod copy;
-mod lifecycle;
-mod limits;
-mod lite;
+mod postgres;
 mod rows;
-
-use std::{str::FromStr, sync::Arc, time::Duration};
+mod sqlite;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ring::rand::{SecureRandom, SystemRandom};
-use sqlx::{
-    PgConnection, PgPool, SqliteConnection, SqlitePool,
-    postgres::{PgConnectOptions, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+
+pub use copy::CopyReport;
+pub use rows::{
+    AccountRow, AccountSummary, AuditRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge, EabKeyRow,
+    OrderRow, PauseRow, RejectedRow, WindowCount,
 };
 
-pub use audit::AuditRow;
-pub use copy::CopyReport;
-pub use lifecycle::{AccountSummary, CleanupReport, EabKeyRow, KeyChange, NewEabKey, NewRejected, RejectedRow};
-pub use limits::{HOUR, PauseRow, WindowCount};
-pub use rows::{AccountRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge, OrderRow};
+use crate::{
+    acme::{Identifier, Problem, types::ChallengeType},
+    audit::AuditEvent,
+};
 
-use crate::acme::{Identifier, Problem, types::ChallengeType};
+/// The window every hourly limit counts over.
+pub const HOUR: i64 = 3600;
 
 /// What went wrong in the store. Clients only ever see `serverInternal`.
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +45,11 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("database error: {0}")]
     Lite(#[from] rusqlite::Error),
-    /// A SQLite transaction that vacme drives itself (lite.rs) could not begin or commit, or its
-    /// writer thread is gone.
+    /// A SQLite transaction could not begin or commit, or its threads are gone.
     #[error("database error: {0}")]
     Sqlite(String),
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(String),
     #[error("corrupt row in {table}: {what}")]
     Corrupt { table: &'static str, what: String },
     #[error("no randomness available")]
@@ -160,42 +120,126 @@ pub struct Counts {
     pub certificates: i64,
 }
 
+/// What `Store::issuance_rejected` records about the certificate.
+#[derive(Clone, Debug, Default)]
+pub struct NewRejected {
+    pub serial: String,
+    pub identifiers: Vec<Identifier>,
+    pub leaf_pem: String,
+    pub mount: Option<String>,
+    pub reason: String,
+}
+
+/// A new EAB key's record.
+#[derive(Clone, Debug, Default)]
+pub struct NewEabKey {
+    pub kid: String,
+    pub scope: Vec<String>,
+    pub profile: Option<String>,
+    pub comment: String,
+    pub expires_at: Option<i64>,
+}
+
+/// The outcome of a key rollover (RFC 8555 §7.3.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyChange {
+    Changed,
+    /// The new key already belongs to this account.
+    Conflict(String),
+    /// The account's key or status changed under us.
+    Stale,
+}
+
+/// What one clean-up run removed or closed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CleanupReport {
+    pub nonces: u64,
+    pub expired_orders: u64,
+    pub expired_authorizations: u64,
+    pub deleted_orders: u64,
+}
+
+/// A new account, as `create_account` writes it.
+#[derive(Clone, Debug)]
+struct NewAccountRow<'a> {
+    id: String,
+    thumbprint: &'a str,
+    jwk: String,
+    contact: String,
+    tos_agreed: bool,
+    eab_kid: Option<&'a str>,
+    ip: Option<&'a str>,
+    now: i64,
+}
+
+/// A new order with every ID and token chosen, as the backends write it.
+#[derive(Clone, Debug)]
+struct OrderInsert {
+    id: String,
+    account_id: String,
+    identifiers: String,
+    not_before: Option<i64>,
+    not_after: Option<i64>,
+    profile: Option<String>,
+    replaces: Option<String>,
+    now: i64,
+    expires_at: i64,
+    authzs: Vec<AuthzInsert>,
+}
+
+#[derive(Clone, Debug)]
+struct AuthzInsert {
+    id: String,
+    kind: &'static str,
+    value: String,
+    wildcard: bool,
+    /// Each challenge's ID, type and token.
+    challenges: Vec<(String, &'static str, String)>,
+}
+
+/// One statement for an authorization's `n` challenges: `$1` is the authorization, then each
+/// challenge's ID, type and token (both backends).
+fn insert_challenges(n: usize) -> String {
+    let rows = (0..n)
+        .map(|i| format!("(${}, $1, ${}, ${}, 'pending')", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("INSERT INTO challenges (id, authz_id, type, token, status) VALUES {rows}")
+}
+
 /// The protocol state, in SQLite or PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: Db,
+    db: Backend,
     rng: SystemRandom,
 }
 
-/// The pools of one backend.
 #[derive(Clone, Debug)]
-enum Db {
-    Sqlite {
-        /// Reads, from several connections at once.
-        read: SqlitePool,
-        /// Every write, on one connection: SQLite has one writer at a time, and writers queued
-        /// here wait in the pool instead of sleeping in SQLite's busy handler.
-        write: SqlitePool,
-        /// The hot reads, on the calling thread, and the hot writes, on the writer thread
-        /// (lite.rs); `None` for an in-memory database, which other connections cannot open.
-        lite: Option<Arc<lite::Readers>>,
-        writer: Option<Arc<lite::Writer>>,
-        /// Held by whichever writes: `write` or `writer`.
-        gate: lite::Gate,
-    },
-    /// Reads and writes: PostgreSQL takes concurrent writers (from every replica).
-    Postgres(PgPool),
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
-
-static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// Connections of one replica to PostgreSQL: request handlers and the workers share them.
-const POSTGRES_CONNECTIONS: u32 = 16;
 
 /// `true` for the URLs `Store::connect` opens with PostgreSQL.
 fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Store methods that only pass their arguments to the backend.
+macro_rules! forward {
+    ($($(#[$meta:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*) => {
+        impl Store {
+            $(
+                $(#[$meta])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret> {
+                    match &self.db {
+                        Backend::Sqlite(db) => db.$name($($arg),*).await,
+                        Backend::Postgres(db) => db.$name($($arg),*).await,
+                    }
+                }
+            )*
+        }
+    };
 }
 
 impl Store {
@@ -209,61 +253,22 @@ impl Store {
     /// `synchronous=NORMAL`): a crash of vacme loses nothing, a power cut may lose the last
     /// commits. PostgreSQL's durability is the server's own (`synchronous_commit`).
     pub async fn connect_with(url: &str, durable: bool) -> Result<Self> {
-        if is_postgres_url(url) {
-            let opts = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new().max_connections(POSTGRES_CONNECTIONS).connect_with(opts).await?;
-            // Replicas starting together: the migrator holds an advisory lock while it runs.
-            POSTGRES_MIGRATOR.run(&pool).await?;
-            return Ok(Self { db: Db::Postgres(pool), rng: SystemRandom::new() });
-        }
-        let sync = if durable { SqliteSynchronous::Full } else { SqliteSynchronous::Normal };
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(sync)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        // No ping before each use: a SQLite connection is a file handle in this process, not a
-        // socket that can go stale, and the ping is a round trip to its thread per statement.
-        let write =
-            SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_with(opts.clone()).await?;
-        SQLITE_MIGRATOR.run(&write).await?;
-        let gate = lite::Gate::default();
-        let lite = Some(Arc::new(lite::Readers::open(opts.get_filename().to_owned())?));
-        let writer = Some(Arc::new(lite::Writer::start(opts.get_filename().to_owned(), durable, gate.clone())?));
-        let read = SqlitePoolOptions::new().max_connections(8).test_before_acquire(false).connect_with(opts).await?;
-        Ok(Self { db: Db::Sqlite { read, write, lite, writer, gate }, rng: SystemRandom::new() })
+        let db = if is_postgres_url(url) {
+            Backend::Postgres(postgres::Postgres::connect(url).await?)
+        } else {
+            Backend::Sqlite(sqlite::Sqlite::open(url, durable).await?)
+        };
+        Ok(Self { db, rng: SystemRandom::new() })
     }
 
     /// A private in-memory database, for tests.
     pub async fn memory() -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
-        // One connection: every connection to :memory: is a different database.
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
-        SQLITE_MIGRATOR.run(&pool).await?;
-        let db = Db::Sqlite { write: pool.clone(), read: pool, lite: None, writer: None, gate: lite::Gate::default() };
-        Ok(Self { db, rng: SystemRandom::new() })
-    }
-
-    /// The readers on the calling thread, when this is a SQLite file.
-    fn lite(&self) -> Option<&lite::Readers> {
-        match &self.db {
-            Db::Sqlite { lite, .. } => lite.as_deref(),
-            Db::Postgres(_) => None,
-        }
-    }
-
-    /// The writer thread, when this is a SQLite file.
-    fn writer(&self) -> Option<&lite::Writer> {
-        match &self.db {
-            Db::Sqlite { writer, .. } => writer.as_deref(),
-            Db::Postgres(_) => None,
-        }
+        Ok(Self { db: Backend::Sqlite(sqlite::Sqlite::memory().await?), rng: SystemRandom::new() })
     }
 
     /// `true` on PostgreSQL (a store replicas may share).
     pub fn is_postgres(&self) -> bool {
-        matches!(self.db, Db::Postgres(_))
+        matches!(self.db, Backend::Postgres(_))
     }
 
     /// 128 random bits, base64url: object IDs, nonces and challenge tokens.
@@ -280,71 +285,27 @@ impl Store {
         Ok(URL_SAFE_NO_PAD.encode(buf))
     }
 
+    /// Closes the store (on SQLite, flushing the WAL once the last clone is gone).
+    pub async fn close(&self) {
+        match &self.db {
+            Backend::Sqlite(db) => db.close().await,
+            Backend::Postgres(db) => db.close().await,
+        }
+    }
+
     // ---- nonces (RFC 8555 §6.5) ----
 
     /// Issues a nonce that `redeem_nonce` accepts once until `expires_at`.
     pub async fn new_nonce(&self, expires_at: i64) -> Result<String> {
         let nonce = self.random_id()?;
-        on!(self, write, |db| {
-            sqlx::query("INSERT INTO nonces (value, expires_at) VALUES ($1, $2)")
-                .bind(&nonce)
-                .bind(expires_at)
-                .execute(db)
-                .await?
-                .rows_affected()
-        });
+        match &self.db {
+            Backend::Sqlite(db) => db.new_nonce(nonce.clone(), expires_at).await?,
+            Backend::Postgres(db) => db.new_nonce(&nonce, expires_at).await?,
+        }
         Ok(nonce)
     }
 
-    /// `true` exactly once per issued, unexpired nonce, on any replica: one DELETE, so of two
-    /// replicas redeeming the same nonce at once, one deletes the row and the other finds none.
-    pub async fn redeem_nonce(&self, nonce: &str, now: i64) -> Result<bool> {
-        let done = on!(self, write, |db| {
-            sqlx::query("DELETE FROM nonces WHERE value = $1 AND expires_at > $2")
-                .bind(nonce)
-                .bind(now)
-                .execute(db)
-                .await?
-                .rows_affected()
-        });
-        Ok(done == 1)
-    }
-
-    /// Drops expired nonces; returns how many.
-    pub async fn purge_nonces(&self, now: i64) -> Result<u64> {
-        let done = on!(self, write, |db| {
-            sqlx::query("DELETE FROM nonces WHERE expires_at <= $1").bind(now).execute(db).await?.rows_affected()
-        });
-        Ok(done)
-    }
-
     // ---- accounts (RFC 8555 §7.3) ----
-
-    pub async fn account(&self, id: &str) -> Result<Option<AccountRow>> {
-        if let Some(lite) = self.lite() {
-            return lite
-                .optional(ACCOUNT_BY_ID, &[&id], rows::RawAccount::from_lite)?
-                .map(AccountRow::try_from)
-                .transpose();
-        }
-        let row = on!(self, read, |db| {
-            sqlx::query_as::<_, rows::RawAccount>(ACCOUNT_BY_ID).bind(id).fetch_optional(db).await?
-        });
-        row.map(AccountRow::try_from).transpose()
-    }
-
-    pub async fn account_by_thumbprint(&self, thumbprint: &str) -> Result<Option<AccountRow>> {
-        if let Some(lite) = self.lite() {
-            return lite
-                .optional(ACCOUNT_BY_THUMBPRINT, &[&thumbprint], rows::RawAccount::from_lite)?
-                .map(AccountRow::try_from)
-                .transpose();
-        }
-        let row = on!(self, read, |db| {
-            sqlx::query_as::<_, rows::RawAccount>(ACCOUNT_BY_THUMBPRINT).bind(thumbprint).fetch_optional(db).await?
-        });
-        row.map(AccountRow::try_from).transpose()
-    }
 
     /// Creates an account for a key, or returns the one that already has it. With `eab_kid`, the
     /// key is bound in the same transaction, and only if it is still unused, unrevoked and unexpired.
@@ -362,62 +323,36 @@ impl Store {
         ip: Option<&str>,
         now: i64,
     ) -> Result<NewAccountOutcome> {
-        let id = self.random_id()?;
-        let contact_json = serde_json::to_string(contact).unwrap_or_else(|_| "[]".into());
-        let inserted = on!(self, write, |db| {
-            let mut tx = db.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO accounts (id, key_thumbprint, jwk, status, contact, tos_agreed, eab_kid, created_ip, created_at)
-                 VALUES ($1, $2, $3, 'valid', $4, $5, $6, $7, $8) ON CONFLICT (key_thumbprint) DO NOTHING",
-            )
-            .bind(&id)
-            .bind(thumbprint)
-            .bind(jwk.to_string())
-            .bind(contact_json)
-            .bind(tos_agreed)
-            .bind(eab_kid)
-            .bind(ip)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if inserted.rows_affected() == 1
-                && let Some(kid) = eab_kid
-            {
-                let bound = sqlx::query(
-                    "UPDATE eab_keys SET used_at = $2, account_id = $3
-                     WHERE kid = $1 AND used_at IS NULL AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
-                )
-                .bind(kid)
-                .bind(now)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-                if bound.rows_affected() != 1 {
-                    tx.rollback().await?;
-                    return Ok(NewAccountOutcome::EabUnusable);
-                }
-            }
-            tx.commit().await?;
-            inserted.rows_affected()
-        });
+        let new = NewAccountRow {
+            id: self.random_id()?,
+            thumbprint,
+            jwk: jwk.to_string(),
+            contact: serde_json::to_string(contact).unwrap_or_else(|_| "[]".into()),
+            tos_agreed,
+            eab_kid,
+            ip,
+            now,
+        };
+        let inserted = match &self.db {
+            Backend::Sqlite(db) => db.create_account(&new).await?,
+            Backend::Postgres(db) => db.create_account(&new).await?,
+        };
+        let Some(inserted) = inserted else {
+            return Ok(NewAccountOutcome::EabUnusable);
+        };
         let account = self
             .account_by_thumbprint(thumbprint)
             .await?
             .ok_or(StoreError::Corrupt { table: "accounts", what: "account vanished right after insert".into() })?;
-        Ok(if inserted == 1 { NewAccountOutcome::Created(account) } else { NewAccountOutcome::Exists(account) })
+        Ok(if inserted { NewAccountOutcome::Created(account) } else { NewAccountOutcome::Exists(account) })
     }
 
     pub async fn update_contact(&self, id: &str, contact: &[String]) -> Result<()> {
-        let contact_json = serde_json::to_string(contact).unwrap_or_else(|_| "[]".into());
-        on!(self, write, |db| {
-            sqlx::query("UPDATE accounts SET contact = $1 WHERE id = $2 AND status = 'valid'")
-                .bind(contact_json)
-                .bind(id)
-                .execute(db)
-                .await?
-                .rows_affected()
-        });
-        Ok(())
+        let contact = serde_json::to_string(contact).unwrap_or_else(|_| "[]".into());
+        match &self.db {
+            Backend::Sqlite(db) => db.update_contact(id, contact).await,
+            Backend::Postgres(db) => db.update_contact(id, &contact).await,
+        }
     }
 
     /// RFC 8555 §7.3.6: deactivation is final; the account's live pending authorizations go with
@@ -427,32 +362,60 @@ impl Store {
     pub async fn deactivate_account(&self, id: &str, now: i64) -> Result<()> {
         let problem = serde_json::to_string(&Problem::unauthorized("the account was deactivated"))
             .map_err(|e| corrupt("orders", e))?;
-        on!(self, write, |db| {
-            let mut tx = db.begin().await?;
-            sqlx::query("UPDATE accounts SET status = 'deactivated' WHERE id = $1 AND status = 'valid'")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE orders SET status = 'invalid', error = $2, updated_at = $3
-                 WHERE account_id = $1 AND status = 'pending' AND expires_at > $3",
-            )
-            .bind(id)
-            .bind(&problem)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE authorizations SET status = 'deactivated'
-                 WHERE account_id = $1 AND status = 'pending' AND expires_at > $2",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-        });
-        Ok(())
+        match &self.db {
+            Backend::Sqlite(db) => db.deactivate_account(id, problem, now).await,
+            Backend::Postgres(db) => db.deactivate_account(id, &problem, now).await,
+        }
+    }
+
+    /// Admin deactivation: like the account's own (RFC 8555 §7.3.6). `None` if there is no such
+    /// account, `Some(false)` if it was not valid.
+    pub async fn admin_deactivate_account(&self, id: &str, now: i64) -> Result<Option<bool>> {
+        match self.account(id).await? {
+            Some(a) if a.status == crate::acme::types::AccountStatus::Valid => {
+                self.deactivate_account(id, now).await?;
+                Ok(Some(true))
+            }
+            Some(_) => Ok(Some(false)),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the account's key, if it still has `old_thumbprint` and is valid.
+    pub async fn change_key(
+        &self,
+        account_id: &str,
+        old_thumbprint: &str,
+        new_thumbprint: &str,
+        new_jwk: &serde_json::Value,
+    ) -> Result<KeyChange> {
+        if let Some(other) = self.account_by_thumbprint(new_thumbprint).await? {
+            return Ok(KeyChange::Conflict(other.id));
+        }
+        let jwk = new_jwk.to_string();
+        let done = match &self.db {
+            Backend::Sqlite(db) => db.change_key(account_id, old_thumbprint, new_thumbprint, jwk).await?,
+            Backend::Postgres(db) => db.change_key(account_id, old_thumbprint, new_thumbprint, &jwk).await?,
+        };
+        match done {
+            Some(true) => Ok(KeyChange::Changed),
+            Some(false) => Ok(KeyChange::Stale),
+            // Another account took the key between the check and the update.
+            None => match self.account_by_thumbprint(new_thumbprint).await? {
+                Some(other) => Ok(KeyChange::Conflict(other.id)),
+                None => Ok(KeyChange::Stale),
+            },
+        }
+    }
+
+    // ---- external account binding (RFC 8555 §7.3.4) ----
+
+    pub async fn create_eab_key(&self, key: &NewEabKey, now: i64) -> Result<()> {
+        let scope = serde_json::to_string(&key.scope).map_err(|e| corrupt("eab_keys", e))?;
+        match &self.db {
+            Backend::Sqlite(db) => db.create_eab_key(key.clone(), scope, now).await,
+            Backend::Postgres(db) => db.create_eab_key(key, &scope, now).await,
+        }
     }
 
     // ---- orders (RFC 8555 §7.4) ----
@@ -467,800 +430,295 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> Result<Option<OrderRow>> {
-        let order_id = self.random_id()?;
-        let ids_json = serde_json::to_string(&new.identifiers).map_err(|e| corrupt("orders", e))?;
-        if let Some(writer) = self.writer() {
-            let authzs = new
-                .authzs
-                .iter()
-                .map(|authz| {
-                    let challs = authz
+        let authzs = new
+            .authzs
+            .iter()
+            .map(|authz| {
+                let base = authz.identifier.base();
+                Ok(AuthzInsert {
+                    id: self.random_id()?,
+                    kind: base.kind(),
+                    value: base.value().to_owned(),
+                    wildcard: authz.identifier.is_wildcard(),
+                    challenges: authz
                         .challenges
                         .iter()
                         .map(|kind| Ok((self.random_id()?, kind.as_str(), self.token()?)))
-                        .collect::<Result<Vec<_>>>()?;
-                    let base = authz.identifier.base();
-                    Ok((
-                        self.random_id()?,
-                        base.kind(),
-                        base.value().to_owned(),
-                        authz.identifier.is_wildcard(),
-                        challs,
-                    ))
+                        .collect::<Result<_>>()?,
                 })
-                .collect::<Result<Vec<_>>>()?;
-            let (account_id, new) = (account_id.to_owned(), new.clone());
-            return writer
-                .run(move |c| {
-                    let inserted = lite::execute(
-                        c,
-                        INSERT_ORDER,
-                        &[
-                            &order_id,
-                            &account_id,
-                            &expires_at,
-                            &ids_json,
-                            &new.not_before,
-                            &new.not_after,
-                            &new.profile,
-                            &new.replaces,
-                            &now,
-                        ],
-                    )?;
-                    if inserted != 1 {
-                        return Ok(None);
-                    }
-                    for (position, (authz_id, kind, value, wildcard, challs)) in authzs.iter().enumerate() {
-                        let position = position as i64;
-                        lite::execute(
-                            c,
-                            INSERT_AUTHZ,
-                            &[authz_id, &order_id, &account_id, kind, value, wildcard, &expires_at, &position],
-                        )?;
-                        let mut args: Vec<&dyn rusqlite::ToSql> = vec![authz_id];
-                        for (id, kind, token) in challs {
-                            args.extend([id as &dyn rusqlite::ToSql, kind, token]);
-                        }
-                        if !challs.is_empty() {
-                            lite::execute(c, &insert_challenges(challs.len()), &args)?;
-                        }
-                    }
-                    let order = lite::query(c, SQLITE_ORDER_BY_ID, &[&order_id], rows::RawOrder::from_lite)?
-                        .into_iter()
-                        .next()
-                        .ok_or(StoreError::Corrupt {
-                            table: "orders",
-                            what: "order vanished right after insert".into(),
-                        })?;
-                    OrderRow::from_raw(order).map(Some)
-                })
-                .await;
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let order = OrderInsert {
+            id: self.random_id()?,
+            account_id: account_id.to_owned(),
+            identifiers: serde_json::to_string(&new.identifiers).map_err(|e| corrupt("orders", e))?,
+            not_before: new.not_before,
+            not_after: new.not_after,
+            profile: new.profile.clone(),
+            replaces: new.replaces.clone(),
+            now,
+            expires_at,
+            authzs,
+        };
+        match &self.db {
+            Backend::Sqlite(db) => db.create_order(order).await,
+            Backend::Postgres(db) => db.create_order(&order).await,
         }
-        on!(self, write, |db, pg| {
-            let mut tx = db.begin().await?;
-            if pg && let Some(replaces) = &new.replaces {
-                // Under READ COMMITTED, two renewals inserting at once would not see each other's
-                // row in the NOT EXISTS below: the second waits here until the first commits, and
-                // its insert then sees the first order.
-                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('vacme.replaces:' || $1, 0))")
-                    .bind(replaces)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let inserted = sqlx::query(INSERT_ORDER)
-                .bind(&order_id)
-                .bind(account_id)
-                .bind(expires_at)
-                .bind(&ids_json)
-                .bind(new.not_before)
-                .bind(new.not_after)
-                .bind(&new.profile)
-                .bind(&new.replaces)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            if inserted.rows_affected() != 1 {
-                tx.rollback().await?;
-                return Ok(None);
-            }
-            for (position, authz) in new.authzs.iter().enumerate() {
-                let authz_id = self.random_id()?;
-                let base = authz.identifier.base();
-                sqlx::query(INSERT_AUTHZ)
-                    .bind(&authz_id)
-                    .bind(&order_id)
-                    .bind(account_id)
-                    .bind(base.kind())
-                    .bind(base.value())
-                    .bind(authz.identifier.is_wildcard())
-                    .bind(expires_at)
-                    .bind(position as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                let sql = insert_challenges(authz.challenges.len());
-                let mut insert = sqlx::query(&sql).bind(&authz_id);
-                for kind in &authz.challenges {
-                    insert = insert.bind(self.random_id()?).bind(kind.as_str()).bind(self.token()?);
-                }
-                if !authz.challenges.is_empty() {
-                    insert.execute(&mut *tx).await?;
-                }
-            }
-            let order = tx
-                .load_order(&order_id)
-                .await?
-                .ok_or(StoreError::Corrupt { table: "orders", what: "order vanished right after insert".into() })?;
-            tx.commit().await?;
-            Ok(Some(order))
-        })
     }
 
-    pub async fn order(&self, id: &str) -> Result<Option<OrderRow>> {
-        if let Some(lite) = self.lite() {
-            return lite
-                .optional(SQLITE_ORDER_BY_ID, &[&id], rows::RawOrder::from_lite)?
-                .map(OrderRow::from_raw)
-                .transpose();
+    // ---- issuance ----
+
+    /// Records the certificate and makes the order `valid`, in one transaction. The unique
+    /// `certificates.order_id` keeps an order to one certificate, whoever else records one.
+    pub async fn issuance_succeeded(&self, order: &OrderRow, cert: &NewCertificate, now: i64) -> Result<String> {
+        let cert_id = self.random_id()?;
+        let ids = serde_json::to_string(&order.identifiers).map_err(|e| corrupt("orders", e))?;
+        match &self.db {
+            Backend::Sqlite(db) => {
+                db.issuance_succeeded(order.clone(), cert.clone(), cert_id.clone(), ids, now).await?
+            }
+            Backend::Postgres(db) => db.issuance_succeeded(order, cert, &cert_id, &ids, now).await?,
         }
-        on!(self, read, |db| db.acquire().await?.load_order(id).await)
+        Ok(cert_id)
     }
 
+    /// The CA signed something other than the order (a post-sign mismatch): records the
+    /// certificate (revocation pending) and makes the order `invalid` with `problem`, in one
+    /// transaction, so the serial is known before anyone tries to revoke it. Returns its ID.
+    pub async fn issuance_rejected(
+        &self,
+        order: &OrderRow,
+        cert: &NewRejected,
+        problem: &serde_json::Value,
+        now: i64,
+    ) -> Result<String> {
+        let id = self.random_id()?;
+        let names = serde_json::to_string(&cert.identifiers).map_err(|e| corrupt("rejected_certificates", e))?;
+        match &self.db {
+            Backend::Sqlite(db) => {
+                db.issuance_rejected(id.clone(), order.clone(), cert.clone(), names, problem.to_string(), now).await?
+            }
+            Backend::Postgres(db) => db.issuance_rejected(&id, order, cert, &names, &problem.to_string(), now).await?,
+        }
+        Ok(id)
+    }
+
+    // ---- limits ----
+
+    /// Which of `identifiers` (compared by their base: a wildcard's domain) the account may not
+    /// order or validate.
+    pub async fn paused_identifiers(&self, account_id: &str, identifiers: &[Identifier]) -> Result<Vec<Identifier>> {
+        let paused = match &self.db {
+            Backend::Sqlite(db) => db.paused_names(account_id).await?,
+            Backend::Postgres(db) => db.paused_names(account_id).await?,
+        };
+        if paused.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(identifiers
+            .iter()
+            .filter(|id| {
+                let base = id.base();
+                paused.iter().any(|(kind, value)| kind == base.kind() && *value == base.value())
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// After a failed validation: pauses the name for the account once `limit` validations of it
+    /// failed within the hour (counting only failures after the last lift). `true` when this call
+    /// paused it.
+    pub async fn pause_if_failing(
+        &self,
+        account_id: &str,
+        identifier: &Identifier,
+        limit: u32,
+        now: i64,
+    ) -> Result<bool> {
+        if limit == 0 {
+            return Ok(false);
+        }
+        let base = identifier.base();
+        match &self.db {
+            Backend::Sqlite(db) => db.pause_if_failing(account_id, base.kind(), &base.value(), limit, now).await,
+            Backend::Postgres(db) => db.pause_if_failing(account_id, base.kind(), &base.value(), limit, now).await,
+        }
+    }
+
+    // ---- audit ----
+
+    pub async fn insert_audit(&self, e: &AuditEvent, now: i64) -> Result<()> {
+        let ids = serde_json::to_string(&e.identifiers).map_err(|err| corrupt("audit_events", err))?;
+        match &self.db {
+            Backend::Sqlite(db) => db.insert_audit(e.clone(), ids, now).await,
+            Backend::Postgres(db) => db.insert_audit(e, &ids, now).await,
+        }
+    }
+
+    /// A consistent copy of the whole database in a new file (SQLite `VACUUM INTO`), taken while
+    /// the server runs. PostgreSQL is backed up with its own tools.
+    pub async fn backup_to(&self, path: &std::path::Path) -> Result<()> {
+        match &self.db {
+            Backend::Sqlite(db) => db.backup_to(path.to_owned()).await,
+            Backend::Postgres(_) => {
+                Err(StoreError::Unsupported("the store is on PostgreSQL: back it up with pg_dump, not vacme backup"))
+            }
+        }
+    }
+
+    // ---- upkeep ----
+
+    /// Closes what expired and deletes what is no longer anyone's business: expired nonces,
+    /// and orders that never got a certificate and expired more than `retention_secs` ago (with
+    /// their authorizations and challenges). Certificates, valid orders and accounts stay.
+    pub async fn cleanup(
+        &self,
+        now: i64,
+        retention_secs: i64,
+        order_problem: &serde_json::Value,
+    ) -> Result<CleanupReport> {
+        let problem = order_problem.to_string();
+        match &self.db {
+            Backend::Sqlite(db) => db.cleanup(now, retention_secs, problem).await,
+            Backend::Postgres(db) => db.cleanup(now, retention_secs, &problem).await,
+        }
+    }
+}
+
+forward! {
+    /// `true` exactly once per issued, unexpired nonce, on any replica: one DELETE, so of two
+    /// replicas redeeming the same nonce at once, one deletes the row and the other finds none.
+    fn redeem_nonce(&self, nonce: &str, now: i64) -> bool;
+    /// Drops expired nonces; returns how many.
+    fn purge_nonces(&self, now: i64) -> u64;
+    /// Nonce rows in the store (shared-store nonces).
+    fn nonce_count(&self) -> u64;
+
+    fn account(&self, id: &str) -> Option<AccountRow>;
+    fn account_by_thumbprint(&self, thumbprint: &str) -> Option<AccountRow>;
+
+    fn eab_key(&self, kid: &str) -> Option<EabKeyRow>;
+    /// Every EAB key, newest first.
+    fn eab_keys(&self) -> Vec<EabKeyRow>;
+    /// Stops an EAB key from binding new accounts. `false` if there is no such key or it was
+    /// already revoked. Accounts bound with it are not touched (`accounts deactivate` is for them).
+    fn revoke_eab_key(&self, kid: &str, now: i64) -> bool;
+
+    fn order(&self, id: &str) -> Option<OrderRow>;
     /// IDs of an account's orders, oldest first (in the order they were written): at most
     /// `limit` after the order `after` (a page cursor), or from the first.
-    pub async fn order_ids_of_account(&self, account_id: &str, after: Option<&str>, limit: i64) -> Result<Vec<String>> {
-        // The insertion order: SQLite's rowid, PostgreSQL's `seq` column.
-        Ok(on!(self, read, |db, pg| {
-            sqlx::query_scalar::<_, String>(if pg {
-                "SELECT id FROM orders WHERE account_id = $1
-                   AND ($2 IS NULL OR (created_at, seq) >
-                                      (SELECT created_at, seq FROM orders WHERE id = $2 AND account_id = $1))
-                 ORDER BY created_at, seq LIMIT $3"
-            } else {
-                "SELECT id FROM orders WHERE account_id = $1
-                   AND ($2 IS NULL OR (created_at, rowid) >
-                                      (SELECT created_at, rowid FROM orders WHERE id = $2 AND account_id = $1))
-                 ORDER BY created_at, rowid LIMIT $3"
-            })
-            .bind(account_id)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(db)
-            .await?
-        }))
-    }
+    fn order_ids_of_account(&self, account_id: &str, after: Option<&str>, limit: i64) -> Vec<String>;
 
-    // ---- authorizations and challenges (RFC 8555 §7.5) ----
-
-    pub async fn authorization(&self, id: &str) -> Result<Option<AuthzRow>> {
-        if let Some(lite) = self.lite() {
-            return lite.authz(AUTHZ_BY_ID, id)?.map(|(a, c)| AuthzRow::from_raw(a, c)).transpose();
-        }
-        on!(self, read, |db| db.acquire().await?.load_authz(id).await)
-    }
-
+    fn authorization(&self, id: &str) -> Option<AuthzRow>;
     /// The challenge with its authorization.
-    pub async fn challenge(&self, id: &str) -> Result<Option<(ChallengeRow, AuthzRow)>> {
-        if let Some(lite) = self.lite() {
-            let Some((authz, challs)) = lite.authz(AUTHZ_OF_CHALLENGE, id)? else {
-                return Ok(None);
-            };
-            let authz = AuthzRow::from_raw(authz, challs)?;
-            let chall = authz.challenges.iter().find(|c| c.id == id).cloned();
-            return Ok(chall.map(|c| (c, authz)));
-        }
-        on!(self, read, |db| {
-            let mut conn = db.acquire().await?;
-            let authz_id = sqlx::query_scalar::<_, String>("SELECT authz_id FROM challenges WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            let Some(authz_id) = authz_id else {
-                return Ok(None);
-            };
-            let Some(authz) = conn.load_authz(&authz_id).await? else {
-                return Ok(None);
-            };
-            let chall = authz.challenges.iter().find(|c| c.id == id).cloned();
-            Ok(chall.map(|c| (c, authz)))
-        })
-    }
-
+    fn challenge(&self, id: &str) -> Option<(ChallengeRow, AuthzRow)>;
     /// RFC 8555 §7.5.1: the client says "ready". Moves a pending challenge of a pending, unexpired
     /// authorization to `processing`, due now. `false` when nothing moved.
-    pub async fn start_challenge(&self, id: &str, now: i64) -> Result<bool> {
-        const START: &str =
-            "UPDATE challenges SET status = 'processing', started_at = $2, next_attempt_at = $2, attempts = 0
-             WHERE id = $1 AND status = 'pending'
-               AND authz_id IN (SELECT id FROM authorizations WHERE status = 'pending' AND expires_at > $2)
-               AND NOT EXISTS (SELECT 1 FROM challenges o WHERE o.authz_id = challenges.authz_id
-                               AND o.id <> challenges.id AND o.status <> 'pending')";
-        if let Some(writer) = self.writer() {
-            let id = id.to_owned();
-            return writer.run(move |c| Ok(lite::execute(c, START, &[&id, &now])? == 1)).await;
-        }
-        let done = on!(self, write, |db, pg| {
-            if !pg {
-                // One writer: the statement alone is atomic.
-                sqlx::query(START).bind(id).bind(now).execute(db).await?.rows_affected()
-            } else {
-                let mut tx = db.begin().await?;
-                // Two challenges of one authorization answered at once (two replicas) would each
-                // see the other still pending: lock the authorization, so the second sees the first.
-                sqlx::query("SELECT 1 FROM authorizations WHERE id = (SELECT authz_id FROM challenges WHERE id = $1) FOR UPDATE")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                let done = sqlx::query(START).bind(id).bind(now).execute(&mut *tx).await?.rows_affected();
-                tx.commit().await?;
-                done
-            }
-        });
-        Ok(done == 1)
-    }
-
-    /// Leases up to `limit` due challenges to this worker until `lease_until`. One statement, so
-    /// the claim is atomic without a read-then-write transaction (which SQLite cannot upgrade
-    /// under contention). On PostgreSQL the rows another replica is claiming are skipped, not
-    /// waited for; the outer guard holds either way.
-    pub async fn claim_due_challenges(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<ClaimedChallenge>> {
-        let ids = self.claim_due_ids("challenges", now, lease_until, limit).await?;
-        const CLAIMED: &str =
-            "SELECT c.id, c.type, c.token, c.started_at, c.attempts, a.identifier_type, a.identifier_value,
-                                      a.wildcard, a.order_id, acc.id AS account_id, acc.key_thumbprint
-                               FROM challenges c
-                               JOIN authorizations a ON a.id = c.authz_id
-                               JOIN accounts acc ON acc.id = a.account_id
-                               WHERE c.id = $1";
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            let raw = match self.lite() {
-                Some(lite) => {
-                    lite.optional(CLAIMED, &[&id], rows::RawClaim::from_lite)?.ok_or(sqlx::Error::RowNotFound)?
-                }
-                None => {
-                    on!(self, read, |db| sqlx::query_as::<_, rows::RawClaim>(CLAIMED).bind(&id).fetch_one(db).await?)
-                }
-            };
-            claimed.push(ClaimedChallenge::try_from(raw)?);
-        }
-        Ok(claimed)
-    }
-
+    fn start_challenge(&self, id: &str, now: i64) -> bool;
+    /// Leases up to `limit` due challenges to this worker until `lease_until`, in one statement.
+    /// On PostgreSQL the rows another replica is claiming are skipped, not waited for; the outer
+    /// guard holds either way.
+    fn claim_due_challenges(&self, now: i64, lease_until: i64, limit: i64) -> Vec<ClaimedChallenge>;
     /// The challenge passed: challenge and authorization `valid`; the order `ready` once all its
     /// authorizations are.
-    pub async fn challenge_succeeded(&self, id: &str, now: i64) -> Result<()> {
-        // Only while the authorization lives: a result that comes after its expiry changes nothing.
-        const VALID: &str =
-            "UPDATE challenges SET status = 'valid', validated_at = $2, error = NULL, claimed_until = NULL
-             WHERE id = $1 AND status = 'processing'
-               AND EXISTS (SELECT 1 FROM authorizations a WHERE a.id = challenges.authz_id AND a.expires_at > $2)";
-        const TOO_LATE: &str =
-            "UPDATE challenges SET status = 'invalid', claimed_until = NULL WHERE id = $1 AND status = 'processing'";
-        const AUTHZ_VALID: &str = "UPDATE authorizations SET status = 'valid' WHERE id = $1 AND status = 'pending'";
-        const ORDER_READY: &str = "UPDATE orders SET status = 'ready', updated_at = $2
-             WHERE id = $1 AND status = 'pending'
-               AND NOT EXISTS (SELECT 1 FROM authorizations WHERE order_id = $1 AND status <> 'valid')";
-        if let Some(writer) = self.writer() {
-            let id = id.to_owned();
-            return writer
-                .run(move |c| {
-                    if lite::execute(c, VALID, &[&id, &now])? == 0 {
-                        lite::execute(c, TOO_LATE, &[&id])?;
-                        return Ok(());
-                    }
-                    let (authz_id, order_id): (String, String) =
-                        lite::query(c, AUTHZ_AND_ORDER_OF, &[&id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                            .into_iter()
-                            .next()
-                            .ok_or(StoreError::Corrupt {
-                                table: "challenges",
-                                what: format!("challenge {id} has no authorization"),
-                            })?;
-                    lite::execute(c, AUTHZ_VALID, &[&authz_id])?;
-                    lite::execute(c, ORDER_READY, &[&order_id, &now])?;
-                    Ok(())
-                })
-                .await;
-        }
-        on!(self, write, |db, pg| {
-            let mut tx = db.begin().await?;
-            let done = sqlx::query(VALID).bind(id).bind(now).execute(&mut *tx).await?;
-            if done.rows_affected() == 0 {
-                sqlx::query(TOO_LATE).bind(id).execute(&mut *tx).await?;
-            }
-            if done.rows_affected() == 1 {
-                let (authz_id, order_id) = tx.authz_and_order_of(id).await?;
-                if pg {
-                    // Two authorizations of the order passing at once (two replicas) would each
-                    // see the other still pending, and the order would never become ready: the
-                    // order's lock makes the second see the first.
-                    sqlx::query("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE")
-                        .bind(&order_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query(AUTHZ_VALID).bind(&authz_id).execute(&mut *tx).await?;
-                sqlx::query(ORDER_READY).bind(&order_id).bind(now).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
+    fn challenge_succeeded(&self, id: &str, now: i64) -> ();
     /// The attempt failed but the window is open: keep the error for the client, try again at `next_at`.
-    pub async fn challenge_retry(&self, id: &str, problem: &serde_json::Value, next_at: i64) -> Result<()> {
-        on!(self, write, |db| {
-            sqlx::query(
-                "UPDATE challenges SET error = $2, attempts = attempts + 1, next_attempt_at = $3, claimed_until = NULL
-                 WHERE id = $1 AND status = 'processing'",
-            )
-            .bind(id)
-            .bind(problem.to_string())
-            .bind(next_at)
-            .execute(db)
-            .await?
-            .rows_affected()
-        });
-        Ok(())
-    }
-
+    fn challenge_retry(&self, id: &str, problem: &serde_json::Value, next_at: i64) -> ();
     /// The challenge failed for good: challenge, authorization and order become `invalid`
     /// (RFC 8555 §7.1.6); the order's error names the identifier.
     ///
     /// With `pause_after` above 0, the same transaction pauses the name for the account once that
     /// many of its validations failed within the hour (`Store::pause_if_failing`), so a client that
     /// sees the order invalid finds the pause already in force. `true` when this call paused it.
-    pub async fn challenge_failed(
+    fn challenge_failed(
         &self,
         id: &str,
         problem: &serde_json::Value,
         order_problem: &serde_json::Value,
         pause_after: u32,
-        now: i64,
-    ) -> Result<bool> {
-        on!(self, write, |db| {
-            let mut tx = db.begin().await?;
-            let mut paused = false;
-            let done = sqlx::query(
-                "UPDATE challenges SET status = 'invalid', error = $2, attempts = attempts + 1, claimed_until = NULL,
-                                       failed_at = $3
-                 WHERE id = $1 AND status = 'processing'",
-            )
-            .bind(id)
-            .bind(problem.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                let (authz_id, order_id) = tx.authz_and_order_of(id).await?;
-                // An expired authorization (and order) stays expired.
-                sqlx::query(
-                    "UPDATE authorizations SET status = 'invalid' WHERE id = $1 AND status = 'pending' AND expires_at > $2",
-                )
-                .bind(&authz_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE orders SET status = 'invalid', error = $2, updated_at = $3
-                     WHERE id = $1 AND status IN ('pending', 'ready') AND expires_at > $3",
-                )
-                .bind(&order_id)
-                .bind(order_problem.to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                if pause_after > 0 {
-                    let (account_id, kind, value) = sqlx::query_as::<_, (String, String, String)>(
-                        "SELECT account_id, identifier_type, identifier_value FROM authorizations WHERE id = $1",
-                    )
-                    .bind(&authz_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    paused = tx.pause_if_failing(&account_id, &kind, &value, pause_after, now).await?;
-                }
-            }
-            tx.commit().await?;
-            Ok(paused)
-        })
-    }
-
-    // ---- issuance ----
+        now: i64
+    ) -> bool;
+    /// The client gives up an authorization: `pending` or `valid` -> `deactivated`, and an order
+    /// still waiting on it becomes `invalid` (RFC 8555 §7.1.6). `false` when nothing moved.
+    fn deactivate_authz(&self, id: &str, order_problem: &serde_json::Value, now: i64) -> bool;
+    /// Earliest time the validation worker has something to do, if any.
+    fn next_challenge_due(&self) -> Option<i64>;
 
     /// finalize: `ready` -> `processing` with the checked CSR, due now. `false` if the order was
     /// not ready. Of concurrent finalizes (any replica), exactly one moves the order.
-    pub async fn begin_issuance(&self, order_id: &str, csr_der: &[u8], now: i64) -> Result<bool> {
-        const BEGIN: &str =
-            "UPDATE orders SET status = 'processing', csr = $2, attempts = 0, next_attempt_at = $3, updated_at = $3
-             WHERE id = $1 AND status = 'ready' AND expires_at > $3";
-        if let Some(writer) = self.writer() {
-            let (order_id, csr_der) = (order_id.to_owned(), csr_der.to_vec());
-            return writer.run(move |c| Ok(lite::execute(c, BEGIN, &[&order_id, &csr_der, &now])? == 1)).await;
-        }
-        let done = on!(self, write, |db| {
-            sqlx::query(BEGIN).bind(order_id).bind(csr_der).bind(now).execute(db).await?.rows_affected()
-        });
-        Ok(done == 1)
-    }
-
-    /// Leases up to `limit` rows of `table` (`challenges` or `orders`) that are `processing` and
-    /// due, in one statement; returns their IDs. On PostgreSQL the rows another replica is
-    /// claiming are skipped, not waited for; the outer guard holds either way.
-    async fn claim_due_ids(&self, table: &'static str, now: i64, lease_until: i64, limit: i64) -> Result<Vec<String>> {
-        // The due rows are chosen once, in a materialized CTE: PostgreSQL may run an
-        // `IN (SELECT ... LIMIT)` subquery again for each row it updates, and so lease every due
-        // row, not `limit` of them.
-        let sql = format!(
-            "WITH due AS MATERIALIZED (
-                 SELECT id FROM {table}
-                 WHERE status = 'processing' AND next_attempt_at <= $1
-                   AND (claimed_until IS NULL OR claimed_until < $1)
-                 ORDER BY next_attempt_at LIMIT $3{skip_locked})
-             UPDATE {table} SET claimed_until = $2
-             WHERE id IN (SELECT id FROM due)
-               AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
-             RETURNING id",
-            skip_locked = if self.is_postgres() { " FOR UPDATE SKIP LOCKED" } else { "" },
-        );
-        if let Some(writer) = self.writer() {
-            return writer.run(move |c| lite::query(c, &sql, &[&now, &lease_until, &limit], |r| r.get(0))).await;
-        }
-        Ok(on!(self, write, |db| {
-            sqlx::query_scalar::<_, String>(&sql).bind(now).bind(lease_until).bind(limit).fetch_all(db).await?
-        }))
-    }
-
+    fn begin_issuance(&self, order_id: &str, csr_der: &[u8], now: i64) -> bool;
     /// Leases up to `limit` orders due for signing (one atomic statement, as for challenges).
-    pub async fn claim_due_issuances(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OrderRow>> {
-        let ids = self.claim_due_ids("orders", now, lease_until, limit).await?;
-        let mut claimed = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(order) = self.order(&id).await? {
-                claimed.push(order);
-            }
-        }
-        Ok(claimed)
-    }
-
-    /// Records the certificate and makes the order `valid`, in one transaction. The unique
-    /// `certificates.order_id` keeps an order to one certificate, whoever else records one.
-    pub async fn issuance_succeeded(&self, order: &OrderRow, cert: &NewCertificate, now: i64) -> Result<String> {
-        const INSERT: &str =
-            "INSERT INTO certificates (id, order_id, account_id, serial, issuer, identifiers, chain_pem,
-                                       not_before, not_after, created_at, profile, ari_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-        const VALID: &str =
-            "UPDATE orders SET status = 'valid', certificate_id = $2, claimed_until = NULL, updated_at = $3
-             WHERE id = $1 AND status = 'processing'";
-        let cert_id = self.random_id()?;
-        let ids_json = serde_json::to_string(&order.identifiers).map_err(|e| corrupt("orders", e))?;
-        let left =
-            |order_id: &str| StoreError::Corrupt { table: "orders", what: format!("order {order_id} left processing") };
-        if let Some(writer) = self.writer() {
-            let (order, cert, cert_id) = (order.clone(), cert.clone(), cert_id.clone());
-            return writer
-                .run(move |c| {
-                    lite::execute(
-                        c,
-                        INSERT,
-                        &[
-                            &cert_id,
-                            &order.id,
-                            &order.account_id,
-                            &cert.serial,
-                            &cert.issuer,
-                            &ids_json,
-                            &cert.chain_pem,
-                            &cert.not_before,
-                            &cert.not_after,
-                            &now,
-                            &order.profile,
-                            &cert.ari_id,
-                        ],
-                    )?;
-                    if lite::execute(c, VALID, &[&order.id, &cert_id, &now])? != 1 {
-                        return Err(left(&order.id));
-                    }
-                    Ok(cert_id)
-                })
-                .await;
-        }
-        on!(self, write, |db| {
-            let mut tx = db.begin().await?;
-            sqlx::query(INSERT)
-                .bind(&cert_id)
-                .bind(&order.id)
-                .bind(&order.account_id)
-                .bind(&cert.serial)
-                .bind(&cert.issuer)
-                .bind(ids_json)
-                .bind(&cert.chain_pem)
-                .bind(cert.not_before)
-                .bind(cert.not_after)
-                .bind(now)
-                .bind(&order.profile)
-                .bind(&cert.ari_id)
-                .execute(&mut *tx)
-                .await?;
-            let done = sqlx::query(VALID).bind(&order.id).bind(&cert_id).bind(now).execute(&mut *tx).await?;
-            if done.rows_affected() != 1 {
-                return Err(left(&order.id));
-            }
-            tx.commit().await?;
-        });
-        Ok(cert_id)
-    }
-
-    /// The CA could not be reached: try again at `next_at`.
+    fn claim_due_issuances(&self, now: i64, lease_until: i64, limit: i64) -> Vec<OrderRow>;
     /// Records, before the first signing call, that the order is being sent to the CA (the
     /// earliest time is kept). Durable before the call: after a crash, the worker knows to look
     /// for a certificate that call may have produced.
-    pub async fn mark_signing(&self, order_id: &str, now: i64) -> Result<()> {
-        const MARK: &str =
-            "UPDATE orders SET sign_started_at = COALESCE(sign_started_at, $2) WHERE id = $1 AND status = 'processing'";
-        if let Some(writer) = self.writer() {
-            let order_id = order_id.to_owned();
-            return writer.run(move |c| lite::execute(c, MARK, &[&order_id, &now]).map(drop)).await;
-        }
-        on!(self, write, |db| sqlx::query(MARK).bind(order_id).bind(now).execute(db).await?.rows_affected());
-        Ok(())
-    }
-
-    pub async fn issuance_retry(&self, order_id: &str, next_at: i64) -> Result<()> {
-        on!(self, write, |db| {
-            sqlx::query(
-                "UPDATE orders SET attempts = attempts + 1, next_attempt_at = $2, claimed_until = NULL
-                 WHERE id = $1 AND status = 'processing'",
-            )
-            .bind(order_id)
-            .bind(next_at)
-            .execute(db)
-            .await?
-            .rows_affected()
-        });
-        Ok(())
-    }
-
+    fn mark_signing(&self, order_id: &str, now: i64) -> ();
+    /// The CA could not be reached: try again at `next_at`.
+    fn issuance_retry(&self, order_id: &str, next_at: i64) -> ();
     /// The CA refused: the order is `invalid` with `problem`.
-    pub async fn issuance_failed(&self, order_id: &str, problem: &serde_json::Value, now: i64) -> Result<()> {
-        on!(self, write, |db| {
-            sqlx::query(
-                "UPDATE orders SET status = 'invalid', error = $2, claimed_until = NULL, updated_at = $3
-                 WHERE id = $1 AND status = 'processing'",
-            )
-            .bind(order_id)
-            .bind(problem.to_string())
-            .bind(now)
-            .execute(db)
-            .await?
-            .rows_affected()
-        });
-        Ok(())
-    }
-
-    /// Earliest time the validation worker has something to do, if any.
-    pub async fn next_challenge_due(&self) -> Result<Option<i64>> {
-        self.next_due("challenges").await
-    }
-
+    fn issuance_failed(&self, order_id: &str, problem: &serde_json::Value, now: i64) -> ();
     /// Earliest time the issuance worker has something to do, if any.
-    pub async fn next_issuance_due(&self) -> Result<Option<i64>> {
-        self.next_due("orders").await
-    }
+    fn next_issuance_due(&self) -> Option<i64>;
 
-    /// Earliest time a `processing` row of `table` (`challenges` or `orders`) is due and not
-    /// leased.
-    async fn next_due(&self, table: &'static str) -> Result<Option<i64>> {
-        // The later of two values: SQLite's two-argument max(), PostgreSQL's GREATEST().
-        let later = if self.is_postgres() { "GREATEST" } else { "MAX" };
-        let sql = format!(
-            "SELECT MIN({later}(next_attempt_at, COALESCE(claimed_until + 1, 0))) FROM {table} WHERE status = 'processing'"
-        );
-        if let Some(lite) = self.lite() {
-            return Ok(lite.optional(&sql, &[], |r| r.get(0))?.flatten());
-        }
-        Ok(on!(self, read, |db| sqlx::query_scalar::<_, Option<i64>>(&sql).fetch_one(db).await?))
-    }
+    fn certificate(&self, id: &str) -> Option<CertificateRow>;
+    /// Certificates with this serial (lower-case hex; leading zeros do not matter), oldest first.
+    fn certificates_by_serial(&self, serial: &str) -> Vec<CertificateRow>;
+    /// Records a revocation. `false` if the certificate was already revoked (or does not exist).
+    fn revoke_certificate(&self, id: &str, reason: u8, now: i64) -> bool;
+    /// The CA has the revocation too.
+    fn ca_revoked(&self, id: &str, now: i64) -> ();
+    /// A revocation the CA made on its own (seen through renewal info): recorded as
+    /// `unspecified`, already known to the CA.
+    fn revoked_by_ca(&self, id: &str, revoked_at: i64) -> ();
+    /// Revocations the CA has not confirmed yet (it was down when they were made).
+    fn pending_ca_revocations(&self, limit: i64) -> Vec<CertificateRow>;
+    /// The CA confirmed the revocation of a rejected certificate.
+    fn rejected_revoked(&self, id: &str, now: i64) -> ();
+    /// Rejected certificates the CA has not confirmed revoked yet, oldest first.
+    fn pending_rejected_revocations(&self, limit: i64) -> Vec<RejectedRow>;
+    /// Rejected certificates, newest first; only `account_id`'s when given.
+    fn rejected_certificates(&self, account_id: Option<&str>) -> Vec<RejectedRow>;
+    /// The certificate with this RFC 9773 certID.
+    fn certificate_by_ari_id(&self, ari_id: &str) -> Option<CertificateRow>;
+    /// Certificates recorded before renewal information existed, to give them a certID.
+    fn certificates_without_ari_id(&self) -> Vec<(String, String)>;
+    fn set_ari_id(&self, id: &str, ari_id: &str) -> ();
+    /// Certificates, newest first; only `account_id`'s when given.
+    fn certificates(&self, account_id: Option<&str>) -> Vec<CertificateRow>;
 
-    // ---- certificates ----
+    /// Work waiting for the workers: answered challenges, and finalized orders.
+    fn queue_depths(&self) -> (i64, i64);
+    /// Accounts created from `ip` since `since`.
+    fn accounts_created_from(&self, ip: &str, since: i64) -> WindowCount;
+    /// Orders the account created since `since`.
+    fn orders_created_by(&self, account_id: &str, since: i64) -> WindowCount;
+    /// The account's pending, unexpired authorizations, and when the first of them expires.
+    fn pending_authorizations(&self, account_id: &str, now: i64) -> WindowCount;
+    /// Pauses, newest first: those still in force, or all with `include_lifted`.
+    fn pauses(&self, account_id: Option<&str>, include_lifted: bool) -> Vec<PauseRow>;
+    /// Lifts the account's pauses (of one name, or all). Returns how many were in force.
+    fn unpause(&self, account_id: &str, name: Option<&str>, now: i64) -> u64;
 
-    pub async fn certificate(&self, id: &str) -> Result<Option<CertificateRow>> {
-        if let Some(lite) = self.lite() {
-            return lite
-                .optional(CERTIFICATE_BY_ID, &[&id], rows::RawCertificate::from_lite)?
-                .map(CertificateRow::try_from)
-                .transpose();
-        }
-        let row = on!(self, read, |db| {
-            sqlx::query_as::<_, rows::RawCertificate>(CERTIFICATE_BY_ID).bind(id).fetch_optional(db).await?
-        });
-        row.map(CertificateRow::try_from).transpose()
-    }
+    /// The newest `limit` events (of one account, or all), newest first.
+    fn audit_events(&self, account_id: Option<&str>, limit: i64) -> Vec<AuditRow>;
+    /// Drops audit events older than `before`; returns how many.
+    fn purge_audit(&self, before: i64) -> u64;
 
-    /// Row counts of every table that holds client-visible state.
-    pub async fn counts(&self) -> Result<Counts> {
-        let (accounts, orders, authorizations, challenges, certificates) = on!(self, read, |db| {
-            sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(
-                "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM orders),
-                        (SELECT COUNT(*) FROM authorizations), (SELECT COUNT(*) FROM challenges),
-                        (SELECT COUNT(*) FROM certificates)",
-            )
-            .fetch_one(db)
-            .await?
-        });
-        Ok(Counts { accounts, orders, authorizations, challenges, certificates })
-    }
-
+    /// Every account with its counts, oldest first.
+    fn account_summaries(&self) -> Vec<AccountSummary>;
+    /// Row counts of every table that holds client-visible state (counted: for tests and the
+    /// admin CLI, not for a scrape).
+    fn counts(&self) -> Counts;
+    /// Accounts and certificates ever recorded, kept as counters (neither is ever deleted):
+    /// what `/metrics` shows, without counting rows.
+    fn totals(&self) -> (i64, i64);
     /// A cheap round trip, for readiness.
-    pub async fn ping(&self) -> Result<()> {
-        on!(self, read, |db| sqlx::query("SELECT 1").execute(db).await?.rows_affected());
-        Ok(())
-    }
-
-    /// Closes the pools (on SQLite, flushing the WAL).
-    pub async fn close(&self) {
-        match &self.db {
-            Db::Sqlite { read, write, .. } => {
-                read.close().await;
-                write.close().await;
-            }
-            Db::Postgres(pool) => pool.close().await,
-        }
-    }
+    fn ping(&self) -> ();
 }
 
 fn corrupt(table: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt { table, what: e.to_string() }
 }
-
-// Reads that both the sqlx pools and the readers on the calling thread (lite.rs) run.
-const ACCOUNT_BY_ID: &str = "SELECT * FROM accounts WHERE id = $1";
-const ACCOUNT_BY_THUMBPRINT: &str = "SELECT * FROM accounts WHERE key_thumbprint = $1";
-const AUTHZ_BY_ID: &str = "SELECT * FROM authorizations WHERE id = $1";
-const AUTHZ_OF_CHALLENGE: &str =
-    "SELECT * FROM authorizations WHERE id = (SELECT authz_id FROM challenges WHERE id = $1)";
-const CHALLENGES_OF_AUTHZ: &str = "SELECT * FROM challenges WHERE authz_id = $1 ORDER BY type";
-const CERTIFICATE_BY_ID: &str = "SELECT * FROM certificates WHERE id = $1";
-const INSERT_ORDER: &str = "INSERT INTO orders (id, account_id, status, expires_at, identifiers, not_before, not_after,
-                                       profile, replaces, created_at, updated_at)
-    SELECT $1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9
-    WHERE $8 IS NULL OR NOT EXISTS (
-        SELECT 1 FROM orders WHERE replaces = $8
-          AND (status IN ('processing', 'valid') OR (status IN ('pending', 'ready') AND expires_at > $9)))";
-const INSERT_AUTHZ: &str = "INSERT INTO authorizations (id, order_id, account_id, identifier_type, identifier_value,
-                                                    wildcard, status, expires_at, position)
-    VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)";
-const AUTHZ_AND_ORDER_OF: &str =
-    "SELECT a.id, a.order_id FROM challenges c JOIN authorizations a ON a.id = c.authz_id WHERE c.id = $1";
-
-/// One statement for an authorization's `n` challenges: `$1` is the authorization, then each
-/// challenge's ID, type and token.
-fn insert_challenges(n: usize) -> String {
-    let rows = (0..n)
-        .map(|i| format!("(${}, $1, ${}, ${}, 'pending')", 3 * i + 2, 3 * i + 3, 3 * i + 4))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("INSERT INTO challenges (id, authz_id, type, token, status) VALUES {rows}")
-}
-
-/// An order with its authorization IDs as a JSON array text, in the order of its identifiers
-/// (aggregates differ: `json_group_array` and `json_agg`).
-const SQLITE_ORDER_BY_ID: &str = "SELECT o.*,
-    (SELECT json_group_array(id) FROM (SELECT id FROM authorizations WHERE order_id = o.id ORDER BY position)) AS authz_ids
-    FROM orders o WHERE o.id = $1";
-const PG_ORDER_BY_ID: &str = "SELECT o.*,
-    (SELECT COALESCE(json_agg(id ORDER BY position), '[]')::text FROM authorizations WHERE order_id = o.id) AS authz_ids
-    FROM orders o WHERE o.id = $1";
-
-/// Reads that several methods share, on a connection or inside a transaction.
-trait Load {
-    /// An order and its authorization IDs, in the order of its identifiers (one round trip).
-    async fn load_order(&mut self, id: &str) -> Result<Option<OrderRow>>;
-    /// An authorization with its challenges.
-    async fn load_authz(&mut self, id: &str) -> Result<Option<AuthzRow>>;
-    /// The authorization and the order of a challenge.
-    async fn authz_and_order_of(&mut self, challenge_id: &str) -> Result<(String, String)>;
-    /// Pauses the name (`kind`, `value`: an authorization's identifier) for the account once
-    /// `limit` of its validations failed within the hour, counting only failures after the last
-    /// lift. `true` when this call paused it.
-    async fn pause_if_failing(
-        &mut self,
-        account_id: &str,
-        kind: &str,
-        value: &str,
-        limit: u32,
-        now: i64,
-    ) -> Result<bool>;
-}
-
-/// `Load` for one backend's connection; `$order_by_id` is its SQL of an order by ID.
-macro_rules! impl_load {
-    ($conn:ty, $order_by_id:expr) => {
-        impl Load for $conn {
-            async fn load_order(&mut self, id: &str) -> Result<Option<OrderRow>> {
-                let Some(raw) =
-                    sqlx::query_as::<_, rows::RawOrder>($order_by_id).bind(id).fetch_optional(&mut *self).await?
-                else {
-                    return Ok(None);
-                };
-                OrderRow::from_raw(raw).map(Some)
-            }
-
-            async fn load_authz(&mut self, id: &str) -> Result<Option<AuthzRow>> {
-                let Some(raw) =
-                    sqlx::query_as::<_, rows::RawAuthz>(AUTHZ_BY_ID).bind(id).fetch_optional(&mut *self).await?
-                else {
-                    return Ok(None);
-                };
-                let challs =
-                    sqlx::query_as::<_, rows::RawChallenge>(CHALLENGES_OF_AUTHZ).bind(id).fetch_all(&mut *self).await?;
-                AuthzRow::from_raw(raw, challs).map(Some)
-            }
-
-            async fn pause_if_failing(
-                &mut self,
-                account_id: &str,
-                kind: &str,
-                value: &str,
-                limit: u32,
-                now: i64,
-            ) -> Result<bool> {
-                // Racing failures (any replica) may both count enough: the insert (or re-pause of
-                // a lifted pause) is guarded, so one of them pauses and reports it.
-                let lifted: Option<i64> = sqlx::query_scalar(
-                    "SELECT lifted_at FROM validation_pauses
-                     WHERE account_id = $1 AND identifier_type = $2 AND identifier_value = $3",
-                )
-                .bind(account_id)
-                .bind(kind)
-                .bind(value)
-                .fetch_optional(&mut *self)
-                .await?
-                .flatten();
-                // Failures up to the second of the lift were forgiven with it.
-                let since = lifted.map_or(now - limits::HOUR, |l| (l + 1).max(now - limits::HOUR));
-                let failures: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM challenges c JOIN authorizations a ON a.id = c.authz_id
-                     WHERE a.account_id = $1 AND a.identifier_type = $2 AND a.identifier_value = $3 AND c.failed_at >= $4",
-                )
-                .bind(account_id)
-                .bind(kind)
-                .bind(value)
-                .bind(since)
-                .fetch_one(&mut *self)
-                .await?;
-                if failures < i64::from(limit) {
-                    return Ok(false);
-                }
-                let paused = sqlx::query(
-                    "INSERT INTO validation_pauses (account_id, identifier_type, identifier_value, paused_at, failures)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (account_id, identifier_type, identifier_value) DO UPDATE
-                       SET paused_at = excluded.paused_at, failures = excluded.failures, lifted_at = NULL
-                       WHERE validation_pauses.lifted_at IS NOT NULL",
-                )
-                .bind(account_id)
-                .bind(kind)
-                .bind(value)
-                .bind(now)
-                .bind(failures)
-                .execute(&mut *self)
-                .await?;
-                Ok(paused.rows_affected() == 1)
-            }
-
-            async fn authz_and_order_of(&mut self, challenge_id: &str) -> Result<(String, String)> {
-                Ok(sqlx::query_as::<_, (String, String)>(AUTHZ_AND_ORDER_OF)
-                    .bind(challenge_id)
-                    .fetch_one(&mut *self)
-                    .await?)
-            }
-        }
-    };
-}
-
-impl_load!(SqliteConnection, SQLITE_ORDER_BY_ID);
-impl_load!(PgConnection, PG_ORDER_BY_ID);
 
 /// Parses a status column.
 fn status<T>(table: &'static str, s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {

@@ -5,13 +5,15 @@ use std::net::IpAddr;
 use sqlx::FromRow;
 
 use super::{Result, StoreError, corrupt, status};
-use crate::acme::{
-    Identifier,
-    types::{AccountStatus, AuthorizationStatus, ChallengeStatus, ChallengeType, OrderStatus},
+use crate::{
+    acme::{
+        Identifier,
+        types::{AccountStatus, AuthorizationStatus, ChallengeStatus, ChallengeType, OrderStatus},
+    },
+    audit::AuditEvent,
 };
 
-/// A row as stored: `FromRow` for the sqlx pools, and `from_lite` for the reads made on the
-/// calling thread (lite.rs). A field's column is its name, or the string after `as`.
+/// A row as stored: `FromRow` for PostgreSQL (sqlx), and `from_lite` for SQLite (rusqlite). A field's column is its name, or the string after `as`.
 macro_rules! raw_row {
     ($(#[$meta:meta])* $name:ident { $($(#[$attr:meta])* $field:ident $(as $col:literal)?: $ty:ty,)* }) => {
         $(#[$meta])*
@@ -360,6 +362,193 @@ impl TryFrom<RawCertificate> for CertificateRow {
             ca_revoked_at: r.ca_revoked_at,
         })
     }
+}
+
+raw_row! {
+    RawRejected {
+        id: String,
+        serial: String,
+        order_id: String,
+        account_id: String,
+        identifiers: String,
+        leaf_pem: String,
+        mount: Option<String>,
+        reason: String,
+        created_at: i64,
+        revoked_at: Option<i64>,
+    }
+}
+
+/// A certificate the CA signed that did not match its order: never delivered, revoked in the CA.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RejectedRow {
+    pub id: String,
+    /// Lower-case hex.
+    pub serial: String,
+    pub order_id: String,
+    pub account_id: String,
+    /// The names the CA put in the certificate.
+    pub identifiers: Vec<Identifier>,
+    pub leaf_pem: String,
+    /// The mount it was signed through (`None`: the default).
+    pub mount: Option<String>,
+    /// What differs from the order.
+    pub reason: String,
+    pub created_at: i64,
+    /// When the CA confirmed the revocation; `None` while it is still to be told.
+    pub revoked_at: Option<i64>,
+}
+
+impl TryFrom<RawRejected> for RejectedRow {
+    type Error = StoreError;
+    fn try_from(r: RawRejected) -> Result<Self> {
+        Ok(Self {
+            identifiers: serde_json::from_str(&r.identifiers).map_err(|e| corrupt("rejected_certificates", e))?,
+            id: r.id,
+            serial: r.serial,
+            order_id: r.order_id,
+            account_id: r.account_id,
+            leaf_pem: r.leaf_pem,
+            mount: r.mount,
+            reason: r.reason,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        })
+    }
+}
+
+raw_row! {
+    RawEabKey {
+        kid: String,
+        scope: String,
+        profile: Option<String>,
+        comment: String,
+        expires_at: Option<i64>,
+        created_at: i64,
+        used_at: Option<i64>,
+        account_id: Option<String>,
+        revoked_at: Option<i64>,
+    }
+}
+
+impl TryFrom<RawEabKey> for EabKeyRow {
+    type Error = StoreError;
+    fn try_from(r: RawEabKey) -> Result<Self> {
+        Ok(Self {
+            scope: serde_json::from_str(&r.scope).map_err(|e| corrupt("eab_keys", e))?,
+            kid: r.kid,
+            profile: r.profile,
+            comment: r.comment,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+            used_at: r.used_at,
+            account_id: r.account_id,
+            revoked_at: r.revoked_at,
+        })
+    }
+}
+
+/// An EAB key as the admin sees it. The HMAC key itself is never stored.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EabKeyRow {
+    pub kid: String,
+    pub scope: Vec<String>,
+    pub profile: Option<String>,
+    pub comment: String,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub used_at: Option<i64>,
+    pub account_id: Option<String>,
+    pub revoked_at: Option<i64>,
+}
+
+impl EabKeyRow {
+    /// `unused`, `used`, `revoked` or `expired` at `now`.
+    pub fn state(&self, now: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.used_at.is_some() {
+            "used"
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            "expired"
+        } else {
+            "unused"
+        }
+    }
+}
+
+/// An account with its order and certificate counts, for `vacme accounts list`.
+#[derive(Clone, Debug)]
+pub struct AccountSummary {
+    pub account: AccountRow,
+    pub orders: i64,
+    pub certificates: i64,
+}
+
+raw_row! {
+    RawAudit {
+        id: i64,
+        at: i64,
+        event: String,
+        actor: String,
+        account_id: Option<String>,
+        order_id: Option<String>,
+        certificate_id: Option<String>,
+        serial: Option<String>,
+        identifiers: String,
+        client_ip: Option<String>,
+        detail: String,
+    }
+}
+
+/// An audit event as stored, with its sequence number and time.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+impl TryFrom<RawAudit> for AuditRow {
+    type Error = StoreError;
+    fn try_from(r: RawAudit) -> Result<Self> {
+        Ok(Self {
+            id: r.id,
+            at: r.at,
+            event: AuditEvent {
+                identifiers: serde_json::from_str(&r.identifiers).map_err(|e| corrupt("audit_events", e))?,
+                event: r.event,
+                actor: r.actor,
+                account_id: r.account_id,
+                order_id: r.order_id,
+                certificate_id: r.certificate_id,
+                serial: r.serial,
+                client_ip: r.client_ip,
+                detail: r.detail,
+            },
+        })
+    }
+}
+
+/// Events inside a window: how many, and when the oldest happened (it leaves the window first).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowCount {
+    pub count: i64,
+    pub oldest: Option<i64>,
+}
+
+/// A name an account may not order or validate (`vacme limits list`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PauseRow {
+    pub account_id: String,
+    pub identifier_type: String,
+    pub identifier_value: String,
+    pub paused_at: i64,
+    /// Failed validations in the hour that led to the pause.
+    pub failures: i64,
+    /// When an administrator lifted it; `None` while paused.
+    pub lifted_at: Option<i64>,
 }
 
 fn identifier(kind: &str, value: &str) -> Result<Identifier> {

@@ -129,15 +129,18 @@ async fn rsa_key_without_an_rsa_role_is_refused_at_finalize() {
     assert!(said.contains("badCSR") || log.contains("badCSR"), "{said}");
 
     let db = lab.dir.path().join("data/vacme.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await.unwrap();
-    let orders: Vec<(String, bool)> =
-        sqlx::query_as("SELECT status, csr IS NULL FROM orders").fetch_all(&pool).await.unwrap();
-    assert_eq!(orders, vec![("ready".to_owned(), true)], "the order stays ready, no CSR recorded");
-    let refused: Vec<(String,)> = sqlx::query_as("SELECT event FROM audit_events WHERE event = 'finalize_refused'")
-        .fetch_all(&pool)
-        .await
+    let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let orders: Vec<(String, bool)> = conn
+        .prepare("SELECT status, csr IS NULL FROM orders")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(refused.len(), 1, "the refusal is audited");
+    assert_eq!(orders, vec![("ready".to_owned(), true)], "the order stays ready, no CSR recorded");
+    let refused: i64 =
+        conn.query_row("SELECT COUNT(*) FROM audit_events WHERE event = 'finalize_refused'", [], |r| r.get(0)).unwrap();
+    assert_eq!(refused, 1, "the refusal is audited");
     assert!(lab.bao.issued_serials().await.is_empty(), "OpenBao signed nothing");
 }
 

@@ -23,3 +23,4 @@ mod recheck;
 mod redaction;
 mod targets;
 mod tls;
+mod upgrade;

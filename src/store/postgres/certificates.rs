@@ -1,0 +1,133 @@
+//! Certificates after issuance, on PostgreSQL: revocation (RFC 8555 §7.6), renewal information
+//! (RFC 9773), and the certificates the CA signed wrongly.
+
+use super::Postgres;
+use crate::store::{
+    CertificateRow, RejectedRow, Result,
+    rows::{RawCertificate, RawRejected},
+};
+
+impl Postgres {
+    pub(in crate::store) async fn certificate(&self, id: &str) -> Result<Option<CertificateRow>> {
+        self.certificate_where("SELECT * FROM certificates WHERE id = $1", id).await
+    }
+
+    pub(in crate::store) async fn certificate_by_ari_id(&self, ari_id: &str) -> Result<Option<CertificateRow>> {
+        self.certificate_where("SELECT * FROM certificates WHERE ari_id = $1 LIMIT 1", ari_id).await
+    }
+
+    async fn certificate_where(&self, sql: &'static str, key: &str) -> Result<Option<CertificateRow>> {
+        let raw = sqlx::query_as::<_, RawCertificate>(sql).bind(key).fetch_optional(&self.pool).await?;
+        raw.map(CertificateRow::try_from).transpose()
+    }
+
+    pub(in crate::store) async fn certificates_by_serial(&self, serial: &str) -> Result<Vec<CertificateRow>> {
+        // `ltrim(serial, '0')` is an indexed expression (certificates_serial_digits).
+        let raw = sqlx::query_as::<_, RawCertificate>(
+            "SELECT * FROM certificates WHERE ltrim(serial, '0') = ltrim($1, '0') ORDER BY created_at, id",
+        )
+        .bind(serial)
+        .fetch_all(&self.pool)
+        .await?;
+        raw.into_iter().map(CertificateRow::try_from).collect()
+    }
+
+    pub(in crate::store) async fn certificates(&self, account_id: Option<&str>) -> Result<Vec<CertificateRow>> {
+        let raw = sqlx::query_as::<_, RawCertificate>(
+            "SELECT * FROM certificates WHERE $1 IS NULL OR account_id = $1 ORDER BY created_at DESC, id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        raw.into_iter().map(CertificateRow::try_from).collect()
+    }
+
+    pub(in crate::store) async fn pending_ca_revocations(&self, limit: i64) -> Result<Vec<CertificateRow>> {
+        let raw = sqlx::query_as::<_, RawCertificate>(
+            "SELECT * FROM certificates WHERE revoked_at IS NOT NULL AND ca_revoked_at IS NULL ORDER BY revoked_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        raw.into_iter().map(CertificateRow::try_from).collect()
+    }
+
+    pub(in crate::store) async fn revoke_certificate(&self, id: &str, reason: u8, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE certificates SET revoked_at = $2, revocation_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(i64::from(reason))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(in crate::store) async fn ca_revoked(&self, id: &str, now: i64) -> Result<()> {
+        self.update_one("UPDATE certificates SET ca_revoked_at = $2 WHERE id = $1 AND ca_revoked_at IS NULL", id, now)
+            .await
+    }
+
+    pub(in crate::store) async fn revoked_by_ca(&self, id: &str, revoked_at: i64) -> Result<()> {
+        self.update_one(
+            "UPDATE certificates SET revoked_at = $2, revocation_reason = 0, ca_revoked_at = $2
+             WHERE id = $1 AND revoked_at IS NULL",
+            id,
+            revoked_at,
+        )
+        .await
+    }
+
+    /// `sql` with `$1 = id` and `$2 = at`.
+    async fn update_one(&self, sql: &'static str, id: &str, at: i64) -> Result<()> {
+        sqlx::query(sql).bind(id).bind(at).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(in crate::store) async fn certificates_without_ari_id(&self) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as::<_, (String, String)>("SELECT id, chain_pem FROM certificates WHERE ari_id IS NULL")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub(in crate::store) async fn set_ari_id(&self, id: &str, ari_id: &str) -> Result<()> {
+        sqlx::query("UPDATE certificates SET ari_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(ari_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- certificates the CA signed wrongly ----
+
+    pub(in crate::store) async fn rejected_revoked(&self, id: &str, now: i64) -> Result<()> {
+        self.update_one(
+            "UPDATE rejected_certificates SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            id,
+            now,
+        )
+        .await
+    }
+
+    pub(in crate::store) async fn pending_rejected_revocations(&self, limit: i64) -> Result<Vec<RejectedRow>> {
+        let raw = sqlx::query_as::<_, RawRejected>(
+            "SELECT * FROM rejected_certificates WHERE revoked_at IS NULL ORDER BY created_at, id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        raw.into_iter().map(RejectedRow::try_from).collect()
+    }
+
+    pub(in crate::store) async fn rejected_certificates(&self, account_id: Option<&str>) -> Result<Vec<RejectedRow>> {
+        let raw = sqlx::query_as::<_, RawRejected>(
+            "SELECT * FROM rejected_certificates WHERE $1 IS NULL OR account_id = $1 ORDER BY created_at DESC, id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        raw.into_iter().map(RejectedRow::try_from).collect()
+    }
+}
