@@ -247,6 +247,7 @@ impl App {
                 clock: st.clock.clone(),
                 interval: Duration::from_secs(self.config.cleanup.interval_secs),
                 retention_secs: i64::from(self.config.cleanup.retention_days) * 86_400,
+                audit_retention_secs: i64::from(self.config.cleanup.audit_retention_days) * 86_400,
             }
             .run(stopped(stop_rx.clone())),
         );

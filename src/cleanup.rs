@@ -24,6 +24,8 @@ pub struct Cleanup {
     pub clock: Arc<dyn Clock>,
     pub interval: Duration,
     pub retention_secs: i64,
+    /// How long audit events are kept; 0: for ever.
+    pub audit_retention_secs: i64,
 }
 
 impl Cleanup {
@@ -52,6 +54,13 @@ impl Cleanup {
                 CleanupReport::default()
             }
         };
+        if self.audit_retention_secs > 0 {
+            match self.store.purge_audit(now - self.audit_retention_secs).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(audit_events = n, "clean-up: audit events past their retention deleted"),
+                Err(e) => tracing::warn!(error = %e, "clean-up of audit events failed"),
+            }
+        }
         if report != CleanupReport::default() {
             tracing::info!(
                 nonces = report.nonces,

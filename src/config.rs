@@ -283,11 +283,13 @@ pub struct CleanupConfig {
     pub interval_secs: u64,
     /// Days an expired, unissued order (with its authorizations) is kept. Default 30.
     pub retention_days: u32,
+    /// Days audit events are kept; 0 keeps them for ever. Default 0.
+    pub audit_retention_days: u32,
 }
 
 impl Default for CleanupConfig {
     fn default() -> Self {
-        Self { interval_secs: 3600, retention_days: 30 }
+        Self { interval_secs: 3600, retention_days: 30, audit_retention_days: 0 }
     }
 }
 

@@ -434,7 +434,7 @@ proptest! {
         }
     }
 
-    /// The same on a SQLite file, where the hot reads and writes bypass sqlx (lite.rs).
+    /// The same on a SQLite file, where reads run on reader connections beside the writer thread.
     #[test]
     fn order_state_machine_holds_on_a_sqlite_file(ops in prop::collection::vec(op(), 1..40)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -1,7 +1,8 @@
 //! The store suite: state transitions, guards and single use, on a real SQLite and a real
 //! PostgreSQL. Each test is an `async fn(Store)`, run by `on_both_backends!` on an in-memory
-//! SQLite (every statement through sqlx), on a SQLite file (the hot paths on vacme's own threads,
-//! lite.rs) and on a fresh PostgreSQL database (see `testdb`).
+//! SQLite (every statement on the writer thread's one connection), on a SQLite file (readers
+//! beside the writer thread) and on a fresh PostgreSQL database (see `testdb`). On SQLite, every
+//! statement's plan is checked the first time it runs (sqlite/plan.rs).
 
 use futures_util::future::join_all;
 use serde_json::json;
@@ -21,7 +22,7 @@ macro_rules! on_both_backends {
                 super::$name(Store::memory().await.unwrap()).await;
             }
 
-            /// A database file: the reads on the calling thread and the writer thread (lite.rs).
+            /// A database file: readers on blocking threads and the writer thread (sqlite/conn.rs).
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite_file() {
                 let dir = tempfile::tempdir().unwrap();
@@ -61,6 +62,8 @@ on_both_backends!(
     racing_challenges_of_one_authorization_start_one,
     racing_renewals_and_eab_bindings_succeed_once,
     what_limits_admin_and_audit_read_is_there,
+    audit_events_past_their_retention_are_purged,
+    totals_count_what_was_ever_recorded,
 );
 
 /// Concurrent callers in the racing tests: on PostgreSQL each runs on its own connection.
@@ -550,4 +553,37 @@ async fn what_limits_admin_and_audit_read_is_there(s: Store) {
     } else {
         backup.unwrap();
     }
+}
+
+async fn audit_events_past_their_retention_are_purged(s: Store) {
+    let event = crate::audit::AuditEvent {
+        event: "issued".into(),
+        actor: "vacme".into(),
+        account_id: None,
+        order_id: None,
+        certificate_id: None,
+        serial: None,
+        identifiers: vec![],
+        client_ip: None,
+        detail: String::new(),
+    };
+    for at in [100, 200, 300] {
+        s.insert_audit(&event, at).await.unwrap();
+    }
+    assert_eq!(s.purge_audit(201).await.unwrap(), 2, "the two older than the cut-off");
+    assert_eq!(s.audit_events(None, 10).await.unwrap().iter().map(|e| e.at).collect::<Vec<_>>(), vec![300]);
+}
+
+/// The counters /metrics reads follow every account and certificate recorded, and agree with a
+/// count of the rows.
+async fn totals_count_what_was_ever_recorded(s: Store) {
+    assert_eq!(s.totals().await.unwrap(), (0, 0));
+    let acct = account(&s).await;
+    account(&s).await;
+    issued(&s, &acct, "a.lab.example", "01", "AKI.01").await;
+    issued(&s, &acct, "b.lab.example", "02", "AKI.02").await;
+    assert!(account_with(&s, "tp-eab", Some("no-such-kid")).await.is_none(), "refused: not counted");
+    let counts = s.counts().await.unwrap();
+    assert_eq!(s.totals().await.unwrap(), (counts.accounts, counts.certificates));
+    assert_eq!(s.totals().await.unwrap(), (1, 2));
 }

@@ -658,6 +658,7 @@ async fn cleanup_pushes_revocations_the_ca_has_not_confirmed() {
         clock: env.state.clock.clone(),
         interval: std::time::Duration::from_secs(3600),
         retention_secs: 30 * 86_400,
+        audit_retention_secs: 0,
     };
     let (_, confirmed) = cleanup.once().await;
     assert_eq!(confirmed, 1);
