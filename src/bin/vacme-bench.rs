@@ -1,11 +1,14 @@
-//! `vacme-bench`: an ACME load generator (instant-acme doing whole flows), and a Vault `sign`
-//! load generator for comparison. Bounded in flows and in time; prints per-phase percentiles.
+//! `vacme-bench`: an ACME load generator (instant-acme doing whole flows), a Vault `sign` load
+//! generator for comparison, and a store filler, so that a server can be measured on a store
+//! that already holds what months of issuance leave behind. Bounded in count (and the load
+//! generators in time); prints per-phase percentiles.
 //!
 //! ```text
 //! vacme-bench flows --directory https://acme.lab.example:8443/directory --root ca.pem \
 //!     --concurrency 32 --flows 500 --max-secs 120 --domain bench.lab.example --http01-port 80
 //! vacme-bench sign --vault https://vault.lab.example:8200 --root vault-ca.pem \
 //!     --token-file token --path pki_int/sign/lab-internal --concurrency 32 --count 2000
+//! vacme-bench prefill --database sqlite:///var/lib/vacme-bench/vacme.db --certificates 100000
 //! ```
 
 // A measurement tool: a failed setup step ends the run with a message.
@@ -23,6 +26,10 @@ use std::{
 };
 
 use axum::{Router, extract::Path as UrlPath, routing::get};
+use base64::{
+    Engine,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use hyper_rustls::HttpsConnector;
@@ -31,12 +38,18 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use instant_acme::{Account, BodyWrapper, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy};
+use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio::{net::UdpSocket, task::JoinSet};
+use vacme::{
+    acme::{Identifier as AcmeIdentifier, Problem, types::ChallengeType as ChallType},
+    audit::AuditEvent,
+    store::{NewAccountOutcome, NewAuthz, NewCertificate, NewOrder as StoreOrder, Store},
+};
 
 #[derive(Parser)]
-#[command(about = "ACME and Vault load generator (bounded in count and time)")]
+#[command(about = "ACME and Vault load generator, and store filler (bounded in count and time)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -99,6 +112,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fills a store with issued certificates through vacme's store API, each along the path a
+    /// real flow takes (order, three challenges, validation, finalize, issuance, audit), dated
+    /// over the past 90 days; and leaves some abandoned orders, expired without a certificate.
+    Prefill {
+        /// Store URL, e.g. sqlite:///tmp/vacme.db (created if missing; added to if not).
+        #[arg(long)]
+        database: String,
+        /// Certificates to write.
+        #[arg(long)]
+        certificates: usize,
+        /// Accounts the certificates are spread over.
+        #[arg(long, default_value_t = 100)]
+        accounts: usize,
+        /// Orders left pending until they expired, as clients that gave up leave them.
+        #[arg(long, default_value_t = 300)]
+        abandoned: usize,
+        /// Certificates in flight at once (the store's writer commits them in groups).
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
 }
 
 /// Longest one flow may take before it counts as an error.
@@ -124,31 +157,28 @@ fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let report = rt.block_on(async {
-        match cli.command {
-            Command::Flows { directory, root, concurrency, flows, max_secs, domain, http01_port, dns_port, json } => {
-                let r = run_flows(FlowSettings {
-                    directory,
-                    root,
-                    concurrency,
-                    flows,
-                    max: Duration::from_secs(max_secs),
-                    domain,
-                    http01_port,
-                    dns_port,
-                })
-                .await;
-                (r, json)
-            }
-            Command::Sign { vault, root, token_file, path, domain, concurrency, count, max_secs, json } => {
-                let r =
-                    run_signs(vault, root, token_file, path, domain, concurrency, count, Duration::from_secs(max_secs))
-                        .await;
-                (r, json)
-            }
+    let (report, json_out) = match cli.command {
+        Command::Flows { directory, root, concurrency, flows, max_secs, domain, http01_port, dns_port, json } => {
+            let s = FlowSettings {
+                directory,
+                root,
+                concurrency,
+                flows,
+                max: Duration::from_secs(max_secs),
+                domain,
+                http01_port,
+                dns_port,
+            };
+            (rt.block_on(run_flows(s)), json)
         }
-    });
-    let (report, json_out) = report;
+        Command::Sign { vault, root, token_file, path, domain, concurrency, count, max_secs, json } => {
+            let max = Duration::from_secs(max_secs);
+            (rt.block_on(run_signs(vault, root, token_file, path, domain, concurrency, count, max)), json)
+        }
+        Command::Prefill { database, certificates, accounts, abandoned, concurrency } => {
+            return rt.block_on(prefill(PrefillSettings { database, certificates, accounts, abandoned, concurrency }));
+        }
+    };
     if json_out {
         println!("{report}");
     } else {
@@ -427,6 +457,284 @@ async fn run_signs(
     let secs = started.elapsed().as_secs_f64();
     let r = results.lock().unwrap();
     summary("signs", r.ok, secs, concurrency, &r.errors, &r.phases)
+}
+
+struct PrefillSettings {
+    database: String,
+    certificates: usize,
+    accounts: usize,
+    abandoned: usize,
+    concurrency: usize,
+}
+
+const DAY: i64 = 86_400;
+/// How far back the prefilled certificates go: one 90-day lifetime.
+const PREFILL_SPAN: i64 = 90 * DAY;
+/// The order lifetime vacme gives (`Limits::order_ttl_secs`).
+const ORDER_TTL: i64 = 7 * DAY;
+/// The local CA's default certificate lifetime (`[issuance] local_default_days`).
+const CERT_LIFETIME: i64 = 90 * DAY;
+/// The clean-up's default retention of expired orders (`[cleanup] retention_days`).
+const RETENTION: i64 = 30 * DAY;
+/// The workers' leases on SQLite with the local CA (app.rs: validation and issuance).
+const VALIDATION_LEASE: i64 = 40;
+const ISSUANCE_LEASE: i64 = 30;
+
+/// What every prefilled certificate shares: the issuing CA's certificate and key identifier.
+struct Material {
+    rng: SystemRandom,
+    ca_pem: String,
+    aki: [u8; 20],
+}
+
+impl Material {
+    fn new() -> Self {
+        let rng = SystemRandom::new();
+        // Two certificates, about 1.5 KB of base64 together: a leaf of 640 DER bytes and the CA's
+        // of 480. The local CA's P-256 chain is about 1.2 KB; a CA that adds AIA and CRL URLs
+        // and longer names issues larger ones.
+        let ca_pem = pem_block(&random_bytes(&rng, 480));
+        let mut aki = [0u8; 20];
+        aki.copy_from_slice(&random_bytes(&rng, 20));
+        Self { rng, ca_pem, aki }
+    }
+
+    /// A leaf with a fresh 16-byte serial (positive, no leading zero byte, as the local CA
+    /// makes them), and its RFC 9773 certID.
+    fn leaf(&self, not_before: i64) -> NewCertificate {
+        let mut serial = random_bytes(&self.rng, 16);
+        serial[0] &= 0x7f;
+        serial[0] |= 0x01;
+        let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+        let ari_id = format!("{}.{}", URL_SAFE_NO_PAD.encode(self.aki), URL_SAFE_NO_PAD.encode(&serial));
+        NewCertificate {
+            serial: hex,
+            issuer: "local".into(),
+            chain_pem: format!("{}{}", pem_block(&random_bytes(&self.rng, 640)), self.ca_pem),
+            not_before,
+            not_after: not_before + CERT_LIFETIME,
+            ari_id: Some(ari_id),
+        }
+    }
+}
+
+fn random_bytes(rng: &SystemRandom, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    rng.fill(&mut buf).expect("system randomness");
+    buf
+}
+
+/// A CERTIFICATE block: base64 in 64-character lines, as a CA's PEM has them.
+fn pem_block(der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// An account key as a client sends it (a P-256 JWK) and its RFC 7638 thumbprint.
+fn account_key(rng: &SystemRandom) -> (String, Value) {
+    let (x, y) = (URL_SAFE_NO_PAD.encode(random_bytes(rng, 32)), URL_SAFE_NO_PAD.encode(random_bytes(rng, 32)));
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let thumbprint = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()));
+    (thumbprint, json!({"crv": "P-256", "kty": "EC", "x": x, "y": y}))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// The order a client asks for one name: what the newOrder handler records (one authorization
+/// with the challenges `Policy::challenges_for` offers a DNS name).
+fn one_name_order(name: String) -> StoreOrder {
+    let id = AcmeIdentifier::Dns(name);
+    let challenges = vec![ChallType::Http01, ChallType::Dns01, ChallType::TlsAlpn01];
+    StoreOrder {
+        identifiers: vec![id.clone()],
+        authzs: vec![NewAuthz { identifier: id, challenges }],
+        ..Default::default()
+    }
+}
+
+async fn prefill(s: PrefillSettings) {
+    let store = Store::connect_with(&s.database, false)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open the store {}: {e}", s.database));
+    let before = store.counts().await.unwrap();
+    if before.certificates > 0 {
+        println!("prefill: the store already holds {} certificates; adding to them", before.certificates);
+    }
+    let material = Arc::new(Material::new());
+    let now = unix_now();
+    let started = Instant::now();
+
+    // The accounts exist before their first order, each created as newAccount does it.
+    let mut accounts = Vec::with_capacity(s.accounts.max(1));
+    for a in 0..s.accounts.max(1) {
+        let created = now - PREFILL_SPAN - DAY + a as i64 * 60;
+        let (thumbprint, jwk) = account_key(&material.rng);
+        let ip = std::net::IpAddr::from([10, 0, (a / 250) as u8, (a % 250 + 1) as u8]);
+        let account = match store
+            .create_account(&thumbprint, &jwk, &[], true, None, Some(&ip.to_string()), created)
+            .await
+            .unwrap()
+        {
+            NewAccountOutcome::Created(acct) => acct,
+            _ => panic!("a fresh random key already had an account"),
+        };
+        let event = AuditEvent::by_account("account_created", &account.id).client_ip(Some(ip));
+        store.insert_audit(&event, created).await.unwrap();
+        accounts.push(account.id);
+    }
+    let accounts = Arc::new(accounts);
+
+    // The certificates, oldest first: certificate n is dated `now - PREFILL_SPAN * (N - n) / N`.
+    let total = s.certificates;
+    let (next, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers = JoinSet::new();
+    for _ in 0..s.concurrency.max(1) {
+        let (store, material, accounts, next, done) =
+            (store.clone(), material.clone(), accounts.clone(), next.clone(), done.clone());
+        workers.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return;
+                }
+                let at = now - (PREFILL_SPAN as f64 * (total - n) as f64 / total as f64) as i64;
+                let account = &accounts[n % accounts.len()];
+                issue_one(&store, &material, account, n, at).await.unwrap_or_else(|e| panic!("certificate {n}: {e}"));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                Some(Ok(())) => {}
+                Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+                None => break,
+            },
+            _ = ticker.tick() => {
+                let d = done.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64();
+                eprintln!("prefill: {d}/{total} certificates in {secs:.0} s ({:.0}/s)", d as f64 / secs);
+            }
+        }
+    }
+    let issued_secs = started.elapsed().as_secs_f64();
+
+    // Abandoned orders: created 8.5 to 36.5 days ago, their authorization fetched, never
+    // answered. The clean-up run below (as vacme's hourly one) makes them invalid; those that
+    // expired more than `RETENTION` ago it would already have deleted.
+    for a in 0..s.abandoned {
+        let at = now - ORDER_TTL - RETENTION + DAY / 2 + (28 * DAY * a as i64) / s.abandoned as i64;
+        let account = &accounts[a % accounts.len()];
+        let order = store
+            .create_order(account, &one_name_order(format!("{a}.abandoned.prefill.bench.test")), at, at + ORDER_TTL)
+            .await
+            .unwrap()
+            .expect("an order that replaces nothing is always created");
+        store.authorization(&order.authz_ids[0]).await.unwrap();
+    }
+    let expired = serde_json::to_value(Problem::malformed("the order expired before it was finalized")).unwrap();
+    store.cleanup(now, RETENTION, &expired).await.unwrap();
+    let counts = store.counts().await.unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    store.close().await;
+    drop(store);
+
+    println!(
+        "prefill: {total} certificates in {issued_secs:.1} s ({:.0} certificates/s at concurrency {}), \
+         {} accounts, {} abandoned orders; {secs:.1} s in all",
+        total as f64 / issued_secs.max(1e-9),
+        s.concurrency,
+        accounts.len(),
+        s.abandoned
+    );
+    println!(
+        "prefill: the store holds {} accounts, {} orders, {} authorizations, {} challenges, {} certificates",
+        counts.accounts, counts.orders, counts.authorizations, counts.challenges, counts.certificates
+    );
+    match sqlite_file(&s.database) {
+        Some(path) => {
+            let bytes = settled_size(&path).await;
+            println!(
+                "prefill: {} is {:.1} MiB: {:.0} bytes per certificate",
+                path.display(),
+                bytes as f64 / (1024.0 * 1024.0),
+                bytes as f64 / counts.certificates.max(1) as f64
+            );
+        }
+        None => println!("prefill: not a SQLite file; no size to report"),
+    }
+}
+
+/// One certificate along the path a real flow takes through the store: newOrder, the client
+/// reading its authorization and answering http-01, the validation worker's claim and success,
+/// finalize, the issuance worker's claim, signing intent and result, and the audit event.
+async fn issue_one(store: &Store, m: &Material, account: &str, n: usize, at: i64) -> Result<(), String> {
+    let err = |e: vacme::store::StoreError| e.to_string();
+    let order = store
+        .create_order(account, &one_name_order(format!("{n}.prefill.bench.test")), at, at + ORDER_TTL)
+        .await
+        .map_err(err)?
+        .ok_or("order not created")?;
+    let authz = store.authorization(&order.authz_ids[0]).await.map_err(err)?.ok_or("authorization missing")?;
+    let chall = authz.challenges.iter().find(|c| c.kind == ChallType::Http01).ok_or("no http-01 challenge")?;
+    if !store.start_challenge(&chall.id, at + 1).await.map_err(err)? {
+        return Err("challenge did not start".into());
+    }
+    // The worker claims whatever is due (maybe another task's challenge); the result is
+    // recorded for this one either way, as only `processing` is required.
+    store.claim_due_challenges(at + 1, at + 1 + VALIDATION_LEASE, 1).await.map_err(err)?;
+    store.challenge_succeeded(&chall.id, at + 2).await.map_err(err)?;
+    let csr = random_bytes(&m.rng, 250);
+    if !store.begin_issuance(&order.id, &csr, at + 3).await.map_err(err)? {
+        return Err("order was not ready at finalize".into());
+    }
+    let claimed = store.claim_due_issuances(at + 3, at + 3 + ISSUANCE_LEASE, 1).await.map_err(err)?;
+    let order = match claimed.into_iter().find(|o| o.id == order.id) {
+        Some(o) => o,
+        None => store.order(&order.id).await.map_err(err)?.ok_or("order missing")?,
+    };
+    store.mark_signing(&order.id, at + 3).await.map_err(err)?;
+    let cert = m.leaf(at + 3);
+    let cert_id = store.issuance_succeeded(&order, &cert, at + 4).await.map_err(err)?;
+    let event = AuditEvent::by_account("issued", account)
+        .order(&order.id)
+        .certificate(&cert_id, &cert.serial)
+        .identifiers(&order.identifiers)
+        .detail("issuer local");
+    store.insert_audit(&event, at + 4).await.map_err(err)
+}
+
+/// The file of a `sqlite://` URL.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// The database's size once the last connection has folded the WAL back into it (the writer
+/// thread closes its connection just after the store is dropped): waits up to 5 s, then counts
+/// whatever WAL is left as part of it.
+async fn settled_size(path: &std::path::Path) -> u64 {
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    for _ in 0..50 {
+        if !wal.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    size(path) + size(&wal)
 }
 
 fn summary(
