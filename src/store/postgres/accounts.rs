@@ -149,9 +149,10 @@ impl Postgres {
     }
 
     pub(in crate::store) async fn eab_keys(&self) -> Result<Vec<EabKeyRow>> {
-        let raw = sqlx::query_as::<_, RawEabKey>("SELECT * FROM eab_keys ORDER BY created_at DESC, kid")
-            .fetch_all(&self.pool)
-            .await?;
+        let raw =
+            sqlx::query_as::<_, RawEabKey>("/* full listing */ SELECT * FROM eab_keys ORDER BY created_at DESC, kid")
+                .fetch_all(&self.pool)
+                .await?;
         raw.into_iter().map(EabKeyRow::try_from).collect()
     }
 

@@ -30,7 +30,7 @@ impl Postgres {
 
     pub(in crate::store) async fn audit_events(&self, account_id: Option<&str>, limit: i64) -> Result<Vec<AuditRow>> {
         let raw = sqlx::query_as::<_, RawAudit>(
-            "SELECT * FROM audit_events WHERE ($1 IS NULL OR account_id = $1) ORDER BY id DESC LIMIT $2",
+            "/* full listing */ SELECT * FROM audit_events WHERE ($1 IS NULL OR account_id = $1) ORDER BY id DESC LIMIT $2",
         )
         .bind(account_id)
         .bind(limit)

@@ -34,7 +34,7 @@ impl Postgres {
 
     pub(in crate::store) async fn certificates(&self, account_id: Option<&str>) -> Result<Vec<CertificateRow>> {
         let raw = sqlx::query_as::<_, RawCertificate>(
-            "SELECT * FROM certificates WHERE $1 IS NULL OR account_id = $1 ORDER BY created_at DESC, id",
+            "/* full listing */ SELECT * FROM certificates WHERE $1 IS NULL OR account_id = $1 ORDER BY created_at DESC, id",
         )
         .bind(account_id)
         .fetch_all(&self.pool)
@@ -123,7 +123,7 @@ impl Postgres {
 
     pub(in crate::store) async fn rejected_certificates(&self, account_id: Option<&str>) -> Result<Vec<RejectedRow>> {
         let raw = sqlx::query_as::<_, RawRejected>(
-            "SELECT * FROM rejected_certificates WHERE $1 IS NULL OR account_id = $1 ORDER BY created_at DESC, id",
+            "/* full listing */ SELECT * FROM rejected_certificates WHERE $1 IS NULL OR account_id = $1 ORDER BY created_at DESC, id",
         )
         .bind(account_id)
         .fetch_all(&self.pool)

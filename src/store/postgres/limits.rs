@@ -82,7 +82,7 @@ impl Postgres {
         include_lifted: bool,
     ) -> Result<Vec<PauseRow>> {
         let rows = sqlx::query_as::<_, (String, String, String, i64, i64, Option<i64>)>(
-            "SELECT account_id, identifier_type, identifier_value, paused_at, failures, lifted_at FROM validation_pauses
+            "/* full listing */ SELECT account_id, identifier_type, identifier_value, paused_at, failures, lifted_at FROM validation_pauses
              WHERE ($1 IS NULL OR account_id = $1) AND ($2 OR lifted_at IS NULL)
              ORDER BY paused_at DESC, account_id, identifier_value",
         )

@@ -10,6 +10,8 @@ mod issuance;
 mod limits;
 mod nonces;
 mod orders;
+#[cfg(test)]
+mod plan;
 mod upkeep;
 
 use std::str::FromStr;

@@ -54,7 +54,7 @@ impl Postgres {
     pub(in crate::store) async fn counts(&self) -> Result<Counts> {
         let (accounts, orders, authorizations, challenges, certificates) =
             sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(
-                "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM orders),
+                "/* full listing */ SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM orders),
                         (SELECT COUNT(*) FROM authorizations), (SELECT COUNT(*) FROM challenges),
                         (SELECT COUNT(*) FROM certificates)",
             )
@@ -78,7 +78,7 @@ impl Postgres {
     }
 
     pub(in crate::store) async fn account_summaries(&self) -> Result<Vec<AccountSummary>> {
-        let raw = sqlx::query_as::<_, RawAccount>("SELECT * FROM accounts ORDER BY created_at, id")
+        let raw = sqlx::query_as::<_, RawAccount>("/* full listing */ SELECT * FROM accounts ORDER BY created_at, id")
             .fetch_all(&self.pool)
             .await?;
         let mut out = Vec::with_capacity(raw.len());
