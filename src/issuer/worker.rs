@@ -283,10 +283,18 @@ impl IssuanceWorker {
     async fn sign_once(&self, order: &OrderRow, req: &IssuanceRequest, now: i64) -> Result<Issued, IssueError> {
         match order.sign_started_at {
             Some(since) => {
-                if let Some(found) = self.issuer.already_signed(req, crate::clock::from_unix(since)).await? {
-                    tracing::info!(order_id = %order.id, serial = %found.serial,
-                        "the CA had signed this order in an earlier attempt; using that certificate");
-                    return Ok(found);
+                // A call the CA took in before it stalled can still finish once it answers again,
+                // at the same time as this look: look, give such a call a moment to land, and look
+                // once more before signing a second time.
+                for look in 0..2 {
+                    if look > 0 {
+                        tokio::time::sleep(SETTLE).await;
+                    }
+                    if let Some(found) = self.issuer.already_signed(req, crate::clock::from_unix(since)).await? {
+                        tracing::info!(order_id = %order.id, serial = %found.serial,
+                            "the CA had signed this order in an earlier attempt; using that certificate");
+                        return Ok(found);
+                    }
                 }
             }
             None => {
@@ -316,6 +324,10 @@ impl IssuanceWorker {
         Ok(req.with_target(target, now))
     }
 }
+
+/// How long a signing call the CA had already taken in is given to finish before vacme looks for
+/// its certificate a second time.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// 1, 2, 4, ... up to 60 seconds between attempts while the CA is down.
 fn backoff(attempts: i64) -> i64 {
