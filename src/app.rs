@@ -14,17 +14,18 @@ use crate::{
     clock::{Clock, SystemClock},
     config::{Config, TlsSource, VaultAuthMethod},
     conn::{ConnLimits, Gate},
-    eab::EabSecret,
     issuer::{
         IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, VaultAuth, VaultIssuer, VaultSettings,
         role::{RoleBook, VaultRoutes},
         worker::IssuanceWorker,
     },
+    jws::eab::EabSecret,
+    jws::nonce::{MemoryNonces, Nonces},
     metrics::Metrics,
-    nonce::{MemoryNonces, Nonces},
+    policy::Lifecycle,
     policy::Policy,
     secret::Secret,
-    state::{AppState, Lifecycle, Limits, Shared, Wake},
+    state::{AppState, Limits, Shared, Wake},
     store::Store,
     tls::ServingCert,
     validation::{
@@ -139,8 +140,8 @@ impl App {
             lifecycle,
             nonces,
             metrics: Arc::new(Metrics::default()),
-            renewal_info_limit: Arc::new(crate::ratelimit::AddrBuckets::new(
-                crate::ratelimit::RENEWAL_INFO_PER_IP_PER_MINUTE,
+            renewal_info_limit: Arc::new(crate::policy::ratelimit::AddrBuckets::new(
+                crate::policy::ratelimit::RENEWAL_INFO_PER_IP_PER_MINUTE,
             )),
             ca_revocations: Arc::new(crate::revocation::CaRevocations::new(config.renewal.ca_check_secs)),
         });

@@ -7,8 +7,8 @@ use crate::{
     acme::{Problem, ari},
     clock::Clock,
     issuer::Issuer,
+    policy::Lifecycle,
     revocation::tell_ca,
-    state::Lifecycle,
     store::{CleanupReport, Store},
 };
 

@@ -14,8 +14,8 @@ use crate::{
     audit::AuditEvent,
     clock::from_unix,
     config::Config,
-    eab::check_pattern,
     issuer::LocalCa,
+    policy::scope::check_pattern,
     revocation::{check_reason, tell_ca},
     store::{CertificateRow, NewEabKey, RejectedRow, Store},
 };

@@ -25,7 +25,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::ratelimit::{ClientAddr, client_addr};
+use crate::policy::ratelimit::{ClientAddr, client_addr};
 
 /// Connection limits, from `[server]`.
 #[derive(Clone, Debug)]

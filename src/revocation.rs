@@ -5,7 +5,7 @@
 use crate::{
     acme::{Problem, ProblemType},
     issuer::Issuer,
-    state::Lifecycle,
+    policy::Lifecycle,
     store::{CertificateRow, RejectedRow, Store},
 };
 

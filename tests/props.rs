@@ -8,7 +8,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use proptest::prelude::*;
 use vacme::{
     acme::{Identifier, RawIdentifier, identifier::normalize_dns},
-    nonce::MemoryNonces,
+    jws::nonce::MemoryNonces,
 };
 
 /// `cases` per property; failures are reported, not persisted (an integration test has no

@@ -20,7 +20,7 @@ use crate::{
         extract::{PostAsGet, Signed, SignedJwk, SignedOrGet},
         parse,
     },
-    ratelimit::{self, ClientAddr},
+    policy::ratelimit::{self, ClientAddr},
     state::AppState,
     store::{AccountRow, KeyChange, NewAccountOutcome},
 };

@@ -11,7 +11,7 @@ use crate::{
     },
     api::{AcmeResponse, render},
     jws::extract::SignedOrGet,
-    ratelimit,
+    policy::ratelimit,
     state::AppState,
     store::AuthzRow,
 };

@@ -18,10 +18,10 @@ use crate::{
     },
     api::{AcmeResponse, render},
     audit::AuditEvent,
-    eab::scope_allows,
     issuer::IssuanceRequest,
     jws::extract::{PostAsGet, Signed},
-    ratelimit::{self, ClientAddr},
+    policy::ratelimit::{self, ClientAddr},
+    policy::scope::scope_allows,
     state::AppState,
     store::{AccountRow, EabKeyRow, NewAuthz, NewOrder, OrderRow},
 };

@@ -15,7 +15,7 @@ use crate::{
     },
     api::AcmeResponse,
     clock::from_unix,
-    ratelimit::ClientAddr,
+    policy::ratelimit::ClientAddr,
     state::AppState,
 };
 

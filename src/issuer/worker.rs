@@ -12,8 +12,9 @@ use crate::{
     audit::AuditEvent,
     clock::Clock,
     issuer::{IssuanceRequest, IssueError, Issued, Issuer, KeyPolicy},
+    policy::Lifecycle,
     revocation::revoke_rejected,
-    state::{Lifecycle, Wake},
+    state::Wake,
     store::{NewCertificate, NewRejected, OrderRow, RejectedRow, Store},
 };
 
@@ -244,7 +245,9 @@ impl IssuanceWorker {
                 // A revoked key keeps its scope: accounts already bound with it keep working, as
                 // `vacme eab revoke` says (docs/cli.md); deactivating the account stops them.
                 Some(key) => {
-                    if let Some(id) = order.identifiers.iter().find(|id| !crate::eab::scope_allows(&key.scope, id)) {
+                    if let Some(id) =
+                        order.identifiers.iter().find(|id| !crate::policy::scope::scope_allows(&key.scope, id))
+                    {
                         return Ok(Some(Problem::rejected_identifier(format!(
                             "{} is outside this account's scope ({})",
                             id.value(),

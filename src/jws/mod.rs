@@ -1,8 +1,10 @@
 //! Request authentication (RFC 8555 §6.2, RFC 7515/7517/7638): bytes in, a checked JWS or a Problem out.
 //! Verification uses `ring` directly; no JOSE library sees the request first.
 
+pub mod eab;
 pub mod extract;
 mod jwk;
+pub mod nonce;
 mod parse;
 
 pub use jwk::PublicJwk;

@@ -370,8 +370,8 @@ async fn secrets_never_reach_logs_errors_or_problems_and_secret_files_are_privat
 async fn config_and_issuer_debug_never_show_secrets() {
     use vacme::{
         config::{Config, Overrides},
-        eab::EabSecret,
         issuer::{VaultAuth, VaultIssuer, VaultSettings},
+        jws::eab::EabSecret,
         secret::Secret,
     };
     const TOKEN: &str = "hvs.CAESIUnitTestTokenNeverPrinted0123";

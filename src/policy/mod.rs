@@ -1,0 +1,12 @@
+//! Admission: which orders may be made and how they are signed. Identifiers and the names and
+//! addresses allowed (`names`), an EAB key's scope (`scope`), the profile and role an order is
+//! signed with (`profile`), and the rate limits (`ratelimit`). Handlers and jobs ask here; none
+//! decides on its own.
+
+mod names;
+pub mod profile;
+pub mod ratelimit;
+pub mod scope;
+
+pub use names::Policy;
+pub use profile::Lifecycle;
