@@ -6,6 +6,7 @@ pub mod extract;
 mod jwk;
 pub mod nonce;
 mod parse;
+mod verify;
 
 pub use jwk::PublicJwk;
 pub(crate) use parse::Flattened;

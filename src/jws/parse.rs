@@ -66,8 +66,8 @@ pub struct Jws {
     /// Decoded payload; empty for POST-as-GET.
     pub payload: Vec<u8>,
     pub payload_b64: String,
-    signing_input: Vec<u8>,
-    signature: Vec<u8>,
+    pub(super) signing_input: Vec<u8>,
+    pub(super) signature: Vec<u8>,
 }
 
 /// Exactly the three members of the flattened serialization: an unprotected `header` or a
@@ -148,11 +148,6 @@ pub fn parse(body: &[u8]) -> Result<Jws, Problem> {
 }
 
 impl Jws {
-    /// Checks that `alg` fits `key` and that the signature verifies.
-    pub fn verify(&self, key: &PublicJwk) -> Result<(), Problem> {
-        key.verify(self.protected.alg, &self.signing_input, &self.signature)
-    }
-
     /// RFC 8555 §6.3: the payload is exactly the empty string.
     pub fn is_post_as_get(&self) -> bool {
         self.payload_b64.is_empty()
