@@ -9,7 +9,7 @@ use crate::{
     clock::Clock,
     config::LimitsConfig,
     issuer::{Issuer, KeyPolicy},
-    jws::nonce::Nonces,
+    jws::{extract::Verifier, nonce::Nonces},
     metrics::Metrics,
     policy::{Lifecycle, Policy},
     store::Store,
@@ -110,5 +110,26 @@ impl Wake {
     /// Signals that an issuance finished (whatever its outcome).
     pub fn issued(&self) {
         self.issued.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl Verifier for AppState {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+    fn nonces(&self) -> &Nonces {
+        &self.nonces
+    }
+    fn urls(&self) -> &Urls {
+        &self.urls
+    }
+    fn now(&self) -> i64 {
+        self.clock.unix()
+    }
+    fn max_body_bytes(&self) -> usize {
+        self.limits.max_body_bytes
+    }
+    fn request_timeout(&self) -> Duration {
+        self.limits.request_timeout
     }
 }

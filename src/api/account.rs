@@ -10,15 +10,15 @@ use tracing::Span;
 
 use crate::{
     acme::{
-        Problem, ProblemType,
+        Problem,
         types::{self, AccountRequest, AccountStatus, OrdersList},
     },
     api::AcmeResponse,
     audit::AuditEvent,
     jws::{
-        KeySource, PublicJwk,
-        extract::{PostAsGet, Signed, SignedJwk, SignedOrGet},
-        parse,
+        PublicJwk, eab,
+        extract::{PostAsGet, SignedJwk, SignedOrGet},
+        keychange::SignedKeyChange,
     },
     policy::ratelimit::{self, ClientAddr},
     state::AppState,
@@ -45,36 +45,50 @@ pub async fn new_account(
 ) -> Result<AcmeResponse, Problem> {
     let thumbprint = req.jwk.thumbprint();
     if let Some(acct) = st.store.account_by_thumbprint(&thumbprint).await? {
-        Span::current().record("account_id", acct.id.as_str());
-        if acct.status != AccountStatus::Valid {
-            return Err(Problem::unauthorized(format!("the account of this key is {}", acct.status)));
-        }
-        return Ok(AcmeResponse::json(StatusCode::OK, &wire(&acct, &st)).location(st.urls.account(&acct.id)));
+        return existing(&st, &acct);
     }
     if req.payload.only_return_existing {
         return Err(Problem::account_does_not_exist("no account exists for this key"));
     }
     let contact = check_contacts(req.payload.contact.as_deref().unwrap_or_default())?;
-    let tos = req.payload.terms_of_service_agreed.unwrap_or(false);
-    let now = st.clock.unix();
-    let addr = addr.map(|Extension(ClientAddr(ip))| ip);
+    let (now, addr) = (st.clock.unix(), addr.map(|Extension(ClientAddr(ip))| ip));
     ratelimit::check_new_account(&st.store, &st.limits.rate, addr, now).await?;
-    let eab_kid = match &req.payload.external_account_binding {
-        Some(binding) => Some(check_binding(&st, binding, &req.jwk, &req.url, now).await?),
-        None if st.lifecycle.eab_required => {
-            return Err(Problem::new(
-                ProblemType::ExternalAccountRequired,
-                "this server requires an external account binding (ask the operator for an EAB kid and key)",
-            ));
-        }
-        None => None,
-    };
-    let created_ip = addr.map(|ip| ip.to_string());
-    let (acct, status) = match st
-        .store
-        .create_account(&thumbprint, &req.jwk.to_json(), &contact, tos, eab_kid.as_deref(), created_ip.as_deref(), now)
-        .await?
-    {
+    let binding = req.payload.external_account_binding.as_ref();
+    let lc = &st.lifecycle;
+    let eab_kid = eab::account_binding(&st.store, &lc.eab, lc.eab_required, binding, &req.jwk, &req.url, now).await?;
+    let tos = req.payload.terms_of_service_agreed.unwrap_or(false);
+    let new = NewAccount { thumbprint, jwk: &req.jwk, contact, tos, eab_kid, addr };
+    let (acct, status) = create(&st, new, now).await?;
+    Ok(AcmeResponse::json(status, &wire(&acct, &st)).location(st.urls.account(&acct.id)))
+}
+
+/// newAccount with a key that already has an account: that account, unless it is deactivated.
+fn existing(st: &AppState, acct: &AccountRow) -> Result<AcmeResponse, Problem> {
+    Span::current().record("account_id", acct.id.as_str());
+    if acct.status != AccountStatus::Valid {
+        return Err(Problem::unauthorized(format!("the account of this key is {}", acct.status)));
+    }
+    Ok(AcmeResponse::json(StatusCode::OK, &wire(acct, st)).location(st.urls.account(&acct.id)))
+}
+
+/// A checked newAccount request.
+struct NewAccount<'a> {
+    thumbprint: String,
+    jwk: &'a PublicJwk,
+    contact: Vec<String>,
+    tos: bool,
+    eab_kid: Option<String>,
+    addr: Option<std::net::IpAddr>,
+}
+
+/// Records the account (201), or finds the one a concurrent request made for the same key (200),
+/// and audits a new one.
+async fn create(st: &AppState, new: NewAccount<'_>, now: i64) -> Result<(AccountRow, StatusCode), Problem> {
+    let created_ip = new.addr.map(|ip| ip.to_string());
+    let (jwk, kid) = (new.jwk.to_json(), new.eab_kid.as_deref());
+    let outcome =
+        st.store.create_account(&new.thumbprint, &jwk, &new.contact, new.tos, kid, created_ip.as_deref(), now).await?;
+    let (acct, status) = match outcome {
         NewAccountOutcome::Created(a) => (a, StatusCode::CREATED),
         NewAccountOutcome::Exists(a) => (a, StatusCode::OK),
         NewAccountOutcome::EabUnusable => {
@@ -84,75 +98,23 @@ pub async fn new_account(
     Span::current().record("account_id", acct.id.as_str());
     if status == StatusCode::CREATED {
         AuditEvent::by_account("account_created", &acct.id)
-            .client_ip(addr)
-            .detail(eab_kid.map(|k| format!("eab kid {k}")).unwrap_or_default())
+            .client_ip(new.addr)
+            .detail(new.eab_kid.map(|k| format!("eab kid {k}")).unwrap_or_default())
             .record(&st.store, now)
             .await;
     }
-    Ok(AcmeResponse::json(status, &wire(&acct, &st)).location(st.urls.account(&acct.id)))
+    Ok((acct, status))
 }
 
-/// RFC 8555 §7.3.4: the binding's MAC, then the key's state. Returns the kid.
-async fn check_binding(
-    st: &AppState,
-    binding: &serde_json::Value,
-    jwk: &PublicJwk,
-    url: &str,
-    now: i64,
-) -> Result<String, Problem> {
-    let kid = st.lifecycle.eab.verify_binding(binding, jwk, url)?;
-    // The MAC verified, so the kid was made by this server's secret; its record says whether it is usable.
-    let key =
-        st.store.eab_key(&kid).await?.ok_or_else(|| Problem::unauthorized("externalAccountBinding: unknown kid"))?;
-    match key.state(now) {
-        "unused" => Ok(kid),
-        "used" => Err(Problem::unauthorized("externalAccountBinding: this EAB key was already used")),
-        "expired" => Err(Problem::unauthorized("externalAccountBinding: this EAB key has expired")),
-        _ => Err(Problem::unauthorized("externalAccountBinding: this EAB key was revoked")),
-    }
-}
-
-/// The inner JWS of a key change (RFC 8555 §7.3.5).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KeyChangePayload {
-    account: String,
-    old_key: serde_json::Value,
-}
-
-/// POST /acme/key-change: checks in the order RFC 8555 §7.3.5 lists them.
-pub async fn key_change(State(st): State<AppState>, req: Signed<serde_json::Value>) -> Result<AcmeResponse, Problem> {
-    Span::current().record("account_id", req.account.id.as_str());
-    let inner_bytes = serde_json::to_vec(&req.payload).map_err(Problem::internal)?;
-    let inner = parse(&inner_bytes).map_err(|p| Problem::malformed(format!("inner JWS: {}", p.detail)))?;
-    let new_key = match &inner.protected.key {
-        KeySource::Jwk(jwk) => jwk.clone(),
-        KeySource::Kid(_) => return Err(Problem::malformed("inner JWS must carry the new key as jwk")),
-    };
-    inner.verify(&new_key).map_err(|p| Problem::malformed(format!("inner JWS: {}", p.detail)))?;
-    if inner.protected.nonce.is_some() {
-        return Err(Problem::malformed("inner JWS must not have a nonce"));
-    }
-    if inner.protected.url != st.urls.key_change() {
-        return Err(Problem::malformed("inner JWS url must equal the outer url"));
-    }
-    let payload: KeyChangePayload = inner.payload_json()?;
-    if payload.account != st.urls.account(&req.account.id) {
-        return Err(Problem::unauthorized("inner payload account is not the signing account"));
-    }
-    let old_key = PublicJwk::from_json(&payload.old_key)
-        .map_err(|p| Problem::malformed(format!("inner payload oldKey: {}", p.detail)))?;
-    if old_key.thumbprint() != req.account.thumbprint {
-        return Err(Problem::unauthorized("inner payload oldKey is not the account's current key"));
-    }
+/// POST /acme/key-change: the request was checked by `SignedKeyChange`; the store swaps the key
+/// unless another account has it or the account's key changed meanwhile.
+pub async fn key_change(State(st): State<AppState>, req: SignedKeyChange) -> Result<AcmeResponse, Problem> {
+    let (account, new_key) = (req.account, req.new_key);
     let new_thumbprint = new_key.thumbprint();
-    if new_thumbprint == req.account.thumbprint {
-        return Err(Problem::malformed("the new key is the account's current key"));
-    }
-    match st.store.change_key(&req.account.id, &req.account.thumbprint, &new_thumbprint, &new_key.to_json()).await? {
+    match st.store.change_key(&account.id, &account.thumbprint, &new_thumbprint, &new_key.to_json()).await? {
         KeyChange::Changed => {
-            tracing::info!(account_id = %req.account.id, "account key changed");
-            let acct = st.store.account(&req.account.id).await?.ok_or_else(|| Problem::not_found("no such account"))?;
+            tracing::info!(account_id = %account.id, "account key changed");
+            let acct = st.store.account(&account.id).await?.ok_or_else(|| Problem::not_found("no such account"))?;
             Ok(AcmeResponse::json(StatusCode::OK, &wire(&acct, &st)).location(st.urls.account(&acct.id)))
         }
         KeyChange::Conflict(other) => {

@@ -4,17 +4,13 @@
 use axum::extract::State;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::StatusCode;
-use tracing::Span;
-use x509_parser::{certificate::X509Certificate, pem::Pem, prelude::FromDer, public_key::PublicKey};
+use x509_parser::{certificate::X509Certificate, pem::Pem, prelude::FromDer};
 
 use crate::{
     acme::{Problem, ProblemType, types::RevocationRequest},
     api::AcmeResponse,
     audit::AuditEvent,
-    jws::{
-        PublicJwk,
-        extract::{SignedAny, Signer},
-    },
+    jws::extract::SignedAny,
     revocation::{check_reason, tell_ca},
     state::AppState,
     store::CertificateRow,
@@ -35,26 +31,8 @@ pub async fn revoke_cert(
         return Err(Problem::malformed("certificate has trailing data"));
     }
     let record = find_issued(&st, &cert, &der).await?;
-    match &req.signer {
-        Signer::Account(acct) => {
-            Span::current().record("account_id", acct.id.as_str());
-            if acct.id != record.account_id {
-                return Err(Problem::unauthorized("this certificate was issued to another account"));
-            }
-        }
-        Signer::Key(jwk) => {
-            if !key_matches(jwk, &cert) {
-                return Err(Problem::unauthorized(
-                    "the request is signed neither by the account nor by the certificate's key",
-                ));
-            }
-        }
-    }
-    let actor = match &req.signer {
-        Signer::Account(acct) => format!("account:{}", acct.id),
-        Signer::Key(_) => "certificate-key".to_owned(),
-    };
-    revoke(&st, &record, reason, actor).await?;
+    req.signer.may_revoke(&record.account_id, cert.public_key())?;
+    revoke(&st, &record, reason, req.signer.actor()).await?;
     Ok(AcmeResponse::empty(StatusCode::OK))
 }
 
@@ -96,29 +74,6 @@ async fn find_issued(st: &AppState, cert: &X509Certificate<'_>, der: &[u8]) -> R
 pub fn serial_hex(raw: &[u8]) -> String {
     let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len().saturating_sub(1));
     raw[start..].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether `jwk` is the certificate's subject public key.
-fn key_matches(jwk: &PublicJwk, cert: &X509Certificate<'_>) -> bool {
-    let spki = cert.public_key();
-    let strip = |b: &[u8]| b.iter().position(|x| *x != 0).map_or_else(Vec::new, |i| b[i..].to_vec());
-    match (jwk, spki.parsed()) {
-        (PublicJwk::Ec { x, y, .. }, Ok(PublicKey::EC(point))) => {
-            let data = point.data();
-            data.len() == 1 + x.len() + y.len()
-                && data[0] == 4
-                && data[1..=x.len()] == x[..]
-                && data[1 + x.len()..] == y[..]
-        }
-        (PublicJwk::Rsa { n, e }, Ok(PublicKey::RSA(rsa))) => {
-            strip(rsa.modulus) == strip(n) && strip(rsa.exponent) == strip(e)
-        }
-        (PublicJwk::Ed25519 { x }, _) => {
-            spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519
-                && spki.subject_public_key.data[..] == x[..]
-        }
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -15,8 +15,9 @@ use ring::{
 use serde_json::Value;
 
 use crate::{
-    acme::Problem,
+    acme::{Problem, ProblemType},
     jws::{Flattened, PublicJwk},
+    store::Store,
 };
 
 const SECRET_LEN: usize = 32;
@@ -137,6 +138,38 @@ impl EabSecret {
         hmac::verify(&key, signing_input.as_bytes(), &signature)
             .map_err(|_| Problem::unauthorized("externalAccountBinding: the MAC does not verify for this kid"))?;
         Ok(kid.to_owned())
+    }
+}
+
+/// What a newAccount request's `externalAccountBinding` yields: the kid of an EAB key whose MAC
+/// verified and which is still usable, or `None` without a binding (`externalAccountRequired`
+/// when this server requires one). RFC 8555 §7.3.4: the MAC first, then the key's state.
+pub async fn account_binding(
+    store: &Store,
+    secret: &EabSecret,
+    required: bool,
+    binding: Option<&Value>,
+    jwk: &PublicJwk,
+    url: &str,
+    now: i64,
+) -> Result<Option<String>, Problem> {
+    let Some(binding) = binding else {
+        if required {
+            return Err(Problem::new(
+                ProblemType::ExternalAccountRequired,
+                "this server requires an external account binding (ask the operator for an EAB kid and key)",
+            ));
+        }
+        return Ok(None);
+    };
+    let kid = secret.verify_binding(binding, jwk, url)?;
+    // The MAC verified, so the kid was made by this server's secret; its record says whether it is usable.
+    let key = store.eab_key(&kid).await?.ok_or_else(|| Problem::unauthorized("externalAccountBinding: unknown kid"))?;
+    match key.state(now) {
+        "unused" => Ok(Some(kid)),
+        "used" => Err(Problem::unauthorized("externalAccountBinding: this EAB key was already used")),
+        "expired" => Err(Problem::unauthorized("externalAccountBinding: this EAB key has expired")),
+        _ => Err(Problem::unauthorized("externalAccountBinding: this EAB key was revoked")),
     }
 }
 

@@ -3,6 +3,8 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::{Map, Value, json};
 
+use x509_parser::{public_key::PublicKey, x509::SubjectPublicKeyInfo};
+
 use crate::acme::Problem;
 
 /// Smallest and largest RSA modulus accepted (DESIGN.md: RSA < 2048 is `badPublicKey`).
@@ -134,6 +136,28 @@ impl PublicJwk {
     /// RFC 8555 §8.1: `token || '.' || thumbprint`.
     pub fn key_authorization(&self, token: &str) -> String {
         format!("{token}.{}", self.thumbprint())
+    }
+
+    /// Whether this is the key of `spki` (a certificate's subject public key).
+    pub fn is_key_of(&self, spki: &SubjectPublicKeyInfo<'_>) -> bool {
+        let strip = |b: &[u8]| b.iter().position(|x| *x != 0).map_or_else(Vec::new, |i| b[i..].to_vec());
+        match (self, spki.parsed()) {
+            (PublicJwk::Ec { x, y, .. }, Ok(PublicKey::EC(point))) => {
+                let data = point.data();
+                data.len() == 1 + x.len() + y.len()
+                    && data[0] == 4
+                    && data[1..=x.len()] == x[..]
+                    && data[1 + x.len()..] == y[..]
+            }
+            (PublicJwk::Rsa { n, e }, Ok(PublicKey::RSA(rsa))) => {
+                strip(rsa.modulus) == strip(n) && strip(rsa.exponent) == strip(e)
+            }
+            (PublicJwk::Ed25519 { x }, _) => {
+                spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519
+                    && spki.subject_public_key.data[..] == x[..]
+            }
+            _ => false,
+        }
     }
 }
 

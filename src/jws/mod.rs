@@ -4,6 +4,7 @@
 pub mod eab;
 pub mod extract;
 mod jwk;
+pub mod keychange;
 pub mod nonce;
 mod parse;
 mod verify;
