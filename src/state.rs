@@ -11,7 +11,7 @@ use crate::{
     issuer::{Issuer, KeyPolicy},
     jws::{extract::Verifier, nonce::Nonces},
     metrics::Metrics,
-    policy::{Lifecycle, Policy},
+    policy::{Admission, Lifecycle, Policy},
     store::Store,
 };
 
@@ -110,6 +110,13 @@ impl Wake {
     /// Signals that an issuance finished (whatever its outcome).
     pub fn issued(&self) {
         self.issued.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+impl AppState {
+    /// What admitting an order consults.
+    pub fn admission(&self) -> Admission<'_> {
+        Admission { store: &self.store, policy: &self.policy, lifecycle: &self.lifecycle, limits: &self.limits.rate }
     }
 }
 

@@ -1,8 +1,6 @@
 //! newOrder, order and finalize (RFC 8555 §7.4). The CA is never called from here: finalize
 //! records the checked CSR and the issuance worker signs it.
 
-use std::collections::BTreeSet;
-
 use axum::{
     Extension,
     extract::{Path, State},
@@ -13,77 +11,31 @@ use tracing::Span;
 
 use crate::{
     acme::{
-        Identifier, Problem, ProblemType, Subproblem, ari,
+        Identifier, Problem, ProblemType,
         types::{FinalizeRequest, NewOrderRequest, OrderStatus},
     },
     api::{AcmeResponse, render},
     audit::AuditEvent,
     issuer::IssuanceRequest,
     jws::extract::{PostAsGet, Signed},
-    policy::ratelimit::{self, ClientAddr},
-    policy::scope::scope_allows,
+    policy::ratelimit::ClientAddr,
     state::AppState,
-    store::{AccountRow, EabKeyRow, NewAuthz, NewOrder, OrderRow},
+    store::OrderRow,
 };
 
-/// POST /acme/new-order. A refusal of names (policy, scope, rate limits) is audited.
+/// POST /acme/new-order: admitted by `policy::Admission`; a refusal of names (policy, scope,
+/// rate limits) is audited.
 pub async fn new_order(
     State(st): State<AppState>,
     addr: Option<Extension<ClientAddr>>,
     req: Signed<NewOrderRequest>,
 ) -> Result<AcmeResponse, Problem> {
-    Span::current().record("account_id", req.account.id.as_str());
-    let account_id = req.account.id.clone();
-    let asked: Vec<Identifier> = req
-        .payload
-        .identifiers
-        .iter()
-        .take(st.policy.max_identifiers())
-        .filter_map(|raw| Identifier::parse(raw).ok())
-        .collect();
-    let result = create_order(&st, req).await;
-    if let Err(p) = &result
-        && matches!(
-            p.kind,
-            ProblemType::RejectedIdentifier | ProblemType::UnsupportedIdentifier | ProblemType::RateLimited
-        )
-    {
-        AuditEvent::by_account("order_refused", &account_id)
-            .identifiers(&asked)
-            .client_ip(addr.map(|Extension(ClientAddr(ip))| ip))
-            .detail(format!("{}: {}", p.kind.code(), p.detail))
-            .record(&st.store, st.clock.unix())
-            .await;
-    }
-    result
-}
-
-async fn create_order(st: &AppState, req: Signed<NewOrderRequest>) -> Result<AcmeResponse, Problem> {
-    let identifiers = parse_identifiers(&req.payload, st.policy.max_identifiers())?;
-    st.policy.check(&identifiers)?;
-    let binding = eab_key_of(st, &req.account).await?;
-    if let Some(key) = &binding {
-        check_scope(key, &identifiers)?;
-    }
-    let profile = choose_profile(st, req.payload.profile.as_deref(), binding.as_ref())?;
-    ratelimit::check_new_order(&st.store, &st.limits.rate, &req.account.id, &identifiers, st.clock.unix()).await?;
-    if let Some(replaces) = &req.payload.replaces {
-        check_replaces(st, &req.account, replaces, &identifiers).await?;
-    }
-    let authzs: Vec<NewAuthz> = identifiers
-        .iter()
-        .map(|id| NewAuthz { identifier: id.clone(), challenges: st.policy.challenges_for(id) })
-        .collect();
-    let now = st.clock.unix();
-    let new = NewOrder {
-        identifiers,
-        authzs,
-        // Never rejected (cert-manager always sends them): kept, and clamped by the CA at issuance.
-        not_before: req.payload.not_before.map(|t| t.unix_timestamp()),
-        not_after: req.payload.not_after.map(|t| t.unix_timestamp()),
-        profile,
-        replaces: req.payload.replaces.clone(),
+    let admission = st.admission();
+    let new = match admission.new_order(&req.account, &req.payload, st.clock.unix()).await {
+        Ok(new) => new,
+        Err(p) => return Err(refused(&st, &req, admission.asked(&req.payload), addr, p).await),
     };
+    let now = st.clock.unix();
     let order =
         st.store.create_order(&req.account.id, &new, now, now + st.limits.order_ttl_secs).await?.ok_or_else(|| {
             Problem::new(ProblemType::AlreadyReplaced, "another order already replaces this certificate")
@@ -93,104 +45,24 @@ async fn create_order(st: &AppState, req: Signed<NewOrderRequest>) -> Result<Acm
         .location(st.urls.order(&order.id)))
 }
 
-/// The EAB key an account was bound with, if any.
-async fn eab_key_of(st: &AppState, account: &AccountRow) -> Result<Option<EabKeyRow>, Problem> {
-    match &account.eab_kid {
-        Some(kid) => Ok(st.store.eab_key(kid).await?),
-        None => Ok(None),
-    }
-}
-
-/// An account made with a scoped EAB key orders only names in that scope.
-fn check_scope(key: &EabKeyRow, identifiers: &[Identifier]) -> Result<(), Problem> {
-    let refused: Vec<Subproblem> = identifiers
-        .iter()
-        .filter(|id| !scope_allows(&key.scope, id))
-        .map(|id| Subproblem {
-            kind: ProblemType::RejectedIdentifier,
-            detail: format!("{} is outside this account's scope ({})", id.value(), key.scope.join(", ")),
-            identifier: Some(id.clone()),
-        })
-        .collect();
-    match refused.len() {
-        0 => Ok(()),
-        1 => Err(Problem::rejected_identifier(refused[0].detail.clone()).with_subproblems(refused)),
-        n => Err(Problem::rejected_identifier(format!("{n} identifiers are outside this account's scope"))
-            .with_subproblems(refused)),
-    }
-}
-
-/// The order's profile: the one its EAB key fixes, else the one asked for, else the default.
-fn choose_profile(st: &AppState, asked: Option<&str>, binding: Option<&EabKeyRow>) -> Result<Option<String>, Problem> {
-    let profiles = &st.lifecycle.profiles;
-    let invalid = |m: String| Problem::new(ProblemType::InvalidProfile, m);
-    if let Some(fixed) = binding.and_then(|k| k.profile.as_deref()) {
-        return match asked {
-            Some(a) if a != fixed => Err(invalid(format!("this account may only use profile {fixed:?}"))),
-            _ => Ok(Some(fixed.to_owned())),
-        };
-    }
-    match asked {
-        Some(a) if profiles.contains_key(a) => Ok(Some(a.to_owned())),
-        Some(a) if profiles.is_empty() => {
-            Err(invalid(format!("profile {a:?} is not offered: this server has no profiles")))
-        }
-        Some(a) => {
-            let known: Vec<&str> = profiles.keys().map(String::as_str).collect();
-            Err(invalid(format!("profile {a:?} is not offered; profiles are {}", known.join(", "))))
-        }
-        None => Ok(st.lifecycle.default_profile.clone()),
-    }
-}
-
-/// RFC 9773 §5: `replaces` must name a certificate of this account sharing a name with the order.
-async fn check_replaces(
+/// Audits a refusal of names (policy, scope, rate limits) and hands the problem back.
+async fn refused(
     st: &AppState,
-    account: &AccountRow,
-    replaces: &str,
-    ids: &[Identifier],
-) -> Result<(), Problem> {
-    let id = ari::parse_cert_id(replaces)?;
-    let old = st
-        .store
-        .certificate_by_ari_id(id)
-        .await?
-        .ok_or_else(|| Problem::malformed("replaces names a certificate this server did not issue"))?;
-    if old.account_id != account.id {
-        return Err(Problem::unauthorized("replaces names a certificate of another account"));
+    req: &Signed<NewOrderRequest>,
+    asked: Vec<Identifier>,
+    addr: Option<Extension<ClientAddr>>,
+    p: Problem,
+) -> Problem {
+    let names = [ProblemType::RejectedIdentifier, ProblemType::UnsupportedIdentifier, ProblemType::RateLimited];
+    if names.contains(&p.kind) {
+        AuditEvent::by_account("order_refused", &req.account.id)
+            .identifiers(&asked)
+            .client_ip(addr.map(|Extension(ClientAddr(ip))| ip))
+            .detail(format!("{}: {}", p.kind.code(), p.detail))
+            .record(&st.store, st.clock.unix())
+            .await;
     }
-    if !old.identifiers.iter().any(|i| ids.contains(i)) {
-        return Err(Problem::malformed("the order shares no identifier with the certificate it replaces"));
-    }
-    Ok(())
-}
-
-/// Parses, normalises, de-duplicates and sorts; every bad identifier becomes a subproblem.
-fn parse_identifiers(req: &NewOrderRequest, max: usize) -> Result<Vec<Identifier>, Problem> {
-    if req.identifiers.is_empty() {
-        return Err(Problem::malformed("an order needs at least one identifier"));
-    }
-    if req.identifiers.len() > max {
-        return Err(Problem::rejected_identifier(format!("an order may have at most {max} identifiers")));
-    }
-    let mut ok = BTreeSet::new();
-    let mut bad = Vec::new();
-    for raw in &req.identifiers {
-        match Identifier::parse(raw) {
-            Ok(id) => {
-                ok.insert(id);
-            }
-            Err(p) => bad.push(Subproblem { kind: p.kind, detail: p.detail, identifier: None }),
-        }
-    }
-    match bad.len() {
-        0 => Ok(ok.into_iter().collect()),
-        1 => {
-            let first = bad.remove(0);
-            Err(Problem::new(first.kind, first.detail))
-        }
-        n => Err(Problem::rejected_identifier(format!("{n} identifiers are not valid")).with_subproblems(bad)),
-    }
+    p
 }
 
 /// The caller's order, or 404: another account's order is indistinguishable from none.

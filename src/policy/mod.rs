@@ -3,10 +3,12 @@
 //! signed with (`profile`), and the rate limits (`ratelimit`). Handlers and jobs ask here; none
 //! decides on its own.
 
+pub mod admit;
 mod names;
 pub mod profile;
 pub mod ratelimit;
 pub mod scope;
 
+pub use admit::Admission;
 pub use names::Policy;
 pub use profile::Lifecycle;
