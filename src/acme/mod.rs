@@ -1,8 +1,9 @@
-//! RFC 8555 vocabulary: wire types, identifiers and problems. No I/O.
+//! RFC 8555 vocabulary: wire types, identifiers, problems and derived statuses. No I/O.
 
 pub mod ari;
 pub mod identifier;
 pub mod problem;
+mod status;
 pub mod types;
 pub mod urls;
 

@@ -99,7 +99,7 @@ pub async fn finalize(
     Span::current().record("order_id", id.as_str());
     let order = own_order(&st, &req.account.id, &id).await?;
     let now = st.clock.unix();
-    if render::order(&order, &st.urls, now).status != OrderStatus::Ready {
+    if order.status.at(order.expires_at, now) != OrderStatus::Ready {
         return Err(Problem::order_not_ready(format!("order is {}, not ready", order.status)));
     }
     let der = URL_SAFE_NO_PAD

@@ -1,19 +1,15 @@
-//! Store rows to wire objects. Expiry is applied here, at read time.
+//! Store rows to wire objects, with their statuses at read time (`acme::status`).
 
 use crate::{
-    acme::{
-        self, Urls,
-        types::{AuthorizationStatus, ChallengeStatus, OrderStatus},
-    },
+    acme::{self, Urls, types::ChallengeStatus},
     clock::from_unix,
     store::{AuthzRow, ChallengeRow, OrderRow},
 };
 
 /// RFC 8555 §7.1.3, with pending/ready orders past `expires` shown as `invalid`.
 pub fn order(o: &OrderRow, urls: &Urls, now: i64) -> acme::types::Order {
-    let expired = matches!(o.status, OrderStatus::Pending | OrderStatus::Ready) && now >= o.expires_at;
     acme::types::Order {
-        status: if expired { OrderStatus::Invalid } else { o.status },
+        status: o.status.at(o.expires_at, now),
         expires: Some(from_unix(o.expires_at)),
         identifiers: o.identifiers.clone(),
         not_before: o.not_before.map(from_unix),
@@ -29,13 +25,9 @@ pub fn order(o: &OrderRow, urls: &Urls, now: i64) -> acme::types::Order {
 
 /// RFC 8555 §7.1.4, with a pending authorization past `expires` shown as `expired`.
 pub fn authz(a: &AuthzRow, urls: &Urls, now: i64) -> acme::types::Authorization {
-    let status = match a.status {
-        AuthorizationStatus::Pending if now >= a.expires_at => AuthorizationStatus::Expired,
-        s => s,
-    };
     acme::types::Authorization {
         identifier: a.identifier.clone(),
-        status,
+        status: a.status.at(a.expires_at, now),
         expires: Some(from_unix(a.expires_at)),
         challenges: a.challenges.iter().map(|c| challenge(c, urls)).collect(),
         wildcard: a.wildcard,
