@@ -116,7 +116,13 @@ impl Wake {
 impl AppState {
     /// What admitting an order consults.
     pub fn admission(&self) -> Admission<'_> {
-        Admission { store: &self.store, policy: &self.policy, lifecycle: &self.lifecycle, limits: &self.limits.rate }
+        Admission {
+            store: &self.store,
+            policy: &self.policy,
+            lifecycle: &self.lifecycle,
+            limits: &self.limits.rate,
+            key_policy: &self.limits.key_policy,
+        }
     }
 }
 

@@ -16,7 +16,6 @@ use crate::{
     },
     api::{AcmeResponse, render},
     audit::AuditEvent,
-    issuer::IssuanceRequest,
     jws::extract::{PostAsGet, Signed},
     policy::ratelimit::ClientAddr,
     state::AppState,
@@ -105,21 +104,10 @@ pub async fn finalize(
     let der = URL_SAFE_NO_PAD
         .decode(req.payload.csr.trim_end_matches('='))
         .map_err(|_| Problem::malformed("csr is not base64url"))?;
-    let nb = order.not_before.map(crate::clock::from_unix);
-    let na = order.not_after.map(crate::clock::from_unix);
-    // badCSR here, before anything is written: the CA only ever sees checked requests, and only
-    // with a key the role it is routed to takes (a Vault refusal after this point would make
-    // the order invalid; RFC 8555 §7.4 lets a ready order be finalized again with another CSR).
-    let checked = IssuanceRequest::new(&order.identifiers, &der, &st.limits.key_policy, nb, na)
-        .and_then(|req| st.lifecycle.check_key(order.profile.as_deref(), req.key).map_err(Problem::bad_csr));
-    if let Err(p) = checked {
-        AuditEvent::by_account("finalize_refused", &req.account.id)
-            .order(&id)
-            .identifiers(&order.identifiers)
-            .detail(format!("{}: {}", p.kind.code(), p.detail))
-            .record(&st.store, now)
-            .await;
-        return Err(p);
+    // badCSR here, before anything is written (a Vault refusal after this point would make the
+    // order invalid; RFC 8555 §7.4 lets a ready order be finalized again with another CSR).
+    if let Err(p) = st.admission().finalize(&order, &der, now) {
+        return Err(finalize_refused(&st, &order, p, now).await);
     }
     let mut issued = st.wake.issued.subscribe();
     if !st.store.begin_issuance(&id, &der, now).await? {
@@ -128,6 +116,17 @@ pub async fn finalize(
     st.wake.issuance.notify_one();
     let order = wait_for_issuance(&st, &id, &mut issued).await?;
     Ok(respond(&st, &order))
+}
+
+/// Audits a CSR refused at finalize and hands the problem back.
+async fn finalize_refused(st: &AppState, order: &OrderRow, p: Problem, now: i64) -> Problem {
+    AuditEvent::by_account("finalize_refused", &order.account_id)
+        .order(&order.id)
+        .identifiers(&order.identifiers)
+        .detail(format!("{}: {}", p.kind.code(), p.detail))
+        .record(&st.store, now)
+        .await;
+    p
 }
 
 /// Waits (briefly) for the worker, so a healthy CA answers `valid` without a poll round trip.

@@ -10,7 +10,9 @@ use crate::{
         Identifier, Problem, ProblemType, Subproblem, ari,
         types::{AccountStatus, NewOrderRequest},
     },
+    clock::from_unix,
     config::LimitsConfig,
+    issuer::{IssuanceRequest, KeyPolicy},
     policy::{Lifecycle, Policy, ratelimit, scope::scope_allows},
     store::{AccountRow, EabKeyRow, NewAuthz, NewOrder, OrderRow, Store},
 };
@@ -22,6 +24,8 @@ pub struct Admission<'a> {
     pub policy: &'a Policy,
     pub lifecycle: &'a Lifecycle,
     pub limits: &'a LimitsConfig,
+    /// CSR keys accepted at finalize.
+    pub key_policy: &'a KeyPolicy,
 }
 
 impl Admission<'_> {
@@ -51,6 +55,30 @@ impl Admission<'_> {
             profile,
             replaces: req.replaces.clone(),
         })
+    }
+
+    /// finalize's check of `csr` for `order`: the checked request (names equal to the order's,
+    /// a key the key policy accepts), and a key the role it is routed to takes (`badCSR`
+    /// otherwise). Called before anything is written, so the CA only ever sees checked requests.
+    pub fn finalize(&self, order: &OrderRow, csr: &[u8], now: i64) -> Result<IssuanceRequest, Problem> {
+        let req = self.signing_request(order, csr, now)?;
+        self.lifecycle.check_key(order.profile.as_deref(), req.key).map_err(Problem::bad_csr)?;
+        Ok(req)
+    }
+
+    /// The request the issuance job signs for `order` with its stored `csr`: the same check as at
+    /// finalize (so a changed policy cannot be bypassed by an order queued before the change),
+    /// with the role and lifetime its profile and key are routed to (`Lifecycle::route`).
+    pub fn signing_request(&self, order: &OrderRow, csr: &[u8], now: i64) -> Result<IssuanceRequest, Problem> {
+        let req = IssuanceRequest::new(
+            &order.identifiers,
+            csr,
+            self.key_policy,
+            order.not_before.map(from_unix),
+            order.not_after.map(from_unix),
+        )?;
+        let target = self.lifecycle.route(order.profile.as_deref(), req.key);
+        Ok(req.with_target(target, from_unix(now)))
     }
 
     /// What changed since the order was finalized that forbids signing it now: the account is
