@@ -511,9 +511,8 @@ async fn find_cert(store: &Store, key: &str) -> Result<CertificateRow, CliError>
     if let Some(c) = store.certificate(key).await? {
         return Ok(c);
     }
-    let serial = crate::issuer::normalize_serial(key);
-    if !serial.is_empty() && serial.len() == key.chars().filter(|c| *c != ':').count() {
-        let mut found = store.certificates_by_serial(&serial).await?;
+    if let Some(serial) = crate::acme::Serial::parse(key) {
+        let mut found = store.certificates_by_serial(serial.as_str()).await?;
         if found.len() == 1 {
             return Ok(found.remove(0));
         }

@@ -3,10 +3,12 @@
 pub mod ari;
 pub mod identifier;
 pub mod problem;
+pub mod serial;
 mod status;
 pub mod types;
 pub mod urls;
 
 pub use identifier::{Identifier, RawIdentifier};
 pub use problem::{Problem, ProblemType, Subproblem};
+pub use serial::Serial;
 pub use urls::Urls;

@@ -7,7 +7,7 @@ use http::StatusCode;
 use x509_parser::{certificate::X509Certificate, pem::Pem, prelude::FromDer};
 
 use crate::{
-    acme::{Problem, ProblemType, types::RevocationRequest},
+    acme::{Problem, ProblemType, Serial, types::RevocationRequest},
     api::AcmeResponse,
     audit::AuditEvent,
     jws::extract::SignedAny,
@@ -57,8 +57,8 @@ async fn revoke(st: &AppState, record: &CertificateRow, reason: u8, actor: Strin
 
 /// The store's record of exactly this certificate (same serial and same bytes).
 async fn find_issued(st: &AppState, cert: &X509Certificate<'_>, der: &[u8]) -> Result<CertificateRow, Problem> {
-    let serial = serial_hex(cert.raw_serial());
-    for record in st.store.certificates_by_serial(&serial).await? {
+    let serial = Serial::from_bytes(cert.raw_serial());
+    for record in st.store.certificates_by_serial(serial.as_str()).await? {
         let same = Pem::iter_from_buffer(record.chain_pem.as_bytes())
             .next()
             .and_then(Result::ok)
@@ -68,22 +68,4 @@ async fn find_issued(st: &AppState, cert: &X509Certificate<'_>, der: &[u8]) -> R
         }
     }
     Err(Problem::not_found("this server did not issue that certificate"))
-}
-
-/// Lower-case hex without leading zero bytes (how the store keeps serials).
-pub fn serial_hex(raw: &[u8]) -> String {
-    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len().saturating_sub(1));
-    raw[start..].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serials_lose_leading_zero_bytes() {
-        assert_eq!(serial_hex(&[0x00, 0x87, 0x65]), "8765");
-        assert_eq!(serial_hex(&[0x0a, 0x01]), "0a01");
-        assert_eq!(serial_hex(&[0x00]), "00");
-    }
 }

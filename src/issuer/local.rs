@@ -14,7 +14,7 @@ use rcgen::{
 use ring::rand::{SecureRandom, SystemRandom};
 use time::OffsetDateTime;
 
-use super::{IssuanceRequest, IssueError, Issued, Issuer, normalize_serial};
+use super::{IssuanceRequest, IssueError, Issued, Issuer};
 use crate::acme::Identifier;
 
 /// Why the local CA could not be loaded or used.
@@ -190,11 +190,11 @@ impl LocalCa {
         params.not_before = not_before;
         params.not_after = not_after;
         let serial = random_serial()?;
-        let serial_hex = hex(&serial.to_bytes());
+        let serial_text: String = crate::acme::Serial::from_bytes(&serial.to_bytes()).into();
         params.serial_number = Some(serial);
         let cert = params.signed_by(&spki, &self.issuer)?;
         Ok(Issued {
-            serial: normalize_serial(&serial_hex),
+            serial: serial_text,
             leaf_pem: cert.pem(),
             // The CA is the root, but certbot refuses a chain of one certificate, so it is sent.
             chain_pem: vec![self.ca_pem.clone()],

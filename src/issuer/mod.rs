@@ -135,11 +135,6 @@ pub trait Issuer: fmt::Debug + Send + Sync {
     fn name(&self) -> &'static str;
 }
 
-/// Lower-case hex without separators: the store's form of a serial.
-pub fn normalize_serial(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_hexdigit()).collect::<String>().to_ascii_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,7 +163,6 @@ mod tests {
         let p = Problem::from(IssueError::unavailable("connect: 10.0.0.9:8200 refused"));
         assert_eq!((p.kind.code(), p.status), ("serverInternal", 500));
         assert!(!p.detail.contains("10.0.0.9"), "the cause is logged, not sent");
-        assert_eq!(normalize_serial("0A:0b:1C"), "0a0b1c");
         let p = Problem::from(IssueError::Mismatch {
             serial: "0a".into(),
             names: vec![Identifier::Dns("victim.lab.test".into())],
