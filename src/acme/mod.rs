@@ -2,6 +2,7 @@
 
 pub mod ari;
 pub mod identifier;
+pub mod ids;
 pub mod problem;
 pub mod serial;
 mod status;

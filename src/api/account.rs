@@ -9,6 +9,7 @@ use serde::Deserialize;
 use tracing::Span;
 
 use crate::{
+    acme::ids::AccountId,
     acme::{
         Problem,
         types::{self, AccountRequest, AccountStatus, OrdersList},
@@ -137,11 +138,10 @@ struct AccountUpdate {
 /// POST /acme/acct/{id}: POST-as-GET, contact update, or `{"status":"deactivated"}`.
 pub async fn account(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<AccountId>,
     req: SignedOrGet,
 ) -> Result<AcmeResponse, Problem> {
-    Span::current().record("account_id", req.account.id.as_str());
-    if req.account.id != id {
+    if req.account.id != id.as_str() {
         return Err(Problem::unauthorized("an account can only be read or changed with its own key"));
     }
     if let Some(payload) = req.payload {
@@ -175,11 +175,11 @@ pub struct Page {
 /// at a time, with `Link: <next page>;rel="next"` while there are more.
 pub async fn orders(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<AccountId>,
     Query(page): Query<Page>,
     req: PostAsGet,
 ) -> Result<AcmeResponse, Problem> {
-    if req.account.id != id {
+    if req.account.id != id.as_str() {
         return Err(Problem::unauthorized("an account's orders can only be listed with its own key"));
     }
     let per_page = i64::from(st.limits.rate.orders_per_page);

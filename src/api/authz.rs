@@ -5,6 +5,7 @@ use http::StatusCode;
 use tracing::Span;
 
 use crate::{
+    acme::ids::{AuthzId, ChallengeId},
     acme::{
         Problem,
         types::{AuthorizationStatus, AuthorizationUpdate, ChallengeStatus},
@@ -16,7 +17,7 @@ use crate::{
     store::AuthzRow,
 };
 
-async fn own_authz(st: &AppState, account_id: &str, id: &str) -> Result<AuthzRow, Problem> {
+async fn own_authz(st: &AppState, account_id: &str, id: &AuthzId) -> Result<AuthzRow, Problem> {
     match st.store.authorization(id).await? {
         Some(a) if a.account_id == account_id => Ok(a),
         _ => Err(Problem::not_found("no such authorization")),
@@ -26,10 +27,9 @@ async fn own_authz(st: &AppState, account_id: &str, id: &str) -> Result<AuthzRow
 /// POST-as-GET /acme/authz/{id}.
 pub async fn authz(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<AuthzId>,
     req: SignedOrGet,
 ) -> Result<AcmeResponse, Problem> {
-    Span::current().record("account_id", req.account.id.as_str());
     let mut authz = own_authz(&st, &req.account.id, &id).await?;
     if let Some(payload) = req.payload {
         // RFC 8555 §7.5.2: the only update is `{"status": "deactivated"}`.
@@ -56,10 +56,9 @@ pub async fn authz(
 /// fields); an empty payload reads the challenge.
 pub async fn challenge(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<ChallengeId>,
     req: SignedOrGet,
 ) -> Result<AcmeResponse, Problem> {
-    Span::current().record("account_id", req.account.id.as_str());
     let Some((_, authz)) = st.store.challenge(&id).await?.filter(|(_, a)| a.account_id == req.account.id) else {
         return Err(Problem::not_found("no such challenge"));
     };

@@ -2,12 +2,17 @@
 
 use axum::extract::{Path, State};
 
-use crate::{acme::Problem, api::AcmeResponse, jws::extract::PostAsGet, state::AppState};
+use crate::{
+    acme::{Problem, ids::CertificateId},
+    api::AcmeResponse,
+    jws::extract::PostAsGet,
+    state::AppState,
+};
 
 /// POST-as-GET /acme/cert/{id}: the full chain, leaf first, as `application/pem-certificate-chain`.
 pub async fn certificate(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<CertificateId>,
     req: PostAsGet,
 ) -> Result<AcmeResponse, Problem> {
     match st.store.certificate(&id).await? {

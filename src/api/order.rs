@@ -10,6 +10,7 @@ use http::StatusCode;
 use tracing::Span;
 
 use crate::{
+    acme::ids::OrderId,
     acme::{
         Identifier, Problem, ProblemType,
         types::{FinalizeRequest, NewOrderRequest, OrderStatus},
@@ -65,7 +66,7 @@ async fn refused(
 }
 
 /// The caller's order, or 404: another account's order is indistinguishable from none.
-pub(crate) async fn own_order(st: &AppState, account_id: &str, id: &str) -> Result<OrderRow, Problem> {
+pub(crate) async fn own_order(st: &AppState, account_id: &str, id: &OrderId) -> Result<OrderRow, Problem> {
     match st.store.order(id).await? {
         Some(o) if o.account_id == account_id => Ok(o),
         _ => Err(Problem::not_found("no such order")),
@@ -81,7 +82,7 @@ fn respond(st: &AppState, order: &OrderRow) -> AcmeResponse {
 /// POST-as-GET /acme/order/{id}.
 pub async fn order(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<OrderId>,
     req: PostAsGet,
 ) -> Result<AcmeResponse, Problem> {
     Span::current().record("order_id", id.as_str());
@@ -92,7 +93,7 @@ pub async fn order(
 /// POST /acme/order/{id}/finalize.
 pub async fn finalize(
     State(st): State<AppState>,
-    Path(id): Path<String>,
+    Path(id): Path<OrderId>,
     req: Signed<FinalizeRequest>,
 ) -> Result<AcmeResponse, Problem> {
     Span::current().record("order_id", id.as_str());
