@@ -2,7 +2,6 @@
 
 use axum::extract::{Path, State};
 use http::StatusCode;
-use tracing::Span;
 
 use crate::{
     acme::ids::{AuthzId, ChallengeId},
