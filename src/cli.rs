@@ -11,12 +11,12 @@ use time::OffsetDateTime;
 use crate::{
     acme::Identifier,
     app,
-    audit::AuditEvent,
     clock::from_unix,
     config::Config,
     issuer::LocalCa,
     policy::scope::check_pattern,
     revocation::{check_reason, tell_ca},
+    store::AuditEvent,
     store::{CertificateRow, NewEabKey, RejectedRow, Store},
 };
 

@@ -4,7 +4,6 @@
 pub mod acme;
 pub mod api;
 pub mod app;
-pub mod audit;
 pub mod cleanup;
 pub mod cli;
 pub mod clock;

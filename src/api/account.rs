@@ -15,7 +15,6 @@ use crate::{
         types::{self, AccountRequest, AccountStatus, OrdersList},
     },
     api::AcmeResponse,
-    audit::AuditEvent,
     jws::{
         PublicJwk, eab,
         extract::{PostAsGet, SignedJwk, SignedOrGet},
@@ -23,6 +22,7 @@ use crate::{
     },
     policy::ratelimit::{self, ClientAddr},
     state::AppState,
+    store::AuditEvent,
     store::{AccountRow, KeyChange, NewAccountOutcome},
 };
 

@@ -16,10 +16,10 @@ use crate::{
         types::{FinalizeRequest, NewOrderRequest, OrderStatus},
     },
     api::{AcmeResponse, render},
-    audit::AuditEvent,
     jws::extract::{PostAsGet, Signed},
     policy::ratelimit::ClientAddr,
     state::AppState,
+    store::AuditEvent,
     store::OrderRow,
 };
 

@@ -9,10 +9,10 @@ use x509_parser::{certificate::X509Certificate, pem::Pem, prelude::FromDer};
 use crate::{
     acme::{Problem, ProblemType, Serial, types::RevocationRequest},
     api::AcmeResponse,
-    audit::AuditEvent,
     jws::extract::SignedAny,
     revocation::{check_reason, tell_ca},
     state::AppState,
+    store::AuditEvent,
     store::CertificateRow,
 };
 

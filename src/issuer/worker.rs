@@ -9,12 +9,12 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
     acme::{Problem, ari},
-    audit::AuditEvent,
     clock::Clock,
     issuer::{IssuanceRequest, IssueError, Issued, Issuer, KeyPolicy},
     policy::Lifecycle,
     revocation::revoke_rejected,
     state::Wake,
+    store::AuditEvent,
     store::{NewCertificate, NewRejected, OrderRow, RejectedRow, Store},
 };
 

@@ -26,14 +26,11 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 pub use copy::CopyReport;
 pub use rows::{
-    AccountRow, AccountSummary, AuditRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge, EabKeyRow,
-    OrderRow, PauseRow, RejectedRow, WindowCount,
+    AccountRow, AccountSummary, AuditEvent, AuditRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge,
+    EabKeyRow, OrderRow, PauseRow, RejectedRow, WindowCount,
 };
 
-use crate::{
-    acme::{Identifier, Problem, types::ChallengeType},
-    audit::AuditEvent,
-};
+use crate::acme::{Identifier, Problem, types::ChallengeType};
 
 /// The window every hourly limit counts over.
 pub const HOUR: i64 = 3600;
@@ -723,6 +720,20 @@ fn corrupt(table: &'static str, e: impl std::fmt::Display) -> StoreError {
 /// Parses a status column.
 fn status<T>(table: &'static str, s: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     parse(s).ok_or_else(|| StoreError::Corrupt { table, what: format!("unknown status {s:?}") })
+}
+
+impl AuditEvent {
+    /// Logs the event and keeps it in the store.
+    pub async fn record(self, store: &Store, now: i64) {
+        let names: Vec<String> = self.identifiers.iter().map(Identifier::value).collect();
+        tracing::info!(target: "vacme::audit", event = %self.event, actor = %self.actor,
+            account_id = self.account_id.as_deref().unwrap_or("-"), order_id = self.order_id.as_deref().unwrap_or("-"),
+            serial = self.serial.as_deref().unwrap_or("-"), identifiers = ?names,
+            client_ip = self.client_ip.as_deref().unwrap_or("-"), detail = %self.detail, "audit");
+        if let Err(e) = store.insert_audit(&self, now).await {
+            tracing::error!(error = %e, event = %self.event, "cannot record an audit event");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -525,7 +525,7 @@ async fn what_limits_admin_and_audit_read_is_there(s: Store) {
     assert_eq!(s.order(&again.id).await.unwrap().unwrap().status, OrderStatus::Invalid);
     assert_eq!(s.paused_identifiers(&acct.id, std::slice::from_ref(&name)).await.unwrap(), vec![name.clone()]);
 
-    let event = |account: &AccountRow| crate::audit::AuditEvent {
+    let event = |account: &AccountRow| crate::store::AuditEvent {
         event: "issued".into(),
         actor: format!("account:{}", account.id),
         account_id: Some(account.id.clone()),
@@ -556,7 +556,7 @@ async fn what_limits_admin_and_audit_read_is_there(s: Store) {
 }
 
 async fn audit_events_past_their_retention_are_purged(s: Store) {
-    let event = crate::audit::AuditEvent {
+    let event = crate::store::AuditEvent {
         event: "issued".into(),
         actor: "vacme".into(),
         account_id: None,

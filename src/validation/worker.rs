@@ -9,9 +9,9 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
     acme::{Identifier, Problem, Subproblem},
-    audit::AuditEvent,
     clock::Clock,
     state::Wake,
+    store::AuditEvent,
     store::{ClaimedChallenge, Store},
     validation::Validator,
 };

@@ -2,7 +2,7 @@
 
 use super::Postgres;
 use crate::{
-    audit::AuditEvent,
+    store::AuditEvent,
     store::{AuditRow, Result, rows::RawAudit},
 };
 

@@ -2,7 +2,7 @@
 
 use super::{Sqlite, execute, query};
 use crate::{
-    audit::AuditEvent,
+    store::AuditEvent,
     store::{AuditRow, Result, rows::RawAudit},
 };
 
