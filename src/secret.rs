@@ -1,6 +1,7 @@
-//! Strings that must never reach a log, an error message or `Debug` output.
+//! Strings that must never reach a log, an error message or `Debug` output, and files only
+//! their owner may read.
 
-use std::fmt;
+use std::{fmt, path::Path};
 
 use subtle::ConstantTimeEq;
 
@@ -39,6 +40,22 @@ impl PartialEq for Secret {
 }
 
 impl Eq for Secret {}
+
+/// Writes a new file only its owner can read (mode 0600 on Unix), refusing to replace one that
+/// exists (`AlreadyExists`): private keys and the EAB secret.
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
 
 #[cfg(test)]
 mod tests {

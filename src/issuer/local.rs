@@ -114,7 +114,7 @@ impl LocalCa {
         let cert = params.self_signed(&key)?;
         let ca_pem = cert.pem();
         // Key first, 0600 from the start; the certificate is what marks the CA as complete.
-        write_private(key_path, key.serialize_pem().as_bytes()).map_err(io(key_path))?;
+        crate::secret::write_private(key_path, key.serialize_pem().as_bytes()).map_err(io(key_path))?;
         std::fs::write(cert_path, &ca_pem).map_err(io(cert_path))?;
         let issuer = RcIssuer::new(params, key);
         Ok(Self { dir: dir.to_owned(), ca_pem, issuer })
@@ -233,20 +233,6 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 #[cfg(not(unix))]
 fn set_mode(_: &Path, _: u32) -> std::io::Result<()> {
     Ok(())
-}
-
-pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 /// The local CA as an `Issuer`.

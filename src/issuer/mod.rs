@@ -15,7 +15,6 @@ use time::OffsetDateTime;
 use crate::acme::{Identifier, Problem, ProblemType};
 
 pub use csr::{CsrKey, IssuanceRequest, KeyKind, KeyPolicy, SignTarget};
-pub(crate) use local::write_private;
 pub use local::{LocalCa, LocalCaError, LocalIssuer};
 pub use vault::{VaultAuth, VaultIssuer, VaultSettings};
 

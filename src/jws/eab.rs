@@ -57,7 +57,7 @@ impl EabSecret {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
-                match crate::issuer::write_private(path, &fresh) {
+                match crate::secret::write_private(path, &fresh) {
                     Ok(()) => fresh.to_vec(),
                     // Another process (a replica, the CLI) made it first: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(path).map_err(io)?,
