@@ -10,7 +10,6 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     acme::Urls,
     api,
-    cleanup::Cleanup,
     clock::{Clock, SystemClock},
     config::{Config, TlsSource, VaultAuthMethod},
     conn::{ConnLimits, Gate},
@@ -18,7 +17,11 @@ use crate::{
     issuer::{
         IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, VaultAuth, VaultIssuer, VaultSettings,
         role::{RoleBook, VaultRoutes},
-        worker::IssuanceWorker,
+    },
+    jobs::{
+        cleanup::Cleanup,
+        issuance::IssuanceWorker,
+        validation::{ValidationWorker, ValidationWorkerSettings},
     },
     metrics::Metrics,
     nonce::{MemoryNonces, Nonces},
@@ -27,10 +30,7 @@ use crate::{
     state::{AppState, Lifecycle, Limits, Shared, Wake},
     store::Store,
     tls::ServingCert,
-    validation::{
-        NetValidator, ValidationSettings, Validator,
-        worker::{ValidationWorker, ValidationWorkerSettings},
-    },
+    validation::{NetValidator, ValidationSettings, Validator},
 };
 
 /// Why vacme could not start.
@@ -87,7 +87,7 @@ impl App {
         } else {
             Nonces::Memory(MemoryNonces::new()?)
         });
-        let backfilled = crate::cleanup::backfill_ari_ids(&store).await?;
+        let backfilled = crate::jobs::cleanup::backfill_ari_ids(&store).await?;
         if backfilled > 0 {
             tracing::info!(certificates = backfilled, "gave older certificates their renewal-info certID");
         }
@@ -142,7 +142,7 @@ impl App {
             renewal_info_limit: Arc::new(crate::ratelimit::AddrBuckets::new(
                 crate::ratelimit::RENEWAL_INFO_PER_IP_PER_MINUTE,
             )),
-            ca_revocations: Arc::new(crate::revocation::CaRevocations::new(config.renewal.ca_check_secs)),
+            ca_revocations: Arc::new(crate::jobs::revocation::CaRevocations::new(config.renewal.ca_check_secs)),
         });
         Ok(App {
             router: api::router(state.clone()),

@@ -16,7 +16,7 @@ use crate::{
     config::Config,
     eab::check_pattern,
     issuer::LocalCa,
-    revocation::{check_reason, tell_ca},
+    jobs::revocation::{check_reason, tell_ca},
     store::{CertificateRow, NewEabKey, RejectedRow, Store},
 };
 

@@ -53,7 +53,7 @@ pub struct Shared {
     /// renewal-info requests per client address.
     pub renewal_info_limit: Arc<crate::ratelimit::AddrBuckets>,
     /// The CA's revocation answers for renewal-info, kept `renewal.ca_check_secs`.
-    pub ca_revocations: Arc<crate::revocation::CaRevocations>,
+    pub ca_revocations: Arc<crate::jobs::revocation::CaRevocations>,
 }
 
 /// Accounts, profiles and renewal: what the lifecycle endpoints need from the configuration.

@@ -43,8 +43,8 @@ pub async fn renewal_info(
     if revoked_at.is_none() && cert.not_after > now {
         // At most one CA call per certificate per `renewal.ca_check_secs`, however many requests.
         let known = match st.ca_revocations.lookup(&cert.serial, now) {
-            crate::revocation::CaAnswer::Known(answer) => answer,
-            crate::revocation::CaAnswer::Ask => {
+            crate::jobs::revocation::CaAnswer::Known(answer) => answer,
+            crate::jobs::revocation::CaAnswer::Ask => {
                 let mount = st.lifecycle.target(cert.profile.as_deref()).mount;
                 let asked =
                     tokio::time::timeout(CA_CHECK_TIMEOUT, st.issuer.revoked_at(&cert.serial, mount.as_deref())).await;

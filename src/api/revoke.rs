@@ -11,11 +11,11 @@ use crate::{
     acme::{Problem, ProblemType, types::RevocationRequest},
     api::AcmeResponse,
     audit::AuditEvent,
+    jobs::revocation::{check_reason, tell_ca},
     jws::{
         PublicJwk,
         extract::{SignedAny, Signer},
     },
-    revocation::{check_reason, tell_ca},
     state::AppState,
     store::CertificateRow,
 };

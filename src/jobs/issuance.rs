@@ -12,7 +12,7 @@ use crate::{
     audit::AuditEvent,
     clock::Clock,
     issuer::{IssuanceRequest, IssueError, Issued, Issuer, KeyPolicy},
-    revocation::revoke_rejected,
+    jobs::revocation::revoke_rejected,
     state::{Lifecycle, Wake},
     store::{NewCertificate, NewRejected, OrderRow, RejectedRow, Store},
 };

@@ -7,7 +7,7 @@ use crate::{
     acme::{Problem, ari},
     clock::Clock,
     issuer::Issuer,
-    revocation::tell_ca,
+    jobs::revocation::tell_ca,
     state::Lifecycle,
     store::{CleanupReport, Store},
 };
@@ -83,7 +83,7 @@ impl Cleanup {
         }
         // Certificates the CA signed wrongly whose revocation did not go through yet.
         confirmed +=
-            crate::revocation::push_rejected(self.issuer.as_ref(), &self.store, REVOCATIONS_PER_RUN, now).await;
+            crate::jobs::revocation::push_rejected(self.issuer.as_ref(), &self.store, REVOCATIONS_PER_RUN, now).await;
         (report, confirmed)
     }
 }
