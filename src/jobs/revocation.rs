@@ -1,12 +1,20 @@
-//! Revocation outside HTTP: which reasons a subscriber may give, and telling the CA about a
-//! revocation vacme has recorded. The API, the admin CLI and the clean-up task share it; a CA
-//! that is down is told by a later clean-up run, so a revocation is never lost.
+//! Telling the CA about revocations vacme has recorded, and which reasons a subscriber may give.
+//! The revokeCert handler records a revocation and queues its push here (then waits briefly for
+//! it); the issuance job queues the retries for a certificate the CA signed wrongly; the clean-up
+//! run pushes whatever is still pending, and the admin CLI pushes its own revocation directly.
+//! A CA that is down is told by a later clean-up run, so a revocation is never lost.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::{Notify, oneshot};
 
 use crate::{
     acme::{Problem, ProblemType},
+    clock::Clock,
     issuer::Issuer,
+    jobs::{Job, MemoryQueue, Outcome, backoff},
     state::Lifecycle,
-    store::{CertificateRow, RejectedRow, Store},
+    store::{CertificateRow, RejectedRow, Store, StoreError},
 };
 
 /// RFC 5280 §5.3.1 reasons a subscriber may give: unspecified, keyCompromise,
@@ -27,6 +35,7 @@ pub fn check_reason(reason: Option<i64>) -> Result<u8, Problem> {
 }
 
 /// Pushes one recorded revocation to the CA; on failure it stays pending for the next clean-up run.
+/// `true` when the CA took it.
 pub async fn tell_ca(
     issuer: &dyn Issuer,
     store: &Store,
@@ -86,62 +95,97 @@ pub async fn push_rejected(issuer: &dyn Issuer, store: &Store, limit: i64, now: 
     done
 }
 
-/// The CA's answer to "did you revoke this serial?", kept per serial for `ttl` so that
-/// renewal-info (unauthenticated, asked by every client on every renewal check) costs at most
-/// one CA call per certificate per period, however many requests arrive: the first request of a
-/// period marks the entry as checked before it asks, so requests that come meanwhile use the
-/// previous answer instead of asking too.
+/// Retries of a rejected certificate's revocation after the first one failed, 1, 2, 4, ... 32
+/// seconds apart; then the clean-up run takes over.
+const REJECTED_RETRIES: i64 = 6;
+
+/// One push to the CA.
 #[derive(Debug)]
-pub struct CaRevocations {
-    ttl_secs: i64,
-    /// serial -> (when last asked, what the CA said).
-    seen: std::sync::Mutex<std::collections::HashMap<String, (i64, Option<i64>)>>,
+pub enum Push {
+    /// A revocation a subscriber made; `told` hears whether the CA took it.
+    Certificate { record: CertificateRow, told: oneshot::Sender<bool> },
+    /// A certificate the CA signed wrongly, on its `attempt`th retry.
+    Rejected { record: RejectedRow, attempt: i64 },
 }
 
-/// What `CaRevocations::lookup` knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CaAnswer {
-    /// The CA's answer of this period: when it revoked the certificate, or `None`.
-    Known(Option<i64>),
-    /// No answer of this period: ask the CA.
-    Ask,
+/// The pushes waiting for the revocation job: what handlers and other jobs hold.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    queue: MemoryQueue<Push>,
 }
 
-/// Most serials remembered; past it, answers older than `ttl` are dropped, then all of them.
-const MAX_REMEMBERED: usize = 10_000;
-
-impl CaRevocations {
-    /// Answers are kept `ttl_secs` (`renewal.ca_check_secs`).
-    pub fn new(ttl_secs: u64) -> Self {
-        Self { ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX), seen: Default::default() }
+impl Revocations {
+    /// Queues the push of a revocation recorded in the store and waits up to `wait` for it:
+    /// `Some(true)` when the CA took it, `Some(false)` when it did not (it stays pending for the
+    /// clean-up run), `None` when the push is not done yet (it goes on in the background).
+    pub async fn push(&self, record: CertificateRow, now: i64, wait: Duration) -> Option<bool> {
+        let (told, answer) = oneshot::channel();
+        if !self.queue.push(now, Push::Certificate { record, told }) {
+            tracing::warn!("too many revocations queued; this one is pushed by the next clean-up run");
+            return Some(false);
+        }
+        match tokio::time::timeout(wait, answer).await {
+            Ok(Ok(taken)) => Some(taken),
+            Ok(Err(_)) => Some(false),
+            Err(_) => None,
+        }
     }
 
-    /// `Known(answer)` when a fresh answer is known (or another request is asking now), else
-    /// `Ask`: the caller asks the CA and reports with `record`. Marks the serial as asked.
-    pub fn lookup(&self, serial: &str, now: i64) -> CaAnswer {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((asked, answer)) = seen.get_mut(serial) {
-            if now.saturating_sub(*asked) < self.ttl_secs {
-                return CaAnswer::Known(*answer);
-            }
-            *asked = now;
-            return CaAnswer::Ask;
-        }
-        if seen.len() >= MAX_REMEMBERED {
-            let ttl = self.ttl_secs;
-            seen.retain(|_, (asked, _)| now.saturating_sub(*asked) < ttl);
-            if seen.len() >= MAX_REMEMBERED {
-                seen.clear();
-            }
-        }
-        seen.insert(serial.to_owned(), (now, None));
-        CaAnswer::Ask
+    /// Queues the retries of a rejected certificate whose revocation the CA did not take.
+    pub fn retry_rejected(&self, record: RejectedRow, now: i64) {
+        self.queue.push(now + backoff(0, 32), Push::Rejected { record, attempt: 1 });
+    }
+}
+
+/// The revocation push job: tells the CA about queued revocations.
+#[derive(Clone, Debug)]
+pub struct RevocationPush {
+    pub store: Store,
+    pub issuer: Arc<dyn Issuer>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub clock: Arc<dyn Clock>,
+    pub revocations: Arc<Revocations>,
+}
+
+impl Job for RevocationPush {
+    type Item = Push;
+
+    fn name(&self) -> &'static str {
+        "revocation"
     }
 
-    /// What the CA said about `serial` (`None`: not revoked, or it could not tell).
-    pub fn record(&self, serial: &str, revoked_at: Option<i64>, now: i64) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.insert(serial.to_owned(), (now, revoked_at));
+    fn wake(&self) -> &Notify {
+        self.revocations.queue.wake()
+    }
+
+    async fn claim(&self, now: i64, _lease_until: i64, n: usize) -> Result<Vec<Push>, StoreError> {
+        Ok(self.revocations.queue.take_due(now, n))
+    }
+
+    async fn next_due(&self) -> Option<i64> {
+        self.revocations.queue.next_due()
+    }
+
+    async fn run(&self, push: Push) -> Outcome {
+        let now = self.clock.unix();
+        match push {
+            Push::Certificate { record, told } => {
+                let taken = tell_ca(self.issuer.as_ref(), &self.store, &self.lifecycle, &record, now).await;
+                let _ = told.send(taken);
+                if taken { Outcome::Done } else { Outcome::Retry }
+            }
+            Push::Rejected { record, attempt } => {
+                if revoke_rejected(self.issuer.as_ref(), &self.store, &record, now).await {
+                    return Outcome::Done;
+                }
+                if attempt < REJECTED_RETRIES {
+                    let next = Push::Rejected { record, attempt: attempt + 1 };
+                    self.revocations.queue.push(now + backoff(attempt, 32), next);
+                }
+                // Past the last retry it is still pending in the store: the clean-up run pushes it.
+                Outcome::Retry
+            }
+        }
     }
 }
 
@@ -164,35 +208,6 @@ mod tests {
         for bad in [2, 6, 7, 8, 10, 11, -1, 300] {
             assert_eq!(check_reason(Some(bad)).unwrap_err().kind.code(), "badRevocationReason", "{bad}");
         }
-    }
-
-    #[test]
-    fn the_ca_is_asked_once_per_serial_and_period() {
-        let cache = CaRevocations::new(300);
-        assert_eq!(cache.lookup("0a", 1000), CaAnswer::Ask, "first request asks");
-        // Requests while the first is still asking, and after its answer, do not ask again.
-        assert_eq!(cache.lookup("0a", 1000), CaAnswer::Known(None));
-        cache.record("0a", None, 1001);
-        for t in 1001..1300 {
-            assert_eq!(cache.lookup("0a", t), CaAnswer::Known(None), "{t}");
-        }
-        assert_eq!(cache.lookup("0a", 1301), CaAnswer::Ask, "a stale answer is asked again");
-        assert_eq!(cache.lookup("0a", 1301), CaAnswer::Known(None), "by one request only");
-        cache.record("0a", Some(1200), 1302);
-        assert_eq!(cache.lookup("0a", 1303), CaAnswer::Known(Some(1200)));
-        assert_eq!(cache.lookup("0b", 1303), CaAnswer::Ask, "another serial asks for itself");
-        let none = CaRevocations::new(0);
-        assert_eq!(none.lookup("0a", 5), CaAnswer::Ask);
-        assert_eq!(none.lookup("0a", 5), CaAnswer::Ask, "ttl 0 asks every time");
-    }
-
-    #[test]
-    fn remembers_a_bounded_number_of_serials() {
-        let cache = CaRevocations::new(300);
-        for i in 0..(MAX_REMEMBERED + 10) {
-            let _ = cache.lookup(&format!("{i:x}"), 0);
-        }
-        assert!(cache.seen.lock().unwrap().len() <= MAX_REMEMBERED);
     }
 
     #[test]
