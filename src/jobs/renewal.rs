@@ -190,3 +190,66 @@ mod tests {
         assert!(cache.seen.lock().unwrap().len() <= MAX_REMEMBERED);
     }
 }
+
+#[cfg(test)]
+mod job_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::{
+        clock::SystemClock,
+        issuer::{IssuanceRequest, IssueError, Issued},
+        jobs::{Runner, Slots},
+        metrics::Metrics,
+    };
+
+    /// A CA that says every serial was revoked at 1234, after `delay`.
+    #[derive(Debug)]
+    struct Revoker {
+        delay: Duration,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Issuer for Revoker {
+        async fn sign(&self, _: &IssuanceRequest) -> Result<Issued, IssueError> {
+            Err(IssueError::unavailable("not in this test"))
+        }
+        async fn revoke(&self, _: &str, _: &str, _: Option<&str>) -> Result<(), IssueError> {
+            Ok(())
+        }
+        async fn revoked_at(&self, _: &str, _: Option<&str>) -> Result<Option<i64>, IssueError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            Ok(Some(1234))
+        }
+        async fn chain(&self) -> Result<Vec<String>, IssueError> {
+            Ok(Vec::new())
+        }
+        async fn health(&self) -> Result<(), IssueError> {
+            Ok(())
+        }
+        fn name(&self) -> &'static str {
+            "revoker"
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_askers_cost_one_ca_call() {
+        let ca = Arc::new(Revoker { delay: Duration::from_millis(200), calls: AtomicUsize::new(0) });
+        let checks = Arc::new(CaChecks::new(300));
+        let runner = Runner { clock: Arc::new(SystemClock), metrics: Arc::new(Metrics::default()) };
+        let job = RenewalCheck { issuer: ca.clone(), checks: checks.clone() };
+        tokio::spawn(runner.queue(job, Slots { slots: 4, lease_secs: 0 }, std::future::pending()));
+        let first = tokio::spawn({
+            let checks = checks.clone();
+            async move { checks.revoked_at("0a", None, 1000).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // While the first asks, others get the previous answer (none yet) without asking.
+        assert_eq!(checks.revoked_at("0a", None, 1000).await, None);
+        assert_eq!(first.await.unwrap(), Some(1234), "the first asker waits for the CA");
+        assert_eq!(checks.revoked_at("0a", None, 1100).await, Some(1234), "then the answer is kept");
+        assert_eq!(ca.calls.load(Ordering::SeqCst), 1);
+    }
+}

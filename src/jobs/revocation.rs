@@ -216,3 +216,145 @@ mod tests {
         assert_eq!(leaf_pem(chain), "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n");
     }
 }
+
+#[cfg(test)]
+mod push_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::{
+        clock::SystemClock,
+        issuer::{IssuanceRequest, IssueError, Issued},
+        jobs::{Runner, Slots},
+        metrics::Metrics,
+    };
+
+    /// A CA whose revocations fail the first `fail` times, each taking `delay`.
+    #[derive(Debug)]
+    struct Flaky {
+        fail: usize,
+        delay: Duration,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Issuer for Flaky {
+        async fn sign(&self, _: &IssuanceRequest) -> Result<Issued, IssueError> {
+            Err(IssueError::unavailable("not in this test"))
+        }
+        async fn revoke(&self, _: &str, _: &str, _: Option<&str>) -> Result<(), IssueError> {
+            tokio::time::sleep(self.delay).await;
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail {
+                return Err(IssueError::unavailable("down"));
+            }
+            Ok(())
+        }
+        async fn chain(&self) -> Result<Vec<String>, IssueError> {
+            Ok(Vec::new())
+        }
+        async fn health(&self) -> Result<(), IssueError> {
+            Ok(())
+        }
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+    }
+
+    fn record(id: &str) -> CertificateRow {
+        CertificateRow {
+            id: id.into(),
+            order_id: "o".into(),
+            account_id: "a".into(),
+            serial: "0a".into(),
+            issuer: "flaky".into(),
+            identifiers: Vec::new(),
+            chain_pem: String::new(),
+            not_before: 0,
+            not_after: 0,
+            revoked_at: Some(1),
+            revocation_reason: Some(0),
+            created_at: 0,
+            profile: None,
+            ari_id: None,
+            ca_revoked_at: None,
+        }
+    }
+
+    /// Starts the revocation job against `issuer`; the returned sender stops it.
+    async fn start(issuer: Arc<Flaky>) -> (Arc<Revocations>, tokio::sync::oneshot::Sender<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let lifecycle = Lifecycle {
+            eab: crate::eab::EabSecret::load_or_create(&dir.path().join("eab")).unwrap(),
+            eab_required: false,
+            profiles: Default::default(),
+            default_profile: None,
+            renewal: Default::default(),
+            vault: None,
+            roles: Default::default(),
+        };
+        let revocations = Arc::new(Revocations::default());
+        let job = RevocationPush {
+            store: Store::memory().await.unwrap(),
+            issuer,
+            lifecycle: Arc::new(lifecycle),
+            clock: Arc::new(SystemClock),
+            revocations: revocations.clone(),
+        };
+        let runner = Runner { clock: Arc::new(SystemClock), metrics: Arc::new(Metrics::default()) };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(runner.queue(job, Slots { slots: 2, lease_secs: 0 }, async move {
+            let _ = stopped.await;
+        }));
+        (revocations, stop)
+    }
+
+    #[tokio::test]
+    async fn a_push_is_waited_for_within_its_bound() {
+        let wait = Duration::from_secs(5);
+        let healthy = Arc::new(Flaky { fail: 0, delay: Duration::ZERO, calls: AtomicUsize::new(0) });
+        let (revocations, _stop) = start(healthy.clone()).await;
+        assert_eq!(revocations.push(record("c1"), 0, wait).await, Some(true), "a healthy CA takes it");
+
+        let down = Arc::new(Flaky { fail: usize::MAX, delay: Duration::ZERO, calls: AtomicUsize::new(0) });
+        let (revocations, _stop) = start(down.clone()).await;
+        assert_eq!(revocations.push(record("c2"), 0, wait).await, Some(false), "left pending for clean-up");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(down.calls.load(Ordering::SeqCst), 1, "a subscriber's revocation is tried once here");
+
+        let slow = Arc::new(Flaky { fail: 0, delay: Duration::from_millis(400), calls: AtomicUsize::new(0) });
+        let (revocations, _stop) = start(slow.clone()).await;
+        let started = std::time::Instant::now();
+        assert_eq!(revocations.push(record("c3"), 0, Duration::from_millis(100)).await, None);
+        assert!(started.elapsed() < Duration::from_millis(300), "the wait is bounded");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(slow.calls.load(Ordering::SeqCst), 1, "the push goes on after the wait");
+    }
+
+    #[tokio::test]
+    async fn a_rejected_certificate_is_retried_until_the_ca_takes_it() {
+        // The first attempt (made by the issuance job) failed; the CA takes the second retry.
+        let ca = Arc::new(Flaky { fail: 1, delay: Duration::ZERO, calls: AtomicUsize::new(0) });
+        let (revocations, _stop) = start(ca.clone()).await;
+        let rejected = RejectedRow {
+            id: "r1".into(),
+            serial: "0b".into(),
+            order_id: "o".into(),
+            account_id: "a".into(),
+            identifiers: Vec::new(),
+            leaf_pem: String::new(),
+            mount: None,
+            reason: "test".into(),
+            created_at: 0,
+            revoked_at: None,
+        };
+        revocations.retry_rejected(rejected, SystemClock.unix());
+        tokio::time::timeout(Duration::from_secs(8), async {
+            while ca.calls.load(Ordering::SeqCst) < 2 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("retried after 1 s, then after 2 s");
+        assert_eq!(revocations.queue.next_due(), None, "nothing left to retry once the CA took it");
+    }
+}
