@@ -10,14 +10,20 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     acme::Urls,
     api,
-    cleanup::Cleanup,
     clock::{Clock, SystemClock},
     config::{Config, TlsSource, VaultAuthMethod},
     conn::{ConnLimits, Gate},
     issuer::{
         IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, VaultAuth, VaultIssuer, VaultSettings,
         role::{RoleBook, VaultRoutes},
-        worker::IssuanceWorker,
+    },
+    jobs::{
+        Runner, Slots,
+        cleanup::Cleanup,
+        issuance::IssuanceWorker,
+        renewal::{CaChecks, RenewalCheck},
+        revocation::{RevocationPush, Revocations},
+        validation::{ValidationWorker, ValidationWorkerSettings},
     },
     jws::eab::EabSecret,
     jws::nonce::{MemoryNonces, Nonces},
@@ -28,11 +34,17 @@ use crate::{
     state::{AppState, Limits, Shared, Wake},
     store::Store,
     tls::ServingCert,
-    validation::{
-        NetValidator, ValidationSettings, Validator,
-        worker::{ValidationWorker, ValidationWorkerSettings},
-    },
+    validation::{NetValidator, ValidationSettings, Validator},
 };
+
+/// Revocation pushes to the CA at once: revocations come one per request, and a CA that is down
+/// leaves them to the clean-up run.
+const REVOCATION_SLOTS: usize = 8;
+
+/// Renewal-info CA checks at once. Each is one short read bounded by `CA_CHECK_TIMEOUT`, asked at
+/// most once per certificate and period; the bound is generous so that a burst of different
+/// certificates is not kept waiting past the handler's wait.
+const CA_CHECK_SLOTS: usize = 64;
 
 /// Why vacme could not start.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +100,7 @@ impl App {
         } else {
             Nonces::Memory(MemoryNonces::new()?)
         });
-        let backfilled = crate::cleanup::backfill_ari_ids(&store).await?;
+        let backfilled = crate::jobs::cleanup::backfill_ari_ids(&store).await?;
         if backfilled > 0 {
             tracing::info!(certificates = backfilled, "gave older certificates their renewal-info certID");
         }
@@ -143,7 +155,8 @@ impl App {
             renewal_info_limit: Arc::new(crate::policy::ratelimit::AddrBuckets::new(
                 crate::policy::ratelimit::RENEWAL_INFO_PER_IP_PER_MINUTE,
             )),
-            ca_revocations: Arc::new(crate::revocation::CaRevocations::new(config.renewal.ca_check_secs)),
+            ca_checks: Arc::new(CaChecks::new(config.renewal.ca_check_secs)),
+            revocations: Arc::new(Revocations::default()),
         });
         Ok(App {
             router: api::router(state.clone()),
@@ -208,7 +221,8 @@ impl App {
         };
         let st = &self.state;
         let mut workers = JoinSet::new();
-        workers.spawn(
+        let runner = Runner { clock: st.clock.clone(), metrics: st.metrics.clone() };
+        workers.spawn(runner.clone().queue(
             ValidationWorker {
                 store: st.store.clone(),
                 validator: self.validator.clone(),
@@ -217,15 +231,18 @@ impl App {
                 urls: st.urls.clone(),
                 metrics: st.metrics.clone(),
                 settings: ValidationWorkerSettings {
-                    workers: self.config.validation.workers,
                     retry_window_secs: self.config.validation.retry_window_secs as i64,
-                    lease_secs: self.config.validation.timeout_secs as i64 * 3 + 10,
                     pause_after_failures: self.config.limits.failed_validations_per_name_per_hour,
                 },
-            }
-            .run(stopped(stop_rx.clone())),
-        );
-        workers.spawn(
+            },
+            Slots {
+                slots: self.config.validation.workers,
+                lease_secs: self.config.validation.timeout_secs as i64 * 3 + 10,
+            },
+            stopped(stop_rx.clone()),
+        ));
+        st.metrics.expect_post_sign_mismatches(st.issuer.name());
+        workers.spawn(runner.clone().queue(
             IssuanceWorker {
                 store: st.store.clone(),
                 issuer: st.issuer.clone(),
@@ -235,12 +252,32 @@ impl App {
                 lifecycle: st.lifecycle.clone(),
                 metrics: st.metrics.clone(),
                 policy: st.policy.clone(),
-                workers: self.config.issuance.workers,
+                revocations: st.revocations.clone(),
+            },
+            Slots {
+                slots: self.config.issuance.workers,
                 lease_secs: self.config.vault.as_ref().map_or(30, |v| v.timeout_secs as i64 * 2 + 10),
-            }
-            .run(stopped(stop_rx.clone())),
-        );
-        workers.spawn(
+            },
+            stopped(stop_rx.clone()),
+        ));
+        // The in-memory queues hold no lease in the store: a claimed item leaves the queue.
+        workers.spawn(runner.clone().queue(
+            RevocationPush {
+                store: st.store.clone(),
+                issuer: st.issuer.clone(),
+                lifecycle: st.lifecycle.clone(),
+                clock: st.clock.clone(),
+                revocations: st.revocations.clone(),
+            },
+            Slots { slots: REVOCATION_SLOTS, lease_secs: 0 },
+            stopped(stop_rx.clone()),
+        ));
+        workers.spawn(runner.clone().queue(
+            RenewalCheck { issuer: st.issuer.clone(), checks: st.ca_checks.clone() },
+            Slots { slots: CA_CHECK_SLOTS, lease_secs: 0 },
+            stopped(stop_rx.clone()),
+        ));
+        workers.spawn(runner.periodic(
             Cleanup {
                 store: st.store.clone(),
                 issuer: st.issuer.clone(),
@@ -249,9 +286,9 @@ impl App {
                 interval: Duration::from_secs(self.config.cleanup.interval_secs),
                 retention_secs: i64::from(self.config.cleanup.retention_days) * 86_400,
                 audit_retention_secs: i64::from(self.config.cleanup.audit_retention_days) * 86_400,
-            }
-            .run(stopped(stop_rx.clone())),
-        );
+            },
+            stopped(stop_rx.clone()),
+        ));
 
         workers.spawn(self.tls_source.clone().keep_fresh(
             self.serving.clone(),

@@ -14,8 +14,8 @@ use crate::{
     clock::from_unix,
     config::Config,
     issuer::LocalCa,
+    jobs::revocation::{check_reason, tell_ca},
     policy::scope::check_pattern,
-    revocation::{check_reason, tell_ca},
     store::AuditEvent,
     store::{CertificateRow, NewEabKey, RejectedRow, Store},
 };

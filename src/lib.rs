@@ -4,16 +4,15 @@
 pub mod acme;
 pub mod api;
 pub mod app;
-pub mod cleanup;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod issuer;
+pub mod jobs;
 pub mod jws;
 pub mod metrics;
 pub mod policy;
-pub mod revocation;
 pub mod secret;
 pub mod state;
 pub mod store;

@@ -71,6 +71,8 @@ pub struct Metrics {
     ca_seconds: Histogram,
     ca_errors: Counter,
     post_sign_mismatches: Counter,
+    job_runs: Counter,
+    job_seconds: Histogram,
 }
 
 /// Values read from the store when scraped.
@@ -125,6 +127,19 @@ impl Metrics {
     /// The CA signed a certificate that did not match its order (an incident: it was revoked).
     pub fn post_sign_mismatch(&self, issuer: &str) {
         self.post_sign_mismatches.inc(&[issuer]);
+    }
+
+    /// Shows `vacme_job_runs_total{job,outcome}` at 0 for each outcome before the job's first run.
+    pub fn expect_job_runs(&self, job: &str, outcomes: &[&str]) {
+        for outcome in outcomes {
+            self.job_runs.touch(&[job, outcome]);
+        }
+    }
+
+    /// One run of a background job (one item of a queue job, or one periodic run).
+    pub fn job_run(&self, job: &str, outcome: &str, took: Duration) {
+        self.job_runs.inc(&[job, outcome]);
+        self.job_seconds.observe(&[job], took);
     }
 
     /// For tests: a counter's value.
@@ -185,6 +200,14 @@ impl Metrics {
             &["issuer"],
             &self.post_sign_mismatches,
         );
+        counter(
+            &mut out,
+            "vacme_job_runs_total",
+            "Runs of background jobs, by job and outcome (done, retry, error).",
+            &["job", "outcome"],
+            &self.job_runs,
+        );
+        histogram(&mut out, "vacme_job_duration_seconds", "Time of one job run.", &["job"], &self.job_seconds);
         gauge(
             &mut out,
             "vacme_challenges_processing",
@@ -250,6 +273,8 @@ mod tests {
         m.validation("http-01", "valid", Duration::from_millis(3));
         m.issuance("vault", "unavailable", Duration::from_millis(200));
         m.post_sign_mismatch("vault");
+        m.expect_job_runs("issuance", &["done", "retry"]);
+        m.job_run("issuance", "done", Duration::from_millis(4));
         let text = m.render(&Gauges { orders_processing: 2, nonces: Some(5), ..Default::default() });
         assert!(text.contains("vacme_http_requests_total{resource=\"/acme/new-order\",status=\"201\"} 2\n"), "{text}");
         assert!(text.contains("vacme_problems_total{type=\"rateLimited\"} 1\n"));
@@ -260,6 +285,9 @@ mod tests {
         assert!(text.contains("vacme_orders_processing 2\n"));
         assert!(text.contains("vacme_post_sign_mismatches_total{issuer=\"vault\"} 1\n"), "{text}");
         assert!(text.contains("vacme_nonces 5\n"));
+        assert!(text.contains("vacme_job_runs_total{job=\"issuance\",outcome=\"done\"} 1\n"), "{text}");
+        assert!(text.contains("vacme_job_runs_total{job=\"issuance\",outcome=\"retry\"} 0\n"), "{text}");
+        assert!(text.contains("vacme_job_duration_seconds_count{job=\"issuance\"} 1\n"), "{text}");
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();

@@ -9,6 +9,7 @@ use crate::{
     clock::Clock,
     config::LimitsConfig,
     issuer::{Issuer, KeyPolicy},
+    jobs::{renewal::CaChecks, revocation::Revocations},
     jws::{extract::Verifier, nonce::Nonces},
     metrics::Metrics,
     policy::{Admission, Lifecycle, Policy},
@@ -48,8 +49,11 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// renewal-info requests per client address.
     pub renewal_info_limit: Arc<crate::policy::ratelimit::AddrBuckets>,
-    /// The CA's revocation answers for renewal-info, kept `renewal.ca_check_secs`.
-    pub ca_revocations: Arc<crate::revocation::CaRevocations>,
+    /// The renewal-info CA check: the CA's answers, kept `renewal.ca_check_secs`, and the
+    /// questions waiting for the job that asks them.
+    pub ca_checks: Arc<CaChecks>,
+    /// Revocations waiting for the job that pushes them to the CA.
+    pub revocations: Arc<Revocations>,
 }
 
 /// Fixed limits and timings, from the configuration.
@@ -91,7 +95,8 @@ impl Default for Limits {
     }
 }
 
-/// How handlers tell workers there is work, and workers tell handlers it is done.
+/// How handlers tell the store-backed jobs there is work, and the jobs tell handlers it is done.
+/// (The in-memory queues, `Revocations` and `CaChecks`, wake their job when pushed to.)
 #[derive(Debug)]
 pub struct Wake {
     pub validation: Notify,

@@ -1,7 +1,5 @@
 //! ACME Renewal Information (RFC 9773): `GET /acme/renewal-info/<certID>`, unauthenticated.
 
-use std::time::Duration;
-
 use axum::{
     Extension,
     extract::{Path, State},
@@ -18,9 +16,6 @@ use crate::{
     policy::ratelimit::ClientAddr,
     state::AppState,
 };
-
-/// How long renewal info waits for Vault to say whether it revoked a certificate.
-const CA_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// GET /acme/renewal-info/{certID}: the configured share of the lifetime, or a window that has
 /// already started when the certificate was revoked (in vacme, or in Vault behind its back).
@@ -41,21 +36,10 @@ pub async fn renewal_info(
     let now = st.clock.unix();
     let mut revoked_at = cert.revoked_at;
     if revoked_at.is_none() && cert.not_after > now {
-        // At most one CA call per certificate per `renewal.ca_check_secs`, however many requests.
-        let known = match st.ca_revocations.lookup(&cert.serial, now) {
-            crate::revocation::CaAnswer::Known(answer) => answer,
-            crate::revocation::CaAnswer::Ask => {
-                let mount = st.lifecycle.target(cert.profile.as_deref()).mount;
-                let asked =
-                    tokio::time::timeout(CA_CHECK_TIMEOUT, st.issuer.revoked_at(&cert.serial, mount.as_deref())).await;
-                let answer = match asked {
-                    Ok(Ok(at)) => at,
-                    _ => None,
-                };
-                st.ca_revocations.record(&cert.serial, answer, now);
-                answer
-            }
-        };
+        // At most one CA call per certificate per `renewal.ca_check_secs`, however many requests;
+        // the CA-check job makes it, and this waits for it at most `CA_CHECK_TIMEOUT`.
+        let mount = st.lifecycle.target(cert.profile.as_deref()).mount;
+        let known = st.ca_checks.revoked_at(&cert.serial, mount, now).await;
         if let Some(at) = known {
             tracing::info!(certificate_id = %cert.id, serial = %cert.serial, "the CA revoked this certificate");
             st.store.revoked_by_ca(&cert.id, at).await?;

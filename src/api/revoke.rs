@@ -1,5 +1,8 @@
 //! revokeCert (RFC 8555 §7.6): by the account that ordered the certificate, or by the
-//! certificate's own key. The recording and the CA call are in `crate::revocation`.
+//! certificate's own key. The revocation is recorded here; the CA is told by the revocation job
+//! (`crate::jobs::revocation`).
+
+use std::time::Duration;
 
 use axum::extract::State;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -9,8 +12,8 @@ use x509_parser::{certificate::X509Certificate, pem::Pem, prelude::FromDer};
 use crate::{
     acme::{Problem, ProblemType, Serial, types::RevocationRequest},
     api::AcmeResponse,
+    jobs::revocation::check_reason,
     jws::extract::SignedAny,
-    revocation::{check_reason, tell_ca},
     state::AppState,
     store::AuditEvent,
     store::CertificateRow,
@@ -36,8 +39,12 @@ pub async fn revoke_cert(
     Ok(AcmeResponse::empty(StatusCode::OK))
 }
 
-/// Records the revocation (`alreadyRevoked` the second time) and tells the CA.
+/// Records the revocation (`alreadyRevoked` the second time) and has the revocation job tell the
+/// CA, waiting at most `CA_PUSH_WAIT` so that a healthy CA has taken it by the answer; one that
+/// is down or slow leaves it pending for the job and the clean-up run.
 async fn revoke(st: &AppState, record: &CertificateRow, reason: u8, actor: String) -> Result<(), Problem> {
+    /// How long revokeCert waits for the CA to take the revocation.
+    const CA_PUSH_WAIT: Duration = Duration::from_secs(5);
     let now = st.clock.unix();
     if !st.store.revoke_certificate(&record.id, reason, now).await? {
         return Err(Problem::new(ProblemType::AlreadyRevoked, "this certificate is already revoked"));
@@ -51,7 +58,7 @@ async fn revoke(st: &AppState, record: &CertificateRow, reason: u8, actor: Strin
         .record(&st.store, now)
         .await;
     tracing::info!(certificate_id = %record.id, serial = %record.serial, reason, "certificate revoked");
-    tell_ca(st.issuer.as_ref(), &st.store, &st.lifecycle, record, now).await;
+    st.revocations.push(record.clone(), now, CA_PUSH_WAIT).await;
     Ok(())
 }
 

@@ -6,7 +6,6 @@ mod der;
 mod local;
 pub mod role;
 mod vault;
-pub mod worker;
 
 use std::fmt;
 

@@ -7,7 +7,6 @@ mod http01;
 mod resolver;
 mod target;
 mod tls_alpn01;
-pub mod worker;
 
 use std::{fmt, net::SocketAddr, time::Duration};
 

@@ -7,15 +7,15 @@ use crate::{
     acme::{Problem, ari},
     clock::Clock,
     issuer::Issuer,
+    jobs::{Outcome, Periodic, revocation::tell_ca},
     policy::Lifecycle,
-    revocation::tell_ca,
     store::{CleanupReport, Store},
 };
 
 /// Most pending revocations pushed per run.
 const REVOCATIONS_PER_RUN: i64 = 100;
 
-/// What the clean-up task needs.
+/// What the clean-up job needs.
 #[derive(Clone, Debug)]
 pub struct Cleanup {
     pub store: Store,
@@ -28,19 +28,23 @@ pub struct Cleanup {
     pub audit_retention_secs: i64,
 }
 
-impl Cleanup {
-    /// Runs once at start, then every `interval`, until `shutdown` resolves.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            self.once().await;
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(self.interval) => {}
-            }
-        }
+impl Periodic for Cleanup {
+    fn name(&self) -> &'static str {
+        "cleanup"
     }
 
+    /// Runs once at start, then every `interval`.
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    async fn tick(&self) -> Outcome {
+        self.once().await;
+        Outcome::Done
+    }
+}
+
+impl Cleanup {
     /// One run; errors are logged, never fatal. Returns what was cleaned and how many
     /// revocations the CA confirmed.
     pub async fn once(&self) -> (CleanupReport, usize) {
@@ -83,7 +87,7 @@ impl Cleanup {
         }
         // Certificates the CA signed wrongly whose revocation did not go through yet.
         confirmed +=
-            crate::revocation::push_rejected(self.issuer.as_ref(), &self.store, REVOCATIONS_PER_RUN, now).await;
+            crate::jobs::revocation::push_rejected(self.issuer.as_ref(), &self.store, REVOCATIONS_PER_RUN, now).await;
         (report, confirmed)
     }
 }

@@ -1,21 +1,23 @@
-//! Signs orders in `processing`: claims them from the store, asks the CA, and records the
-//! certificate. A CA that is down leaves the order `processing` and is retried with backoff;
-//! a CA that refuses makes the order `invalid`.
+//! Signs orders in `processing`: the runner claims them from the store; this asks the CA and
+//! records the certificate. A CA that is down leaves the order `processing` and is retried with
+//! backoff; a CA that refuses makes the order `invalid`.
 
 use std::{sync::Arc, time::Duration};
 
 use serde_json::json;
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::sync::Notify;
 
 use crate::{
     acme::{Problem, ari},
     clock::Clock,
     issuer::{IssuanceRequest, IssueError, Issued, Issuer, KeyPolicy},
+    jobs::{
+        Job, Outcome,
+        revocation::{Revocations, revoke_rejected},
+    },
     policy::Lifecycle,
-    revocation::revoke_rejected,
     state::Wake,
-    store::AuditEvent,
-    store::{NewCertificate, NewRejected, OrderRow, RejectedRow, Store},
+    store::{AuditEvent, NewCertificate, NewRejected, OrderRow, RejectedRow, Store, StoreError},
 };
 
 /// The issuance worker and its dependencies.
@@ -30,71 +32,41 @@ pub struct IssuanceWorker {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The name policy, checked again just before signing.
     pub policy: Arc<crate::policy::Policy>,
-    pub workers: usize,
-    /// Lease on a claimed order; longer than one CA call can take.
-    pub lease_secs: i64,
+    /// Where revocations the CA did not take at once are retried.
+    pub revocations: Arc<Revocations>,
 }
 
-const POLL: Duration = Duration::from_secs(1);
+impl Job for IssuanceWorker {
+    type Item = OrderRow;
+
+    fn name(&self) -> &'static str {
+        "issuance"
+    }
+
+    fn wake(&self) -> &Notify {
+        &self.wake.issuance
+    }
+
+    async fn claim(&self, now: i64, lease_until: i64, n: usize) -> Result<Vec<OrderRow>, StoreError> {
+        self.store.claim_due_issuances(now, lease_until, n as i64).await
+    }
+
+    async fn next_due(&self) -> Option<i64> {
+        self.store.next_issuance_due().await.ok().flatten()
+    }
+
+    async fn run(&self, order: OrderRow) -> Outcome {
+        self.issue(order).await
+    }
+
+    /// Finalize waits on this for its order.
+    fn finished(&self) {
+        self.wake.issued();
+    }
+}
 
 impl IssuanceWorker {
-    /// Runs until `shutdown` resolves, then waits for in-flight signing calls.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        self.metrics.expect_post_sign_mismatches(self.issuer.name());
-        let slots = Arc::new(Semaphore::new(self.workers));
-        let mut running = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            let free = slots.available_permits();
-            if free > 0 {
-                let now = self.clock.unix();
-                match self.store.claim_due_issuances(now, now + self.lease_secs, free as i64).await {
-                    Ok(claimed) => {
-                        for order in claimed {
-                            // A row beyond the free slots (the claim asked for no more)
-                            // waits for a slot rather than sitting leased until the lease ends.
-                            let slot = slots.clone().try_acquire_owned().ok();
-                            let slots = slots.clone();
-                            let me = self.clone();
-                            running.spawn(async move {
-                                let permit = match slot {
-                                    Some(permit) => permit,
-                                    None => match slots.acquire_owned().await {
-                                        Ok(permit) => permit,
-                                        Err(_) => return,
-                                    },
-                                };
-                                me.issue(order).await;
-                                drop(permit);
-                                me.wake.issued();
-                                me.wake.issuance.notify_one();
-                            });
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot claim orders to issue"),
-                }
-            }
-            while running.try_join_next().is_some() {}
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = self.wake.issuance.notified() => {}
-                () = tokio::time::sleep(self.until_next_due().await) => {}
-            }
-        }
-        while running.join_next().await.is_some() {}
-    }
-
-    async fn until_next_due(&self) -> Duration {
-        match self.store.next_issuance_due().await {
-            Ok(Some(due)) => {
-                let secs = (due - self.clock.unix()).clamp(0, POLL.as_secs() as i64);
-                Duration::from_secs(secs as u64).max(Duration::from_millis(50))
-            }
-            _ => POLL,
-        }
-    }
-
-    async fn issue(&self, order: OrderRow) {
+    async fn issue(&self, order: OrderRow) -> Outcome {
         let now = self.clock.unix();
         match self.recheck(&order).await {
             Ok(None) => {}
@@ -104,8 +76,9 @@ impl IssuanceWorker {
                 tracing::warn!(order_id = %order.id, error = %e, "cannot re-check the order before signing");
                 if let Err(e) = self.store.issuance_retry(&order.id, now + backoff(order.attempts)).await {
                     tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
+                    return Outcome::Error;
                 }
-                return;
+                return Outcome::Retry;
             }
         }
         let started = std::time::Instant::now();
@@ -120,6 +93,7 @@ impl IssuanceWorker {
             Err(IssueError::Mismatch { .. }) => "mismatch",
         };
         self.metrics.issuance(self.issuer.name(), outcome, started.elapsed());
+        let done = if matches!(result, Err(IssueError::Unavailable(_))) { Outcome::Retry } else { Outcome::Done };
         let outcome = match result {
             Ok(issued) => {
                 let cert = NewCertificate {
@@ -166,15 +140,20 @@ impl IssuanceWorker {
                 self.store.issuance_retry(&order.id, now + delay).await
             }
         };
-        if let Err(e) = outcome {
-            tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
+        match outcome {
+            Ok(()) => done,
+            Err(e) => {
+                tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
+                Outcome::Error
+            }
         }
     }
 
     /// The CA signed something other than the order: an incident, not a retry. The certificate
     /// is recorded (with the CA's names) and the order made `invalid` first, so the serial is
     /// known even if vacme stops now; then it is revoked at once. A revocation the CA does not
-    /// take is retried a few times here and then by every clean-up run until it goes through.
+    /// take is retried a few times by the revocation job and then by every clean-up run until it
+    /// goes through.
     async fn mismatch(&self, order: &OrderRow, e: IssueError, now: i64) -> crate::store::Result<()> {
         let IssueError::Mismatch { serial, names, leaf_pem, mount, why } = &e else { return Ok(()) };
         let got: Vec<String> = names.iter().map(|i| i.value()).collect();
@@ -211,16 +190,7 @@ impl IssuanceWorker {
             revoked_at: None,
         };
         if !revoke_rejected(self.issuer.as_ref(), &self.store, &record, now).await {
-            let me = self.clone();
-            tokio::spawn(async move {
-                for delay in [1u64, 2, 4, 8, 16, 32] {
-                    tokio::time::sleep(Duration::from_secs(delay)).await;
-                    if revoke_rejected(me.issuer.as_ref(), &me.store, &record, me.clock.unix()).await {
-                        return;
-                    }
-                }
-                // Still pending in the store: the clean-up run pushes it from now on.
-            });
+            self.revocations.retry_rejected(record, self.clock.unix());
         }
         Ok(())
     }
@@ -266,7 +236,7 @@ impl IssuanceWorker {
     }
 
     /// The order becomes `invalid` with `p`, audited; the CA is never called.
-    async fn refuse_before_signing(&self, order: &OrderRow, p: Problem, now: i64) {
+    async fn refuse_before_signing(&self, order: &OrderRow, p: Problem, now: i64) -> Outcome {
         tracing::warn!(order_id = %order.id, reason = %p.detail, "order refused before signing");
         AuditEvent::by_account("issuance_refused", &order.account_id)
             .order(&order.id)
@@ -277,7 +247,9 @@ impl IssuanceWorker {
         let problem = serde_json::to_value(&p).unwrap_or_else(|_| json!({}));
         if let Err(e) = self.store.issuance_failed(&order.id, &problem, now).await {
             tracing::error!(order_id = %order.id, error = %e, "cannot record an issuance result");
+            return Outcome::Error;
         }
+        Outcome::Done
     }
 
     /// Signs the order, at most once: the intent is recorded before the first call, and an order
@@ -334,5 +306,5 @@ const SETTLE: Duration = Duration::from_secs(2);
 
 /// 1, 2, 4, ... up to 60 seconds between attempts while the CA is down.
 fn backoff(attempts: i64) -> i64 {
-    1i64.checked_shl(attempts.clamp(0, 6) as u32).unwrap_or(60).min(60)
+    crate::jobs::backoff(attempts, 60)
 }

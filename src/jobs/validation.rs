@@ -1,29 +1,27 @@
-//! Validates answered challenges in the background: claims due challenges from the store (so any
-//! replica can do it and a restart resumes it), runs at most `workers` at once, retries a failing
-//! challenge with backoff inside the retry window, then records the final result.
+//! Validates answered challenges in the background: the runner claims due challenges from the
+//! store (so any replica can do it and a restart resumes it) and runs at most `validation.workers`
+//! at once; a failing challenge is retried with backoff inside the retry window, then the final
+//! result is recorded.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use serde_json::json;
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::sync::Notify;
 
 use crate::{
     acme::{Identifier, Problem, Subproblem},
     clock::Clock,
+    jobs::{Job, Outcome},
     state::Wake,
-    store::AuditEvent,
-    store::{ClaimedChallenge, Store},
+    store::{AuditEvent, ClaimedChallenge, Store, StoreError},
     validation::Validator,
 };
 
-/// How the validation worker runs.
+/// How the validation job judges attempts.
 #[derive(Clone, Debug)]
 pub struct ValidationWorkerSettings {
-    pub workers: usize,
     /// A challenge is retried until this long after it was answered.
     pub retry_window_secs: i64,
-    /// Lease on a claimed challenge; longer than one attempt can take.
-    pub lease_secs: i64,
     /// Failed validations of one name by one account within an hour that pause it (0: never).
     pub pause_after_failures: u32,
 }
@@ -40,66 +38,33 @@ pub struct ValidationWorker {
     pub settings: ValidationWorkerSettings,
 }
 
-/// Longest sleep between store polls, so work left by another replica or a crash is picked up.
-const POLL: Duration = Duration::from_secs(1);
+impl Job for ValidationWorker {
+    type Item = ClaimedChallenge;
+
+    fn name(&self) -> &'static str {
+        "validation"
+    }
+
+    fn wake(&self) -> &Notify {
+        &self.wake.validation
+    }
+
+    async fn claim(&self, now: i64, lease_until: i64, n: usize) -> Result<Vec<ClaimedChallenge>, StoreError> {
+        self.store.claim_due_challenges(now, lease_until, n as i64).await
+    }
+
+    async fn next_due(&self) -> Option<i64> {
+        self.store.next_challenge_due().await.ok().flatten()
+    }
+
+    async fn run(&self, chall: ClaimedChallenge) -> Outcome {
+        self.attempt(chall).await
+    }
+}
 
 impl ValidationWorker {
-    /// Runs until `shutdown` resolves, then waits for in-flight attempts.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let slots = Arc::new(Semaphore::new(self.settings.workers));
-        let mut running = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            let free = slots.available_permits();
-            if free > 0 {
-                let now = self.clock.unix();
-                match self.store.claim_due_challenges(now, now + self.settings.lease_secs, free as i64).await {
-                    Ok(claimed) => {
-                        for chall in claimed {
-                            // A row beyond the free slots (the claim asked for no more)
-                            // waits for a slot rather than sitting leased until the lease ends.
-                            let slot = slots.clone().try_acquire_owned().ok();
-                            let slots = slots.clone();
-                            let me = self.clone();
-                            running.spawn(async move {
-                                let permit = match slot {
-                                    Some(permit) => permit,
-                                    None => match slots.acquire_owned().await {
-                                        Ok(permit) => permit,
-                                        Err(_) => return,
-                                    },
-                                };
-                                me.attempt(chall).await;
-                                drop(permit);
-                                me.wake.validation.notify_one();
-                            });
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot claim challenges"),
-                }
-            }
-            while running.try_join_next().is_some() {}
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = self.wake.validation.notified() => {}
-                () = tokio::time::sleep(self.until_next_due().await) => {}
-            }
-        }
-        while running.join_next().await.is_some() {}
-    }
-
-    async fn until_next_due(&self) -> Duration {
-        match self.store.next_challenge_due().await {
-            Ok(Some(due)) => {
-                let secs = (due - self.clock.unix()).clamp(0, POLL.as_secs() as i64);
-                Duration::from_secs(secs as u64).max(Duration::from_millis(50))
-            }
-            _ => POLL,
-        }
-    }
-
     /// One attempt at one challenge, and its outcome written to the store.
-    async fn attempt(&self, chall: ClaimedChallenge) {
+    async fn attempt(&self, chall: ClaimedChallenge) -> Outcome {
         let key_authz = format!("{}.{}", chall.token, chall.account_thumbprint);
         let started = std::time::Instant::now();
         let mut result = self.validator.validate(chall.kind, &chall.identifier, &chall.token, &key_authz).await;
@@ -118,11 +83,11 @@ impl ValidationWorker {
         }
         let now = self.clock.unix();
         let took = started.elapsed();
-        let outcome = match result {
+        let (done, recorded) = match result {
             Ok(()) => {
                 self.metrics.validation(chall.kind.as_str(), "valid", took);
                 tracing::info!(challenge_type = %chall.kind, identifier = %chall.identifier, "challenge valid");
-                self.store.challenge_succeeded(&chall.id, now).await
+                (Outcome::Done, self.store.challenge_succeeded(&chall.id, now).await)
             }
             Err(problem) => {
                 let delay = backoff(chall.attempts);
@@ -131,14 +96,14 @@ impl ValidationWorker {
                     tracing::debug!(challenge_type = %chall.kind, identifier = %chall.identifier,
                         detail = %problem.detail, "challenge attempt failed; retrying");
                     self.metrics.validation(chall.kind.as_str(), "retry", took);
-                    self.store.challenge_retry(&chall.id, &wire, now + delay).await
+                    (Outcome::Retry, self.store.challenge_retry(&chall.id, &wire, now + delay).await)
                 } else {
                     tracing::info!(challenge_type = %chall.kind, identifier = %chall.identifier,
                         detail = %problem.detail, "challenge invalid");
                     self.metrics.validation(chall.kind.as_str(), "invalid", took);
                     let order_problem = order_problem(&chall, &problem);
                     let limit = self.settings.pause_after_failures;
-                    match self.store.challenge_failed(&chall.id, &wire, &order_problem, limit, now).await {
+                    let failed = match self.store.challenge_failed(&chall.id, &wire, &order_problem, limit, now).await {
                         Ok(paused) => {
                             AuditEvent::by_account("validation_failed", &chall.account_id)
                                 .order(&chall.order_id)
@@ -152,13 +117,18 @@ impl ValidationWorker {
                             Ok(())
                         }
                         Err(e) => Err(e),
-                    }
+                    };
+                    (Outcome::Done, failed)
                 }
             }
         };
-        if let Err(e) = outcome {
-            // The lease runs out and the challenge is tried again.
-            tracing::error!(error = %e, challenge = %chall.id, "cannot record a validation result");
+        match recorded {
+            Ok(()) => done,
+            Err(e) => {
+                // The lease runs out and the challenge is tried again.
+                tracing::error!(error = %e, challenge = %chall.id, "cannot record a validation result");
+                Outcome::Error
+            }
         }
     }
 }
@@ -181,7 +151,7 @@ impl ValidationWorker {
 
 /// 1, 2, 4, 8, then 10 seconds between attempts.
 fn backoff(attempts: i64) -> i64 {
-    1i64.checked_shl(attempts.clamp(0, 8) as u32).unwrap_or(10).min(10)
+    crate::jobs::backoff(attempts, 10)
 }
 
 /// RFC 8555 §7.1.3/§6.7.1: the order's error names the identifier that failed.

@@ -1,0 +1,21 @@
+//! Background work: everything vacme does outside a request, each job written against the one
+//! runner in `runner.rs` (claim with a lease, bounded slots, wake-up, poll, drain, metrics).
+//!
+//! - `validation`: answered challenges, claimed from the store and checked (RFC 8555 §8).
+//! - `issuance`: finalized orders, claimed from the store and signed by the CA.
+//! - `revocation`: recorded revocations pushed to the CA (queued by revokeCert, and the retries
+//!   for a certificate the CA signed wrongly).
+//! - `renewal`: the renewal-info question "did the CA revoke this serial?", asked of the CA.
+//! - `cleanup`: the periodic run that closes, deletes and pushes what is still pending.
+//!
+//! Handlers record intent in the store and wake a job (or queue it and wait briefly); no handler
+//! calls the CA.
+
+pub mod cleanup;
+pub mod issuance;
+pub mod renewal;
+pub mod revocation;
+mod runner;
+pub mod validation;
+
+pub use runner::{Job, MemoryQueue, Outcome, Periodic, Runner, Slots, backoff};
