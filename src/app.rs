@@ -17,6 +17,7 @@ use crate::{
         IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, VaultAuth, VaultIssuer, VaultSettings,
         role::{RoleBook, VaultRoutes},
     },
+    jobs::Wake,
     jobs::{
         Runner, Slots,
         cleanup::Cleanup,
@@ -29,9 +30,9 @@ use crate::{
     jws::nonce::{MemoryNonces, Nonces},
     metrics::Metrics,
     policy::Lifecycle,
-    policy::Policy,
+    policy::{Admission, Policy},
     secret::Secret,
-    state::{AppState, Limits, Shared, Wake},
+    state::{AppState, Limits, Shared},
     store::Store,
     tls::ServingCert,
     validation::{NetValidator, ValidationSettings, Validator},
@@ -133,16 +134,24 @@ impl App {
         let mut server_config = ServerConfig::builder().with_no_client_auth().with_cert_resolver(serving.clone());
         server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let tls = Arc::new(server_config);
+        let policy = Arc::new(Policy::new(&config.policy));
+        let admission = Arc::new(Admission {
+            store: store.clone(),
+            policy: policy.clone(),
+            lifecycle: lifecycle.clone(),
+            limits: config.limits.clone(),
+            key_policy: KeyPolicy::default(),
+        });
         let state = AppState::new(Shared {
             store,
             issuer,
             urls: Arc::new(urls),
-            policy: Arc::new(Policy::new(&config.policy)),
+            policy,
+            admission,
             clock: Arc::new(SystemClock) as Arc<dyn Clock>,
             limits: Arc::new(Limits {
                 max_body_bytes: config.server.max_body_bytes,
                 finalize_wait: Duration::from_secs(config.issuance.finalize_wait_secs),
-                key_policy: KeyPolicy::default(),
                 rate: config.limits.clone(),
                 request_timeout: Duration::from_secs(config.server.request_timeout_secs),
                 max_url_bytes: config.server.max_url_bytes,
@@ -248,10 +257,8 @@ impl App {
                 issuer: st.issuer.clone(),
                 clock: st.clock.clone(),
                 wake: st.wake.clone(),
-                key_policy: st.limits.key_policy.clone(),
-                lifecycle: st.lifecycle.clone(),
                 metrics: st.metrics.clone(),
-                policy: st.policy.clone(),
+                admission: st.admission.clone(),
                 revocations: st.revocations.clone(),
             },
             Slots {

@@ -2,14 +2,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{Notify, watch};
-
 use crate::{
     acme::Urls,
     clock::Clock,
     config::LimitsConfig,
-    issuer::{Issuer, KeyPolicy},
-    jobs::{renewal::CaChecks, revocation::Revocations},
+    issuer::Issuer,
+    jobs::{Wake, renewal::CaChecks, revocation::Revocations},
     jws::{extract::Verifier, nonce::Nonces},
     metrics::Metrics,
     policy::{Admission, Lifecycle, Policy},
@@ -41,6 +39,8 @@ pub struct Shared {
     pub issuer: Arc<dyn Issuer>,
     pub urls: Arc<Urls>,
     pub policy: Arc<Policy>,
+    /// newOrder's and finalize's checks (the issuance job shares it).
+    pub admission: Arc<Admission>,
     pub clock: Arc<dyn Clock>,
     pub limits: Arc<Limits>,
     pub wake: Arc<Wake>,
@@ -69,8 +69,6 @@ pub struct Limits {
     pub finalize_wait: Duration,
     /// `Retry-After` on objects that are still being worked on.
     pub retry_after_secs: u64,
-    /// CSR keys accepted at finalize.
-    pub key_policy: KeyPolicy,
     /// Rate limits and the orders list's page size.
     pub rate: LimitsConfig,
     /// Longest time from a request's head to its response; the body must arrive in half of it.
@@ -87,46 +85,9 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             finalize_wait: Duration::from_secs(5),
             retry_after_secs: 1,
-            key_policy: KeyPolicy::default(),
             rate: LimitsConfig::default(),
             request_timeout: Duration::from_secs(30),
             max_url_bytes: 2048,
-        }
-    }
-}
-
-/// How handlers tell the store-backed jobs there is work, and the jobs tell handlers it is done.
-/// (The in-memory queues, `Revocations` and `CaChecks`, wake their job when pushed to.)
-#[derive(Debug)]
-pub struct Wake {
-    pub validation: Notify,
-    pub issuance: Notify,
-    /// Bumped after every finished issuance, so finalize can wait for its order.
-    pub issued: watch::Sender<u64>,
-}
-
-impl Default for Wake {
-    fn default() -> Self {
-        Self { validation: Notify::new(), issuance: Notify::new(), issued: watch::Sender::new(0) }
-    }
-}
-
-impl Wake {
-    /// Signals that an issuance finished (whatever its outcome).
-    pub fn issued(&self) {
-        self.issued.send_modify(|n| *n = n.wrapping_add(1));
-    }
-}
-
-impl AppState {
-    /// What admitting an order consults.
-    pub fn admission(&self) -> Admission<'_> {
-        Admission {
-            store: &self.store,
-            policy: &self.policy,
-            lifecycle: &self.lifecycle,
-            limits: &self.limits.rate,
-            key_policy: &self.limits.key_policy,
         }
     }
 }

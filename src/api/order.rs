@@ -30,7 +30,7 @@ pub async fn new_order(
     addr: Option<Extension<ClientAddr>>,
     req: Signed<NewOrderRequest>,
 ) -> Result<AcmeResponse, Problem> {
-    let admission = st.admission();
+    let admission = &st.admission;
     let new = match admission.new_order(&req.account, &req.payload, st.clock.unix()).await {
         Ok(new) => new,
         Err(p) => return Err(refused(&st, &req, admission.asked(&req.payload), addr, p).await),
@@ -107,7 +107,7 @@ pub async fn finalize(
         .map_err(|_| Problem::malformed("csr is not base64url"))?;
     // badCSR here, before anything is written (a Vault refusal after this point would make the
     // order invalid; RFC 8555 §7.4 lets a ready order be finalized again with another CSR).
-    if let Err(p) = st.admission().finalize(&order, &der, now) {
+    if let Err(p) = st.admission.finalize(&order, &der, now) {
         return Err(finalize_refused(&st, &order, p, now).await);
     }
     let mut issued = st.wake.issued.subscribe();

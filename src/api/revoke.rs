@@ -12,8 +12,8 @@ use x509_parser::{certificate::X509Certificate, pem::Pem, prelude::FromDer};
 use crate::{
     acme::{Problem, ProblemType, Serial, types::RevocationRequest},
     api::AcmeResponse,
-    jobs::revocation::check_reason,
     jws::extract::SignedAny,
+    policy::reasons::check_reason,
     state::AppState,
     store::AuditEvent,
     store::CertificateRow,

@@ -10,13 +10,13 @@ use tokio::sync::Notify;
 use crate::{
     acme::{Problem, ari},
     clock::Clock,
-    issuer::{IssuanceRequest, IssueError, Issued, Issuer, KeyPolicy},
+    issuer::{IssuanceRequest, IssueError, Issued, Issuer},
+    jobs::Wake,
     jobs::{
         Job, Outcome,
         revocation::{Revocations, revoke_rejected},
     },
-    policy::Lifecycle,
-    state::Wake,
+    policy::Admission,
     store::{AuditEvent, NewCertificate, NewRejected, OrderRow, RejectedRow, Store, StoreError},
 };
 
@@ -27,11 +27,9 @@ pub struct IssuanceWorker {
     pub issuer: Arc<dyn Issuer>,
     pub clock: Arc<dyn Clock>,
     pub wake: Arc<Wake>,
-    pub key_policy: KeyPolicy,
-    pub lifecycle: Arc<Lifecycle>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The name policy, checked again just before signing.
-    pub policy: Arc<crate::policy::Policy>,
+    /// The admission checks, asked again just before signing.
+    pub admission: Arc<Admission>,
     /// Where revocations the CA did not take at once are retried.
     pub revocations: Arc<Revocations>,
 }
@@ -68,7 +66,7 @@ impl Job for IssuanceWorker {
 impl IssuanceWorker {
     async fn issue(&self, order: OrderRow) -> Outcome {
         let now = self.clock.unix();
-        match self.recheck(&order).await {
+        match self.admission.recheck(&order).await {
             Ok(None) => {}
             Ok(Some(p)) => return self.refuse_before_signing(&order, p, now).await,
             Err(e) => {
@@ -195,46 +193,6 @@ impl IssuanceWorker {
         Ok(())
     }
 
-    /// What changed since the order was finalized that forbids signing it now: the account is
-    /// no longer valid (`unauthorized`), a name left `policy.allowed_domains`, or left the scope
-    /// of the account's EAB key (`rejectedIdentifier`). A revoked EAB key counts as out of scope
-    /// (`unauthorized`): revoking it is how an operator withdraws what it admitted.
-    async fn recheck(&self, order: &OrderRow) -> crate::store::Result<Option<Problem>> {
-        use crate::acme::types::AccountStatus;
-        let Some(account) = self.store.account(&order.account_id).await? else {
-            return Ok(Some(Problem::unauthorized("the account of this order no longer exists")));
-        };
-        if account.status != AccountStatus::Valid {
-            return Ok(Some(Problem::unauthorized("the account of this order is no longer valid")));
-        }
-        if let Err(p) = self.policy.check(&order.identifiers) {
-            return Ok(Some(p));
-        }
-        if let Some(kid) = &account.eab_kid {
-            match self.store.eab_key(kid).await? {
-                // A revoked key keeps its scope: accounts already bound with it keep working, as
-                // `vacme eab revoke` says (docs/cli.md); deactivating the account stops them.
-                Some(key) => {
-                    if let Some(id) =
-                        order.identifiers.iter().find(|id| !crate::policy::scope::scope_allows(&key.scope, id))
-                    {
-                        return Ok(Some(Problem::rejected_identifier(format!(
-                            "{} is outside this account's scope ({})",
-                            id.value(),
-                            key.scope.join(", ")
-                        ))));
-                    }
-                }
-                None => {
-                    return Ok(Some(Problem::unauthorized(
-                        "the external account binding key of this account no longer exists",
-                    )));
-                }
-            }
-        }
-        Ok(None)
-    }
-
     /// The order becomes `invalid` with `p`, audited; the CA is never called.
     async fn refuse_before_signing(&self, order: &OrderRow, p: Problem, now: i64) -> Outcome {
         tracing::warn!(order_id = %order.id, reason = %p.detail, "order refused before signing");
@@ -282,21 +240,11 @@ impl IssuanceWorker {
         self.issuer.sign(req).await
     }
 
-    /// Rebuilds the checked request from the stored CSR (it was checked at finalize; this is the
-    /// same check, so a changed policy can't be bypassed by an order queued before the change).
+    /// The checked request from the stored CSR, from the same place finalize checked it
+    /// (`Admission::signing_request`: names, key policy, role and lifetime).
     fn request(&self, order: &OrderRow) -> Result<IssuanceRequest, Problem> {
         let csr = order.csr.as_deref().ok_or_else(|| Problem::bad_csr("order has no CSR"))?;
-        let req = IssuanceRequest::new(
-            &order.identifiers,
-            csr,
-            &self.key_policy,
-            order.not_before.map(crate::clock::from_unix),
-            order.not_after.map(crate::clock::from_unix),
-        )?;
-        let now = crate::clock::from_unix(self.clock.unix());
-        // The same routing finalize checked the key against (Lifecycle::route).
-        let target = self.lifecycle.route(order.profile.as_deref(), req.key);
-        Ok(req.with_target(target, now))
+        self.admission.signing_request(order, csr, self.clock.unix())
     }
 }
 

@@ -17,5 +17,7 @@ pub mod renewal;
 pub mod revocation;
 mod runner;
 pub mod validation;
+mod wake;
 
 pub use runner::{Job, MemoryQueue, Outcome, Periodic, Runner, Slots, backoff};
+pub use wake::Wake;

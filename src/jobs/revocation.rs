@@ -1,4 +1,4 @@
-//! Telling the CA about revocations vacme has recorded, and which reasons a subscriber may give.
+//! Telling the CA about revocations vacme has recorded.
 //! The revokeCert handler records a revocation and queues its push here (then waits briefly for
 //! it); the issuance job queues the retries for a certificate the CA signed wrongly; the clean-up
 //! run pushes whatever is still pending, and the admin CLI pushes its own revocation directly.
@@ -9,30 +9,12 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::{Notify, oneshot};
 
 use crate::{
-    acme::{Problem, ProblemType},
     clock::Clock,
     issuer::Issuer,
     jobs::{Job, MemoryQueue, Outcome, backoff},
     policy::Lifecycle,
     store::{CertificateRow, RejectedRow, Store, StoreError},
 };
-
-/// RFC 5280 §5.3.1 reasons a subscriber may give: unspecified, keyCompromise,
-/// affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn. The others
-/// (cACompromise, certificateHold, removeFromCRL, aACompromise) are the CA's to state.
-pub const SUBSCRIBER_REASONS: &[u8] = &[0, 1, 3, 4, 5, 9];
-
-/// `badRevocationReason` unless the reason is one a subscriber may give (absent means 0).
-pub fn check_reason(reason: Option<i64>) -> Result<u8, Problem> {
-    let r = reason.unwrap_or(0);
-    match u8::try_from(r) {
-        Ok(r) if SUBSCRIBER_REASONS.contains(&r) => Ok(r),
-        _ => Err(Problem::new(
-            ProblemType::BadRevocationReason,
-            format!("revocation reason {r} is not accepted; use one of {SUBSCRIBER_REASONS:?} (RFC 5280 §5.3.1)"),
-        )),
-    }
-}
 
 /// Pushes one recorded revocation to the CA; on failure it stays pending for the next clean-up run.
 /// `true` when the CA took it.
@@ -200,15 +182,6 @@ fn leaf_pem(chain_pem: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reasons() {
-        assert_eq!(check_reason(None).unwrap(), 0);
-        assert_eq!(check_reason(Some(1)).unwrap(), 1);
-        for bad in [2, 6, 7, 8, 10, 11, -1, 300] {
-            assert_eq!(check_reason(Some(bad)).unwrap_err().kind.code(), "badRevocationReason", "{bad}");
-        }
-    }
 
     #[test]
     fn leaf_of_a_chain() {

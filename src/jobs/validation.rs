@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 use crate::{
     acme::{Identifier, Problem, Subproblem},
     clock::Clock,
+    jobs::Wake,
     jobs::{Job, Outcome},
-    state::Wake,
     store::{AuditEvent, ClaimedChallenge, Store, StoreError},
     validation::Validator,
 };

@@ -3,7 +3,7 @@
 //! store records; what does not is the one Problem the client gets, with a subproblem per name.
 //! The issuance job asks `recheck` again just before signing.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use crate::{
     acme::{
@@ -17,18 +17,19 @@ use crate::{
     store::{AccountRow, EabKeyRow, NewAuthz, NewOrder, OrderRow, Store},
 };
 
-/// What admitting an order consults.
-#[derive(Clone, Copy, Debug)]
-pub struct Admission<'a> {
-    pub store: &'a Store,
-    pub policy: &'a Policy,
-    pub lifecycle: &'a Lifecycle,
-    pub limits: &'a LimitsConfig,
+/// What admitting an order consults. newOrder, finalize and the issuance job share one.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    pub store: Store,
+    pub policy: Arc<Policy>,
+    pub lifecycle: Arc<Lifecycle>,
+    /// The rate limits.
+    pub limits: LimitsConfig,
     /// CSR keys accepted at finalize.
-    pub key_policy: &'a KeyPolicy,
+    pub key_policy: KeyPolicy,
 }
 
-impl Admission<'_> {
+impl Admission {
     /// The order `account` may make for `req`, or why not.
     pub async fn new_order(&self, account: &AccountRow, req: &NewOrderRequest, now: i64) -> Result<NewOrder, Problem> {
         let identifiers = parse_identifiers(req, self.policy.max_identifiers())?;
@@ -38,7 +39,7 @@ impl Admission<'_> {
             check_scope(key, &identifiers)?;
         }
         let profile = self.choose_profile(req.profile.as_deref(), binding.as_ref())?;
-        ratelimit::check_new_order(self.store, self.limits, &account.id, &identifiers, now).await?;
+        ratelimit::check_new_order(&self.store, &self.limits, &account.id, &identifiers, now).await?;
         if let Some(replaces) = &req.replaces {
             self.check_replaces(account, replaces, &identifiers).await?;
         }
@@ -73,7 +74,7 @@ impl Admission<'_> {
         let req = IssuanceRequest::new(
             &order.identifiers,
             csr,
-            self.key_policy,
+            &self.key_policy,
             order.not_before.map(from_unix),
             order.not_after.map(from_unix),
         )?;

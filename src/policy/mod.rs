@@ -7,6 +7,7 @@ pub mod admit;
 mod names;
 pub mod profile;
 pub mod ratelimit;
+pub mod reasons;
 pub mod scope;
 
 pub use admit::Admission;
