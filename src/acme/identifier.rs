@@ -4,7 +4,7 @@ use std::{fmt, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::acme::problem::Problem;
+use crate::acme::problem_type::ProblemType;
 
 /// A checked identifier: a DNS name in canonical form, or an IP address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -23,24 +23,40 @@ pub struct RawIdentifier {
     pub value: String,
 }
 
+/// Why an identifier was refused: `rejectedIdentifier`, `malformed` (an IP that is not one) or
+/// `unsupportedIdentifier`, and the detail for the client. Becomes a `Problem` with `?`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentifierError {
+    pub kind: ProblemType,
+    pub detail: String,
+}
+
+impl IdentifierError {
+    fn new(kind: ProblemType, detail: String) -> Self {
+        Self { kind, detail }
+    }
+}
+
 impl Identifier {
     /// Checks and normalises one wire identifier (as a client orders it). Case is spelling and
     /// is folded; a trailing dot is refused rather than dropped, so the order never names
     /// something other than what the client sent (as Boulder and Pebble do).
-    pub fn parse(raw: &RawIdentifier) -> Result<Self, Problem> {
+    pub fn parse(raw: &RawIdentifier) -> Result<Self, IdentifierError> {
         match raw.kind.as_str() {
             // RFC 5280 §4.2.1.6: a dNSName has no trailing dot, so "a.example." can never be the
             // name in the certificate; say so instead of issuing for a rewritten name.
-            "dns" if raw.value.ends_with('.') => {
-                Err(Problem::rejected_identifier(format!("{:?} ends with a dot: order the name without it", raw.value)))
-            }
+            "dns" if raw.value.ends_with('.') => Err(IdentifierError::new(
+                ProblemType::RejectedIdentifier,
+                format!("{:?} ends with a dot: order the name without it", raw.value),
+            )),
             "dns" => normalize_dns(&raw.value).map(Identifier::Dns),
-            "ip" => raw
-                .value
-                .parse::<IpAddr>()
-                .map(Identifier::Ip)
-                .map_err(|_| Problem::malformed(format!("{:?} is not an IP address", raw.value))),
-            other => Err(Problem::unsupported_identifier(format!("identifier type {other:?} is not supported"))),
+            "ip" => raw.value.parse::<IpAddr>().map(Identifier::Ip).map_err(|_| {
+                IdentifierError::new(ProblemType::Malformed, format!("{:?} is not an IP address", raw.value))
+            }),
+            other => Err(IdentifierError::new(
+                ProblemType::UnsupportedIdentifier,
+                format!("identifier type {other:?} is not supported"),
+            )),
         }
     }
 
@@ -81,8 +97,10 @@ impl fmt::Display for Identifier {
 }
 
 /// Lower-cases, drops one trailing dot and checks every label (RFC 1035 §2.3.1, RFC 5891 A-labels).
-pub fn normalize_dns(value: &str) -> Result<String, Problem> {
-    let reject = |why: &str| Problem::rejected_identifier(format!("{value:?} is not a valid DNS name: {why}"));
+pub fn normalize_dns(value: &str) -> Result<String, IdentifierError> {
+    let reject = |why: &str| {
+        IdentifierError::new(ProblemType::RejectedIdentifier, format!("{value:?} is not a valid DNS name: {why}"))
+    };
     let name = value.strip_suffix('.').unwrap_or(value).to_ascii_lowercase();
     if name.is_empty() {
         return Err(reject("empty"));
@@ -297,7 +315,7 @@ mod punycode {
 mod tests {
     use super::*;
 
-    fn dns(v: &str) -> Result<Identifier, Problem> {
+    fn dns(v: &str) -> Result<Identifier, IdentifierError> {
         Identifier::parse(&RawIdentifier { kind: "dns".into(), value: v.into() })
     }
 

@@ -4,6 +4,7 @@ pub mod ari;
 pub mod identifier;
 pub mod ids;
 pub mod problem;
+mod problem_type;
 pub mod serial;
 mod status;
 pub mod types;
