@@ -1,23 +1,35 @@
 //! vacme: an ACME (RFC 8555) server in front of a Vault or OpenBao PKI mount.
+//!
+//! `docs/architecture.md` is the map. A request enters at `api::router`, is authenticated by
+//! `jws`, admitted by `policy`, recorded by `store`; the `jobs` validate, sign and revoke outside
+//! the request. The modules are private; what the binaries and tests use is re-exported here or
+//! lives in the public `acme` (wire vocabulary), `config`, `cli`, `jws` and `store` modules.
 #![forbid(unsafe_code)]
 
 pub mod acme;
-pub mod api;
-pub mod app;
+mod api;
+mod app;
 pub mod cli;
-pub mod clock;
+mod clock;
 pub mod config;
-pub mod conn;
-pub mod issuer;
-pub mod jobs;
+mod conn;
+mod issuer;
+mod jobs;
 pub mod jws;
-pub mod metrics;
-pub mod policy;
-pub mod secret;
-pub mod state;
+mod metrics;
+mod policy;
+mod secret;
+mod state;
 pub mod store;
-pub mod telemetry;
-pub mod tls;
-pub mod validation;
+mod telemetry;
+mod tls;
+mod validation;
 
-pub use app::App;
+pub use app::{App, roles_note};
+pub use clock::from_unix;
+pub use issuer::{IssuanceRequest, KeyPolicy, SignTarget, VaultAuth, VaultIssuer, VaultSettings};
+pub use jobs::cleanup::Cleanup;
+pub use secret::Secret;
+pub use state::AppState;
+pub use telemetry::init as init_telemetry;
+pub use validation::Resolver;

@@ -7,7 +7,7 @@ use vacme::{
     App,
     cli::{Admin, EabCreate},
     config::{Config, Overrides},
-    telemetry,
+    init_telemetry,
 };
 
 /// An ACME server in front of a Vault or OpenBao PKI mount.
@@ -192,7 +192,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::CheckConfig => {
-            print!("{}{}", config.to_toml(), vacme::app::roles_note(&config));
+            print!("{}{}", config.to_toml(), vacme::roles_note(&config));
             ExitCode::SUCCESS
         }
         Command::Serve { .. } => serve(config),
@@ -267,7 +267,7 @@ fn admin(config: &Config, cmd: Admin, json: bool) -> ExitCode {
 
 fn serve(config: Config) -> ExitCode {
     let json = std::env::var("VACME_LOG_FORMAT").is_ok_and(|f| f == "json");
-    telemetry::init(json, std::env::var("VACME_LOG").or_else(|_| std::env::var("RUST_LOG")).ok());
+    init_telemetry(json, std::env::var("VACME_LOG").or_else(|_| std::env::var("RUST_LOG")).ok());
     // Explicit: with more than one provider compiled in, rustls has no default.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

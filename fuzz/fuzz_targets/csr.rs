@@ -14,9 +14,9 @@ use std::net::IpAddr;
 use libfuzzer_sys::fuzz_target;
 use time::Duration;
 use vacme::{
+    IssuanceRequest, KeyPolicy, SignTarget,
     acme::Identifier,
-    clock::from_unix,
-    issuer::{IssuanceRequest, KeyPolicy, SignTarget},
+    from_unix,
 };
 
 /// The names `seedgen` puts in its CSRs, so seeds start on the accepting path.

@@ -37,6 +37,14 @@ impl IdentifierError {
     }
 }
 
+impl fmt::Display for IdentifierError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.detail)
+    }
+}
+
+impl std::error::Error for IdentifierError {}
+
 impl Identifier {
     /// Checks and normalises one wire identifier (as a client orders it). Case is spelling and
     /// is folded; a trailing dot is refused rather than dropped, so the order never names

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::acme::{Identifier, Problem, ProblemType};
 
 pub use csr::{CsrKey, IssuanceRequest, KeyKind, KeyPolicy, SignTarget};
-pub use local::{LocalCa, LocalCaError, LocalIssuer};
+pub use local::{LocalCa, LocalIssuer};
 pub use vault::{VaultAuth, VaultIssuer, VaultSettings};
 
 /// Boxed error source.

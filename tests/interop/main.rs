@@ -278,7 +278,7 @@ async fn zero_config_quickstart_with_certbot() {
 #[tokio::test]
 async fn test_dns_answers_the_validation_resolver() {
     let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
-    let resolver = vacme::validation::Resolver::new(&[dns.addr()], Duration::from_secs(2)).unwrap();
+    let resolver = vacme::Resolver::new(&[dns.addr()], Duration::from_secs(2)).unwrap();
     assert_eq!(resolver.lookup_ips("nas.lab.test").await.unwrap(), vec![std::net::IpAddr::from(Ipv4Addr::LOCALHOST)]);
     let p = resolver.lookup_ips("nas.elsewhere.test").await.unwrap_err();
     assert_eq!(p.kind.code(), "dns");

@@ -369,10 +369,9 @@ async fn secrets_never_reach_logs_errors_or_problems_and_secret_files_are_privat
 #[tokio::test]
 async fn config_and_issuer_debug_never_show_secrets() {
     use vacme::{
+        Secret, VaultAuth, VaultIssuer, VaultSettings,
         config::{Config, Overrides},
-        issuer::{VaultAuth, VaultIssuer, VaultSettings},
         jws::eab::EabSecret,
-        secret::Secret,
     };
     const TOKEN: &str = "hvs.CAESIUnitTestTokenNeverPrinted0123";
     const SECRET_ID: &str = "6f1c2a9e-secret-id-never-printed";

@@ -22,9 +22,8 @@ use ring::{
 use serde_json::{Value, json};
 use tokio::{sync::oneshot, task::JoinHandle};
 use vacme::{
-    App,
+    App, AppState,
     config::{Config, Overrides},
-    state::AppState,
     store::Counts,
 };
 

@@ -651,7 +651,7 @@ async fn cleanup_pushes_revocations_the_ca_has_not_confirmed() {
     // Recorded in the store only, as when Vault did not answer.
     assert!(env.state.store.revoke_certificate(&cert.id, 4, now()).await.unwrap());
     assert_eq!(env.state.store.pending_ca_revocations(10).await.unwrap().len(), 1);
-    let cleanup = vacme::jobs::cleanup::Cleanup {
+    let cleanup = vacme::Cleanup {
         store: env.state.store.clone(),
         issuer: env.state.issuer.clone(),
         lifecycle: env.state.lifecycle.clone(),
