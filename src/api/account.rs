@@ -145,24 +145,30 @@ pub async fn account(
         return Err(Problem::unauthorized("an account can only be read or changed with its own key"));
     }
     if let Some(payload) = req.payload {
-        let update: AccountUpdate = serde_json::from_value(payload)
-            .map_err(|e| Problem::malformed(format!("account update is not valid: {e}")))?;
-        match update.status.as_deref() {
-            None => {}
-            Some("deactivated") => {
-                st.store.deactivate_account(&id, st.clock.unix()).await?;
-                AuditEvent::by_account("account_deactivated", &id).record(&st.store, st.clock.unix()).await;
-            }
-            Some(other) => {
-                return Err(Problem::malformed(format!("account status cannot be set to {other:?}")));
-            }
-        }
-        if let Some(contact) = update.contact {
-            st.store.update_contact(&id, &check_contacts(&contact)?).await?;
-        }
+        update(&st, &id, payload).await?;
     }
     let acct = st.store.account(&id).await?.ok_or_else(|| Problem::account_does_not_exist("no such account"))?;
     Ok(AcmeResponse::json(StatusCode::OK, &wire(&acct, &st)).location(st.urls.account(&id)))
+}
+
+/// An account update: `{"status":"deactivated"}` and/or a new `contact` list.
+async fn update(st: &AppState, id: &AccountId, payload: serde_json::Value) -> Result<(), Problem> {
+    let update: AccountUpdate =
+        serde_json::from_value(payload).map_err(|e| Problem::malformed(format!("account update is not valid: {e}")))?;
+    match update.status.as_deref() {
+        None => {}
+        Some("deactivated") => {
+            st.store.deactivate_account(id, st.clock.unix()).await?;
+            AuditEvent::by_account("account_deactivated", id).record(&st.store, st.clock.unix()).await;
+        }
+        Some(other) => {
+            return Err(Problem::malformed(format!("account status cannot be set to {other:?}")));
+        }
+    }
+    if let Some(contact) = update.contact {
+        st.store.update_contact(id, &check_contacts(&contact)?).await?;
+    }
+    Ok(())
 }
 
 /// The orders list's page cursor: `?cursor=<id of the last order on the previous page>`.

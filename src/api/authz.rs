@@ -31,24 +31,28 @@ pub async fn authz(
 ) -> Result<AcmeResponse, Problem> {
     let mut authz = own_authz(&st, &req.account.id, &id).await?;
     if let Some(payload) = req.payload {
-        // RFC 8555 §7.5.2: the only update is `{"status": "deactivated"}`.
-        let update: AuthorizationUpdate = serde_json::from_value(payload)
-            .map_err(|e| Problem::malformed(format!("authorization update is not valid: {e}")))?;
-        if update.status.as_deref() != Some("deactivated") {
-            return Err(Problem::malformed("an authorization can only be updated to {\"status\": \"deactivated\"}"));
-        }
-        let problem =
-            Problem::unauthorized(format!("the authorization for {} was deactivated", authz.identifier.value()));
-        let problem = serde_json::to_value(&problem).map_err(Problem::internal)?;
-        if !st.store.deactivate_authz(&id, &problem, st.clock.unix()).await? {
-            return Err(Problem::malformed(format!("an authorization that is {} cannot be deactivated", authz.status)));
-        }
+        deactivate(&st, &authz, payload).await?;
         authz = own_authz(&st, &req.account.id, &id).await?;
     }
     let res = AcmeResponse::json(StatusCode::OK, &render::authz(&authz, &st.urls, st.clock.unix()));
     let busy = authz.status == AuthorizationStatus::Pending
         && authz.challenges.iter().any(|c| c.status == ChallengeStatus::Processing);
     Ok(if busy { res.retry_after(st.limits.retry_after_secs) } else { res })
+}
+
+/// RFC 8555 §7.5.2: the only update is `{"status": "deactivated"}`.
+async fn deactivate(st: &AppState, authz: &AuthzRow, payload: serde_json::Value) -> Result<(), Problem> {
+    let update: AuthorizationUpdate = serde_json::from_value(payload)
+        .map_err(|e| Problem::malformed(format!("authorization update is not valid: {e}")))?;
+    if update.status.as_deref() != Some("deactivated") {
+        return Err(Problem::malformed("an authorization can only be updated to {\"status\": \"deactivated\"}"));
+    }
+    let problem = Problem::unauthorized(format!("the authorization for {} was deactivated", authz.identifier.value()));
+    let problem = serde_json::to_value(&problem).map_err(Problem::internal)?;
+    if !st.store.deactivate_authz(&authz.id, &problem, st.clock.unix()).await? {
+        return Err(Problem::malformed(format!("an authorization that is {} cannot be deactivated", authz.status)));
+    }
+    Ok(())
 }
 
 /// POST /acme/chall/{id}: any JSON object means "ready, validate now" (old clients send leftover

@@ -24,19 +24,24 @@ pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
         tracing::warn!(error = %e, "store not ready");
     }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({
+    (status, Json(readiness(&st, ready, store.is_ok(), issuer.is_ok())))
+}
+
+/// The body of `/readyz`. Roles that cannot be read or that take names from the CSR are
+/// reported, not failed: vacme keeps signing safely (the strict CSR reader and the post-sign
+/// check still hold).
+fn readiness(st: &AppState, ready: bool, store: bool, issuer: bool) -> serde_json::Value {
+    let state = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let mut body = json!({
         "ready": ready,
-        "store": if store.is_ok() { "ok" } else { "unavailable" },
-        "issuer": { "kind": st.issuer.name(), "state": if issuer.is_ok() { "ok" } else { "unavailable" } },
+        "store": state(store),
+        "issuer": { "kind": st.issuer.name(), "state": state(issuer) },
     });
-    // Roles that cannot be read or that take names from the CSR are reported, not failed:
-    // vacme keeps signing safely (the strict CSR reader and the post-sign check still hold).
     let roles = st.lifecycle.roles.report();
-    let mut body = body;
     if !roles.is_empty() {
         body["issuer"]["roles"] = json!(roles);
     }
-    (status, Json(body))
+    body
 }
 
 /// GET /metrics: Prometheus text exposition (docs/operations.md lists the series).

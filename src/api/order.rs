@@ -110,13 +110,19 @@ pub async fn finalize(
     if let Err(p) = st.admission.finalize(&order, &der, now) {
         return Err(finalize_refused(&st, &order, p, now).await);
     }
+    let order = issue(&st, &id, &der, now).await?;
+    Ok(respond(&st, &order))
+}
+
+/// Records the checked CSR, wakes the issuance job and waits (briefly) for it, so a healthy CA
+/// answers `valid` without a poll round trip.
+async fn issue(st: &AppState, id: &OrderId, der: &[u8], now: i64) -> Result<OrderRow, Problem> {
     let mut issued = st.wake.issued.subscribe();
-    if !st.store.begin_issuance(&id, &der, now).await? {
+    if !st.store.begin_issuance(id, der, now).await? {
         return Err(Problem::order_not_ready("order is no longer ready"));
     }
     st.wake.issuance.notify_one();
-    let order = wait_for_issuance(&st, &id, &mut issued).await?;
-    Ok(respond(&st, &order))
+    wait_for_issuance(st, id, &mut issued).await
 }
 
 /// Audits a CSR refused at finalize and hands the problem back.
@@ -130,7 +136,7 @@ async fn finalize_refused(st: &AppState, order: &OrderRow, p: Problem, now: i64)
     p
 }
 
-/// Waits (briefly) for the worker, so a healthy CA answers `valid` without a poll round trip.
+/// Waits until the issuance job finished the order, or `finalize_wait` passed.
 async fn wait_for_issuance(
     st: &AppState,
     id: &str,

@@ -15,6 +15,7 @@ use crate::{
     clock::from_unix,
     policy::ratelimit::ClientAddr,
     state::AppState,
+    store::CertificateRow,
 };
 
 /// GET /acme/renewal-info/{certID}: the configured share of the lifetime, or a window that has
@@ -34,27 +35,29 @@ pub async fn renewal_info(
         .await?
         .ok_or_else(|| Problem::not_found("no certificate with this certID was issued here"))?;
     let now = st.clock.unix();
-    let mut revoked_at = cert.revoked_at;
-    if revoked_at.is_none() && cert.not_after > now {
-        // At most one CA call per certificate per `renewal.ca_check_secs`, however many requests;
-        // the CA-check job makes it, and this waits for it at most `CA_CHECK_TIMEOUT`.
-        let mount = st.lifecycle.target(cert.profile.as_deref()).mount;
-        let known = st.ca_checks.revoked_at(&cert.serial, mount, now).await;
-        if let Some(at) = known {
-            tracing::info!(certificate_id = %cert.id, serial = %cert.serial, "the CA revoked this certificate");
-            st.store.revoked_by_ca(&cert.id, at).await?;
-            revoked_at = Some(at);
-        }
-    }
+    let revoked_at = revoked_at(&st, &cert, now).await?;
     let renewal = &st.lifecycle.renewal;
     let (start, end) = match revoked_at {
         // In the past: RFC 9773 §4.2 clients renew at once.
         Some(at) => (at.min(now) - 1, now),
         None => ari::window(cert.not_before, cert.not_after, renewal.window_start_percent, renewal.window_end_percent),
     };
-    let info = RenewalInfo {
-        suggested_window: SuggestedWindow { start: from_unix(start), end: from_unix(end.max(start + 1)) },
-        explanation_url: None,
-    };
+    let window = SuggestedWindow { start: from_unix(start), end: from_unix(end.max(start + 1)) };
+    let info = RenewalInfo { suggested_window: window, explanation_url: None };
     Ok(AcmeResponse::json(StatusCode::OK, &info).retry_after(renewal.retry_after_secs))
+}
+
+/// When the certificate was revoked: as vacme recorded it, or as the CA says (the CA-check job
+/// asks at most once per certificate per `renewal.ca_check_secs`, however many requests come,
+/// and this waits for it at most `CA_CHECK_TIMEOUT`). A revocation the CA made behind vacme's
+/// back is recorded.
+async fn revoked_at(st: &AppState, cert: &CertificateRow, now: i64) -> Result<Option<i64>, Problem> {
+    if cert.revoked_at.is_some() || cert.not_after <= now {
+        return Ok(cert.revoked_at);
+    }
+    let mount = st.lifecycle.target(cert.profile.as_deref()).mount;
+    let Some(at) = st.ca_checks.revoked_at(&cert.serial, mount, now).await else { return Ok(None) };
+    tracing::info!(certificate_id = %cert.id, serial = %cert.serial, "the CA revoked this certificate");
+    st.store.revoked_by_ca(&cert.id, at).await?;
+    Ok(Some(at))
 }
