@@ -1,7 +1,7 @@
 //! HTTPS connections within limits: a cap on connections in all and per client address (so one
 //! host holding thousands of idle sockets cannot lock others out), a deadline for the TLS
 //! handshake and each request head, a largest request head, and a longest connection life.
-//! Every request carries the client's address (`ratelimit::ClientAddr`) for the rate limits.
+//! Every request carries the client's address (`policy::ratelimit::ClientAddr`) for the rate limits.
 
 use std::{
     collections::HashMap,

@@ -134,7 +134,7 @@ impl ValidationWorker {
 }
 
 impl ValidationWorker {
-    /// Too many failures of one name by one account in an hour paused it (src/ratelimit.rs); the
+    /// Too many failures of one name by one account in an hour paused it (src/policy/ratelimit.rs); the
     /// pause was recorded with the failure, in one transaction.
     async fn paused(&self, chall: &ClaimedChallenge, now: i64) {
         let limit = self.settings.pause_after_failures;

@@ -1,4 +1,4 @@
-//! What the rate limits count (src/ratelimit.rs), read from the rows the protocol writes anyway,
+//! What the rate limits count (src/policy/ratelimit.rs), read from the rows the protocol writes anyway,
 //! so every replica and every restart sees the same counts; and the validation pauses an
 //! administrator lifts, on PostgreSQL.
 

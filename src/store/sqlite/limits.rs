@@ -1,4 +1,4 @@
-//! What the rate limits count (src/ratelimit.rs), read from the rows the protocol writes anyway,
+//! What the rate limits count (src/policy/ratelimit.rs), read from the rows the protocol writes anyway,
 //! and the validation pauses an administrator lifts, on SQLite.
 
 use rusqlite::Connection;
