@@ -17,8 +17,7 @@ use crate::{
     jobs::revocation::tell_ca,
     policy::reasons::check_reason,
     policy::scope::check_pattern,
-    store::AuditEvent,
-    store::{CertificateRow, NewEabKey, RejectedRow, Store},
+    store::{AuditEvent, CertificateRow, NewEabKey, RejectedRow, Store},
 };
 
 /// What an admin command can fail with; `main` prints it and exits 1.

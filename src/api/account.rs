@@ -22,8 +22,7 @@ use crate::{
     },
     policy::ratelimit::{self, ClientAddr},
     state::AppState,
-    store::AuditEvent,
-    store::{AccountRow, KeyChange, NewAccountOutcome},
+    store::{AccountRow, AuditEvent, KeyChange, NewAccountOutcome},
 };
 
 /// Most contact URIs an account may list.

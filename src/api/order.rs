@@ -19,8 +19,7 @@ use crate::{
     jws::extract::{PostAsGet, Signed},
     policy::ratelimit::ClientAddr,
     state::AppState,
-    store::AuditEvent,
-    store::OrderRow,
+    store::{AuditEvent, OrderRow},
 };
 
 /// POST /acme/new-order: admitted by `policy::Admission`; a refusal of names (policy, scope,

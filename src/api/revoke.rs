@@ -15,8 +15,7 @@ use crate::{
     jws::extract::SignedAny,
     policy::reasons::check_reason,
     state::AppState,
-    store::AuditEvent,
-    store::CertificateRow,
+    store::{AuditEvent, CertificateRow},
 };
 
 /// POST /acme/revoke-cert.

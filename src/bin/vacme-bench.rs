@@ -44,8 +44,7 @@ use serde_json::{Value, json};
 use tokio::{net::UdpSocket, task::JoinSet};
 use vacme::{
     acme::{Identifier as AcmeIdentifier, Problem, types::ChallengeType as ChallType},
-    store::AuditEvent,
-    store::{NewAccountOutcome, NewAuthz, NewCertificate, NewOrder as StoreOrder, Store},
+    store::{AuditEvent, NewAccountOutcome, NewAuthz, NewCertificate, NewOrder as StoreOrder, Store},
 };
 
 #[derive(Parser)]

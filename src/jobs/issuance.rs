@@ -11,9 +11,8 @@ use crate::{
     acme::{Problem, ari},
     clock::Clock,
     issuer::{IssuanceRequest, IssueError, Issued, Issuer},
-    jobs::Wake,
     jobs::{
-        Job, Outcome,
+        Job, Outcome, Wake,
         revocation::{Revocations, revoke_rejected},
     },
     policy::Admission,

@@ -1,10 +1,7 @@
 //! The audit trail's rows (src/audit.rs writes them, `vacme audit` reads them), on PostgreSQL.
 
 use super::Postgres;
-use crate::{
-    store::AuditEvent,
-    store::{AuditRow, Result, rows::RawAudit},
-};
+use crate::store::{AuditEvent, AuditRow, Result, rows::RawAudit};
 
 impl Postgres {
     pub(in crate::store) async fn insert_audit(&self, e: &AuditEvent, identifiers: &str, now: i64) -> Result<()> {

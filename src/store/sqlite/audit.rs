@@ -1,10 +1,7 @@
 //! The audit trail's rows (src/audit.rs writes them, `vacme audit` reads them), on SQLite.
 
 use super::{Sqlite, execute, query};
-use crate::{
-    store::AuditEvent,
-    store::{AuditRow, Result, rows::RawAudit},
-};
+use crate::store::{AuditEvent, AuditRow, Result, rows::RawAudit};
 
 impl Sqlite {
     pub(in crate::store) async fn insert_audit(&self, e: AuditEvent, identifiers: String, now: i64) -> Result<()> {
