@@ -15,6 +15,7 @@ mod edges;
 mod env;
 mod flow;
 mod hostile_csr;
+mod layers;
 mod lifecycle;
 mod limits;
 mod observe;
