@@ -21,6 +21,7 @@ use crate::{
         Runner, Slots, Wake,
         cleanup::Cleanup,
         issuance::IssuanceWorker,
+        notify::{Webhook, Webhooks},
         renewal::{CaChecks, RenewalCheck},
         revocation::{RevocationPush, Revocations},
         validation::{ValidationWorker, ValidationWorkerSettings},
@@ -35,7 +36,7 @@ use crate::{
     state::{AppState, Limits, Shared},
     store::Store,
     tls::ServingCert,
-    validation::{NetValidator, ValidationSettings, Validator},
+    validation::{NetValidator, Outbound, ValidationSettings, Validator},
 };
 
 /// Revocation pushes to the CA at once: revocations come one per request, and a CA that is down
@@ -62,6 +63,8 @@ pub enum AppError {
     Tls(String),
     #[error("EAB secret: {0}")]
     Eab(String),
+    #[error("{0}")]
+    Webhook(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
@@ -79,6 +82,8 @@ pub struct App {
     tls_source: crate::tls::Source,
     tls_next: Duration,
     validator: Arc<dyn Validator>,
+    /// The webhook delivery job (it runs with no webhooks configured too: then it does nothing).
+    webhooks: Arc<Webhooks>,
     config: Config,
     ca_bundle: PathBuf,
 }
@@ -167,8 +172,24 @@ impl App {
             ca_checks: Arc::new(CaChecks::new(config.renewal.ca_check_secs)),
             revocations: Arc::new(Revocations::default()),
         });
+        let outbound = Outbound::new(
+            &config.nameservers(),
+            config.allowed_targets(),
+            Duration::from_secs(config.notify.timeout_secs),
+        )
+        .map_err(|e| AppError::Webhook(format!("webhooks: {e}")))?;
+        let hooks = Webhook::from_config(&config.notify).map_err(|e| AppError::Webhook(e.to_string()))?;
+        let webhooks = Arc::new(Webhooks::new(
+            state.store.clone(),
+            state.clock.clone(),
+            state.metrics.clone(),
+            Arc::new(outbound),
+            hooks,
+            &config.notify,
+        ));
         Ok(App {
             router: api::router(state.clone()),
+            webhooks,
             state,
             listener,
             tls,
@@ -284,7 +305,7 @@ impl App {
             Slots { slots: CA_CHECK_SLOTS, lease_secs: 0 },
             stopped(stop_rx.clone()),
         ));
-        workers.spawn(runner.periodic(
+        workers.spawn(runner.clone().periodic(
             Cleanup {
                 store: st.store.clone(),
                 issuer: st.issuer.clone(),
@@ -296,7 +317,12 @@ impl App {
             },
             stopped(stop_rx.clone()),
         ));
-
+        let lease_secs = self.webhooks.lease_secs;
+        workers.spawn(runner.clone().queue(
+            self.webhooks.clone(),
+            Slots { slots: self.webhooks.hooks.len().max(1), lease_secs },
+            stopped(stop_rx.clone()),
+        ));
         workers.spawn(self.tls_source.clone().keep_fresh(
             self.serving.clone(),
             self.tls_next,

@@ -28,6 +28,7 @@ pub struct Config {
     /// Certificate profiles (draft-ietf-acme-profiles), by name. Default none.
     pub profiles: BTreeMap<String, ProfileConfig>,
     pub vault: Option<VaultConfig>,
+    pub notify: NotifyConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -273,6 +274,82 @@ pub struct RenewalConfig {
 impl Default for RenewalConfig {
     fn default() -> Self {
         Self { window_start_percent: 33, window_end_percent: 67, retry_after_secs: 6 * 3600, ca_check_secs: 300 }
+    }
+}
+
+/// The events a webhook can be sent (`[[notify.webhooks]] events`).
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "issued",
+    "renewed",
+    "renewal_overdue",
+    "expiring",
+    "validation_failed",
+    "revoked",
+    "ca_unavailable",
+    "ca_refused",
+    "incident",
+];
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Where events are sent (`[[notify.webhooks]]`). Default none.
+    pub webhooks: Vec<WebhookConfig>,
+    /// Most events a webhook may fall behind (its receiver down); past it the oldest are
+    /// dropped and counted in `vacme_webhook_dropped_total`. Default 10000.
+    pub max_backlog: u32,
+    /// Seconds one delivery may take. Default 10.
+    pub timeout_secs: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self { webhooks: Vec::new(), max_backlog: 10_000, timeout_secs: 10 }
+    }
+}
+
+/// One webhook.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Its name in metrics, logs and the store (where it is in the audit trail). Default
+    /// `webhook-<position>`, counting from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `http://` or `https://`; its address follows `validation.allowed_targets`.
+    pub url: String,
+    /// Which of `WEBHOOK_EVENTS` it gets. Default all.
+    #[serde(default = "all_webhook_events")]
+    pub events: Vec<String>,
+    /// `json` (default) or `text` (one plain line: ntfy, Gotify, chat bridges).
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// File holding the key of `X-Vacme-Signature` (HMAC-SHA256 of the body). Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_file: Option<PathBuf>,
+}
+
+fn all_webhook_events() -> Vec<String> {
+    WEBHOOK_EVENTS.iter().map(|e| (*e).to_owned()).collect()
+}
+
+/// The body a webhook is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+impl NotifyConfig {
+    /// Each webhook's name: its own, or `webhook-<position>`.
+    pub fn names(&self) -> Vec<String> {
+        self.webhooks
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.name.clone().unwrap_or_else(|| format!("webhook-{}", i + 1)))
+            .collect()
     }
 }
 
@@ -583,6 +660,7 @@ impl Config {
         if self.cleanup.interval_secs == 0 {
             return bad("cleanup.interval_secs must be at least 1".into());
         }
+        self.check_notify()?;
         if let Some(v) = &self.vault {
             if !(v.address.starts_with("http://") || v.address.starts_with("https://")) {
                 return bad(format!("vault.address {:?} must be an http(s) URL", v.address));
@@ -627,6 +705,35 @@ impl Config {
         self.validation.nameservers.iter().filter_map(|s| parse_nameserver(s)).collect()
     }
 
+    /// `[notify]`: URLs, event names, unique webhook names.
+    fn check_notify(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let names = self.notify.names();
+        for (w, name) in self.notify.webhooks.iter().zip(&names) {
+            let shown = redact_url(&w.url);
+            match reqwest::Url::parse(&w.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => return bad(format!("notify.webhooks {name}: url {shown:?} must be an http(s) URL with a host")),
+            }
+            if let Some(e) = w.events.iter().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
+                return bad(format!("notify.webhooks {name}: event {e:?} is not one of {}", WEBHOOK_EVENTS.join(", ")));
+            }
+            let ok_name = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+            if !ok_name {
+                return bad(format!("notify.webhooks: {name:?} is not a webhook name (letters, digits, - _ .)"));
+            }
+        }
+        if let Some(dup) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)).map(|(_, n)| n) {
+            return bad(format!("notify.webhooks: two webhooks are named {dup:?}"));
+        }
+        if self.notify.timeout_secs == 0 || self.notify.max_backlog == 0 {
+            return bad("notify.timeout_secs and notify.max_backlog must be at least 1".into());
+        }
+        Ok(())
+    }
+
     /// `validation.allowed_targets` parsed (validated already).
     pub fn allowed_targets(&self) -> Vec<ipnet::IpNet> {
         self.validation.allowed_targets.iter().filter_map(|s| parse_net(s)).collect()
@@ -649,6 +756,9 @@ impl Config {
         shown.server.base_url = shown.server.base_url.as_deref().map(redact_url);
         if let Some(v) = shown.vault.as_mut() {
             v.address = redact_url(&v.address);
+        }
+        for w in &mut shown.notify.webhooks {
+            w.url = redact_url(&w.url);
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }

@@ -17,8 +17,13 @@ struct Counter {
 
 impl Counter {
     fn inc(&self, labels: &[&str]) {
+        self.add(labels, 1);
+    }
+
+    fn add(&self, labels: &[&str], n: u64) {
         let mut v = self.values.lock().unwrap_or_else(|p| p.into_inner());
-        *v.entry(labels.iter().map(|s| (*s).to_owned()).collect()).or_insert(0) += 1;
+        let value = v.entry(labels.iter().map(|s| (*s).to_owned()).collect()).or_insert(0);
+        *value = value.saturating_add(n);
     }
 
     /// Makes the series exist at 0, so an alert on its increase sees the first event.
@@ -73,6 +78,8 @@ pub struct Metrics {
     post_sign_mismatches: Counter,
     job_runs: Counter,
     job_seconds: Histogram,
+    webhook_deliveries: Counter,
+    webhook_dropped: Counter,
 }
 
 /// Values read from the store when scraped.
@@ -142,6 +149,24 @@ impl Metrics {
         self.job_seconds.observe(&[job], took);
     }
 
+    /// Shows the webhook's series at 0 before its first delivery.
+    pub fn expect_webhook(&self, webhook: &str) {
+        for outcome in ["delivered", "failed"] {
+            self.webhook_deliveries.touch(&[webhook, outcome]);
+        }
+        self.webhook_dropped.touch(&[webhook]);
+    }
+
+    /// One delivery attempt of one event to a webhook (`delivered` or `failed`).
+    pub fn webhook_delivery(&self, webhook: &str, outcome: &str) {
+        self.webhook_deliveries.inc(&[webhook, outcome]);
+    }
+
+    /// Events a webhook fell too far behind to get (`notify.max_backlog`).
+    pub fn webhook_dropped(&self, webhook: &str, n: u64) {
+        self.webhook_dropped.add(&[webhook], n);
+    }
+
     /// For tests: a counter's value.
     pub fn requests_of(&self, resource: &str, status: u16) -> u64 {
         self.requests.get(&[resource, &status.to_string()])
@@ -208,6 +233,20 @@ impl Metrics {
             &self.job_runs,
         );
         histogram(&mut out, "vacme_job_duration_seconds", "Time of one job run.", &["job"], &self.job_seconds);
+        counter(
+            &mut out,
+            "vacme_webhook_deliveries_total",
+            "Events sent to webhooks, by webhook and outcome (delivered, failed: retried).",
+            &["webhook", "outcome"],
+            &self.webhook_deliveries,
+        );
+        counter(
+            &mut out,
+            "vacme_webhook_dropped_total",
+            "Events a webhook did not get: it fell more than notify.max_backlog events behind.",
+            &["webhook"],
+            &self.webhook_dropped,
+        );
         gauge(
             &mut out,
             "vacme_challenges_processing",

@@ -134,6 +134,15 @@ impl IssuanceWorker {
             Err(IssueError::Unavailable(e)) => {
                 let delay = backoff(order.attempts);
                 tracing::warn!(order_id = %order.id, error = %e, retry_in_secs = delay, "CA unavailable; order stays processing");
+                if order.attempts == 0 {
+                    // Once per order, not per retry: what the operator is told (webhooks).
+                    AuditEvent::by_account("ca_unavailable", &order.account_id)
+                        .order(&order.id)
+                        .identifiers(&order.identifiers)
+                        .detail(format!("the CA did not answer; the order stays processing and is retried ({e})"))
+                        .record(&self.store, now)
+                        .await;
+                }
                 self.store.issuance_retry(&order.id, now + delay).await
             }
         };

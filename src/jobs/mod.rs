@@ -7,12 +7,14 @@
 //!   for a certificate the CA signed wrongly).
 //! - `renewal`: the renewal-info question "did the CA revoke this serial?", asked of the CA.
 //! - `cleanup`: the periodic run that closes, deletes and pushes what is still pending.
+//! - `notify`: the audit trail's events, delivered to the configured webhooks.
 //!
 //! Handlers record intent in the store and wake a job (or queue it and wait briefly); no handler
 //! calls the CA.
 
 pub mod cleanup;
 pub mod issuance;
+pub mod notify;
 pub mod renewal;
 pub mod revocation;
 mod runner;

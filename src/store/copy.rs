@@ -17,6 +17,7 @@ const TABLES: &[&str] = &[
     "certificates",
     "validation_pauses",
     "audit_events",
+    "webhook_cursors",
     "rejected_certificates",
 ];
 

@@ -700,6 +700,19 @@ forward! {
     fn audit_events(&self, account_id: Option<&str>, limit: i64) -> Vec<AuditRow>;
     /// Drops audit events older than `before`; returns how many.
     fn purge_audit(&self, before: i64) -> u64;
+    /// The id of the newest audit event (0 when there is none).
+    fn last_audit_id(&self) -> i64;
+    /// Up to `limit` audit events after `after_id` recorded at or before `until`, oldest first.
+    fn audit_after(&self, after_id: i64, until: i64, limit: i64) -> Vec<AuditRow>;
+    /// Leases a webhook's place in the audit trail until `lease_until`, unless another replica
+    /// holds it at `now` (`None`). A webhook seen for the first time starts at `start_id`.
+    /// Returns the id of the last event it was given.
+    fn claim_webhook(&self, name: &str, start_id: i64, now: i64, lease_until: i64) -> Option<i64>;
+    /// The webhook was given every event up to `last_id` (`dropped` of them past its backlog
+    /// limit); it stays leased until `lease_until` (0 releases it).
+    fn advance_webhook(&self, name: &str, last_id: i64, dropped: i64, lease_until: i64) -> ();
+    /// Each webhook's place: (name, last id given, events dropped).
+    fn webhook_cursors(&self) -> Vec<(String, i64, i64)>;
 
     /// Every account with its counts, oldest first.
     fn account_summaries(&self) -> Vec<AccountSummary>;

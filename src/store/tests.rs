@@ -64,6 +64,7 @@ on_both_backends!(
     what_limits_admin_and_audit_read_is_there,
     audit_events_past_their_retention_are_purged,
     totals_count_what_was_ever_recorded,
+    webhook_cursors_follow_the_audit_trail_one_replica_at_a_time,
 );
 
 /// Concurrent callers in the racing tests: on PostgreSQL each runs on its own connection.
@@ -586,4 +587,28 @@ async fn totals_count_what_was_ever_recorded(s: Store) {
     let counts = s.counts().await.unwrap();
     assert_eq!(s.totals().await.unwrap(), (counts.accounts, counts.certificates));
     assert_eq!(s.totals().await.unwrap(), (1, 2));
+}
+
+async fn webhook_cursors_follow_the_audit_trail_one_replica_at_a_time(s: Store) {
+    assert_eq!(s.last_audit_id().await.unwrap(), 0);
+    for (at, event) in [(100, "issued"), (101, "revoked"), (105, "issued")] {
+        crate::store::AuditEvent::new(event, "vacme").record(&s, at).await;
+    }
+    let last = s.last_audit_id().await.unwrap();
+    let all = s.audit_after(0, 200, 10).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.event.event.as_str()).collect::<Vec<_>>(), ["issued", "revoked", "issued"]);
+    assert_eq!(all.last().unwrap().id, last);
+    // Only what is settled by `until`, oldest first, after the cursor.
+    let settled = s.audit_after(all[0].id, 104, 10).await.unwrap();
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].event.event, "revoked");
+
+    // A new webhook starts where the trail is; a second claim while leased gets nothing.
+    assert_eq!(s.claim_webhook("ops", last, 1000, 1030).await.unwrap(), Some(last));
+    assert_eq!(s.claim_webhook("ops", 0, 1010, 1040).await.unwrap(), None, "held by the first");
+    s.advance_webhook("ops", last, 2, 0).await.unwrap();
+    assert_eq!(s.claim_webhook("ops", 0, 1011, 1041).await.unwrap(), Some(last), "released, and not reset");
+    assert_eq!(s.webhook_cursors().await.unwrap(), [("ops".to_owned(), last, 2)]);
+    // A lease that ran out (a replica died) can be taken.
+    assert_eq!(s.claim_webhook("ops", 0, 1042, 1070).await.unwrap(), Some(last));
 }

@@ -27,7 +27,7 @@ tokio::task_local! {
 /// A hop vacme itself refused (DNS failure, refused target, disallowed redirect): its problem
 /// is already worded for the owner and travels through reqwest's error chain unchanged.
 #[derive(Debug)]
-struct Refused(Problem);
+pub(super) struct Refused(Problem);
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -38,9 +38,9 @@ impl fmt::Display for Refused {
 impl StdError for Refused {}
 
 /// Every hop of an http-01 fetch resolves through the validation resolver, not getaddrinfo.
-struct ViaResolver {
-    resolver: Arc<Resolver>,
-    targets: Arc<TargetPolicy>,
+pub(super) struct ViaResolver {
+    pub(super) resolver: Arc<Resolver>,
+    pub(super) targets: Arc<TargetPolicy>,
 }
 
 impl fmt::Debug for ViaResolver {
@@ -260,7 +260,7 @@ fn redirect_policy(max: usize, port: u16, targets: Arc<TargetPolicy>) -> Policy 
 }
 
 /// The host of `url` when it is an address literal (`[..]` around IPv6), which skips the resolver.
-fn literal_host(url: &Url) -> Option<IpAddr> {
+pub(super) fn literal_host(url: &Url) -> Option<IpAddr> {
     url.host_str()?.trim_start_matches('[').trim_end_matches(']').parse().ok()
 }
 

@@ -4,12 +4,14 @@
 mod caa;
 mod dns01;
 mod http01;
+mod outbound;
 mod resolver;
 mod target;
 mod tls_alpn01;
 
 use std::{fmt, net::SocketAddr, time::Duration};
 
+pub use outbound::Outbound;
 pub use resolver::Resolver;
 pub use target::TargetPolicy;
 pub(crate) use target::is_localhost_name;

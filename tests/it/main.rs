@@ -18,6 +18,7 @@ mod hostile_csr;
 mod layers;
 mod lifecycle;
 mod limits;
+mod notify;
 mod observe;
 mod postgres;
 mod recheck;

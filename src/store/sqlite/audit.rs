@@ -1,6 +1,7 @@
-//! The audit trail's rows (src/audit.rs writes them, `vacme audit` reads them), on SQLite.
+//! The audit trail's rows (`AuditEvent::record` writes them, `vacme audit` reads them, the
+//! webhook job follows them with a cursor per webhook), on SQLite.
 
-use super::{Sqlite, execute, query};
+use super::{Sqlite, execute, one, optional, query};
 use crate::store::{AuditEvent, AuditRow, Result, rows::RawAudit};
 
 impl Sqlite {
@@ -54,5 +55,75 @@ impl Sqlite {
     pub(in crate::store) async fn purge_audit(&self, before: i64) -> Result<u64> {
         let done = self.write(move |c| execute(c, "DELETE FROM audit_events WHERE at < $1", &[&before])).await?;
         Ok(done as u64)
+    }
+
+    pub(in crate::store) async fn last_audit_id(&self) -> Result<i64> {
+        self.read(|c| one(c, "SELECT coalesce(max(id), 0) FROM audit_events", &[], |r| r.get(0))).await
+    }
+
+    pub(in crate::store) async fn audit_after(&self, after_id: i64, until: i64, limit: i64) -> Result<Vec<AuditRow>> {
+        let raw = self
+            .read(move |c| {
+                query(
+                    c,
+                    "SELECT * FROM audit_events WHERE id > $1 AND at <= $2 ORDER BY id LIMIT $3",
+                    &[&after_id, &until, &limit],
+                    RawAudit::from_lite,
+                )
+            })
+            .await?;
+        raw.into_iter().map(AuditRow::try_from).collect()
+    }
+
+    pub(in crate::store) async fn claim_webhook(
+        &self,
+        name: &str,
+        start_id: i64,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Option<i64>> {
+        let name = name.to_owned();
+        self.write(move |c| {
+            execute(
+                c,
+                "INSERT INTO webhook_cursors (webhook, last_id) VALUES ($1, $2) ON CONFLICT (webhook) DO NOTHING",
+                &[&name, &start_id],
+            )?;
+            optional(
+                c,
+                "UPDATE webhook_cursors SET lease_until = $1 WHERE webhook = $2 AND lease_until <= $3 RETURNING last_id",
+                &[&lease_until, &name, &now],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn advance_webhook(
+        &self,
+        name: &str,
+        last_id: i64,
+        dropped: i64,
+        lease_until: i64,
+    ) -> Result<()> {
+        let name = name.to_owned();
+        self.write(move |c| {
+            execute(
+                c,
+                "UPDATE webhook_cursors SET last_id = $1, dropped = dropped + $2, lease_until = $3 WHERE webhook = $4",
+                &[&last_id, &dropped, &lease_until, &name],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    pub(in crate::store) async fn webhook_cursors(&self) -> Result<Vec<(String, i64, i64)>> {
+        self.read(|c| {
+            query(c, "SELECT webhook, last_id, dropped FROM webhook_cursors ORDER BY webhook", &[], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+        })
+        .await
     }
 }

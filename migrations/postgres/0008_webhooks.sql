@@ -1,0 +1,9 @@
+-- Where each webhook is in the audit trail: every event up to last_id was delivered (or, past
+-- notify.max_backlog, dropped and counted). A replica delivering holds the row until lease_until,
+-- so two replicas never send one event twice at the same time.
+CREATE TABLE webhook_cursors (
+    webhook     TEXT PRIMARY KEY,
+    last_id     BIGINT NOT NULL,
+    lease_until BIGINT NOT NULL DEFAULT 0,
+    dropped     BIGINT NOT NULL DEFAULT 0
+);

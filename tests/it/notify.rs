@@ -1,0 +1,195 @@
+//! Webhooks: a receiver on loopback gets each event once, signed; one that is down for 30 s gets
+//! every event it missed, in order, once it is back, and a restart of vacme meanwhile loses none.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, body::Bytes, extract::State, http::HeaderMap, routing::post};
+use instant_acme::RevocationRequest;
+use ring::hmac;
+use serde_json::Value;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use vacme::config::{Config, WebhookConfig, WebhookFormat};
+
+use crate::env::TestEnv;
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+struct Got {
+    event: String,
+    delivery: i64,
+    signature: String,
+    body: Vec<u8>,
+}
+
+/// A webhook receiver that can be stopped and started again on the same port.
+struct Receiver {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Got>>>,
+    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+async fn take(State(got): State<Arc<Mutex<Vec<Got>>>>, headers: HeaderMap, body: Bytes) -> &'static str {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    got.lock().unwrap().push(Got {
+        event: header("x-vacme-event"),
+        delivery: header("x-vacme-delivery").parse().unwrap_or(-1),
+        signature: header("x-vacme-signature"),
+        body: body.to_vec(),
+    });
+    "ok"
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let mut r = Self { addr: "127.0.0.1:0".parse().unwrap(), got: Arc::default(), running: None };
+        r.resume().await;
+        r
+    }
+
+    async fn resume(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/hook", post(take)).with_state(self.got.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        self.running = Some((tx, task));
+    }
+
+    async fn stop(&mut self) {
+        if let Some((tx, task)) = self.running.take() {
+            let _ = tx.send(());
+            task.await.unwrap();
+        }
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `limit`) until `n` requests arrived.
+    async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Got> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.got().len() < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.got()
+    }
+}
+
+const SECRET: &str = "a-shared-webhook-secret";
+
+fn with_webhook(c: &mut Config, addr: SocketAddr, secret_file: std::path::PathBuf) {
+    c.notify.webhooks = vec![WebhookConfig {
+        name: Some("ops".into()),
+        url: format!("http://{addr}/hook"),
+        events: vec!["issued".into(), "revoked".into(), "validation_failed".into()],
+        format: WebhookFormat::Json,
+        secret_file: Some(secret_file),
+    }];
+}
+
+fn verify(got: &Got) {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET.as_bytes());
+    let hex = got.signature.strip_prefix("sha256=").unwrap_or_else(|| panic!("no signature: {got:?}"));
+    let tag: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    hmac::verify(&key, &got.body, &tag).unwrap_or_else(|_| panic!("bad signature on {got:?}"));
+}
+
+fn body(got: &Got) -> Value {
+    serde_json::from_slice(&got.body).unwrap()
+}
+
+#[tokio::test]
+async fn a_receiver_gets_every_event_once_in_order_across_its_outage_and_a_restart() {
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("hook.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let mut receiver = Receiver::start().await;
+    let addr = receiver.addr;
+    let env = TestEnv::start_with(|c| with_webhook(c, addr, secret_file.clone())).await;
+    let (account, _) = env.account().await;
+
+    // Issued and revoked, each delivered once, signed, naming the certificate.
+    let (_, chain) = env.issue(&account, &["w1.localhost"]).await;
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].event, "issued");
+    verify(&got[0]);
+    let issued = body(&got[0]);
+    assert_eq!(issued["event"], "issued");
+    assert_eq!(issued["names"], serde_json::json!(["w1.localhost"]));
+    let cert_id = issued["certificate"]["id"].as_str().unwrap().to_owned();
+    assert!(issued["certificate"]["serial"].is_string(), "{issued}");
+    let der = x509_parser::pem::Pem::iter_from_buffer(chain.as_bytes()).next().unwrap().unwrap().contents;
+    account.revoke(&RevocationRequest { certificate: &der.clone().into(), reason: None }).await.unwrap();
+    let got = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got.iter().map(|g| g.event.as_str()).collect::<Vec<_>>(), ["issued", "revoked"]);
+    verify(&got[1]);
+    assert_eq!(body(&got[1])["certificate"]["id"], cert_id.as_str());
+
+    // The receiver goes away for 30 s; meanwhile three events happen and vacme restarts.
+    receiver.stop().await;
+    let (_, second) = env.issue(&account, &["w2.localhost"]).await;
+    env.issue(&account, &["w3.localhost"]).await;
+    let der = x509_parser::pem::Pem::iter_from_buffer(second.as_bytes()).next().unwrap().unwrap().contents;
+    account.revoke(&RevocationRequest { certificate: &der.into(), reason: None }).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let env = env.restart_with(|c| with_webhook(c, addr, secret_file.clone())).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert_eq!(receiver.got().len(), 2, "nothing arrives while the receiver is down");
+    receiver.resume().await;
+
+    let got = receiver.wait_for(5, Duration::from_secs(60)).await;
+    let kinds: Vec<&str> = got.iter().map(|g| g.event.as_str()).collect();
+    assert_eq!(kinds, ["issued", "revoked", "issued", "issued", "revoked"], "{got:?}");
+    let names: Vec<Value> = got[2..].iter().map(|g| body(g)["names"][0].clone()).collect();
+    assert_eq!(names, ["w2.localhost", "w3.localhost", "w2.localhost"]);
+    for g in &got {
+        verify(g);
+    }
+    let deliveries: Vec<i64> = got.iter().map(|g| g.delivery).collect();
+    assert!(deliveries.windows(2).all(|w| w[0] < w[1]), "in the order they happened, once each: {deliveries:?}");
+    // Nothing more comes: each event once.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(receiver.got().len(), 5);
+
+    let metrics = env.http().get(env.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("vacme_webhook_deliveries_total{webhook=\"ops\",outcome=\"delivered\"} 3\n"), "{metrics}");
+    assert!(metrics.contains("vacme_webhook_dropped_total{webhook=\"ops\"} 0\n"), "{metrics}");
+    assert_eq!(env.state.store.webhook_cursors().await.unwrap()[0].2, 0, "nothing dropped");
+}
+
+#[tokio::test]
+async fn a_webhook_on_a_refused_address_is_never_contacted() {
+    // 169.254.169.254 is link-local (cloud metadata): refused whatever allowed_targets lists.
+    let env = TestEnv::start_with(|c| {
+        c.notify.webhooks = vec![WebhookConfig {
+            name: None,
+            url: "http://169.254.169.254/hook".into(),
+            events: vec!["issued".into()],
+            format: WebhookFormat::Text,
+            secret_file: None,
+        }];
+    })
+    .await;
+    let (account, _) = env.account().await;
+    env.issue(&account, &["w4.localhost"]).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let metrics = env.http().get(env.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |series: &str| -> u64 {
+        metrics.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok()).unwrap()
+    };
+    assert!(value("vacme_webhook_deliveries_total{webhook=\"webhook-1\",outcome=\"failed\"}") >= 1, "{metrics}");
+    assert_eq!(value("vacme_webhook_deliveries_total{webhook=\"webhook-1\",outcome=\"delivered\"}"), 0);
+}
