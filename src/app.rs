@@ -14,7 +14,7 @@ use crate::{
     config::{Config, TlsSource, VaultAuthMethod},
     conn::{ConnLimits, Gate},
     issuer::{
-        IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, VaultAuth, VaultIssuer, VaultSettings,
+        IssueError, Issuer, KeyPolicy, LocalCa, LocalIssuer, Root, TrustAnchor, VaultAuth, VaultIssuer, VaultSettings,
         role::{RoleBook, VaultRoutes},
     },
     jobs::{
@@ -65,6 +65,8 @@ pub enum AppError {
     Eab(String),
     #[error("{0}")]
     Webhook(String),
+    #[error("root certificate: {0}")]
+    Trust(#[from] crate::issuer::TrustError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
@@ -116,6 +118,8 @@ impl App {
                 tracing::warn!(issuer = issuer.name(), error = %e, "CA not reachable yet; orders wait in processing")
             }
         }
+        let trust = Arc::new(TrustAnchor::new(config.vault.as_ref().and_then(|v| v.root_file.as_deref()))?);
+        read_root(&trust, &issuer).await;
         let validator: Arc<dyn Validator> = Arc::new(
             NetValidator::new(ValidationSettings {
                 http01_port: config.validation.http01_port,
@@ -171,6 +175,7 @@ impl App {
             )),
             ca_checks: Arc::new(CaChecks::new(config.renewal.ca_check_secs)),
             revocations: Arc::new(Revocations::default()),
+            trust,
         });
         let outbound = Outbound::new(
             &config.nameservers(),
@@ -210,6 +215,16 @@ impl App {
     /// The directory URL clients are pointed at.
     pub fn directory_url(&self) -> String {
         self.state.urls.directory()
+    }
+
+    /// The URL of the root devices install (`GET /roots.pem`).
+    pub fn roots_url(&self) -> String {
+        self.state.urls.absolute("/roots.pem")
+    }
+
+    /// The root `/roots.pem` serves, or why it is not known yet.
+    pub fn root(&self) -> Result<Arc<Root>, String> {
+        self.state.trust.current()
     }
 
     /// The PEM file clients must trust for vacme's own HTTPS (with `tls.source = "issuer"`,
@@ -323,6 +338,12 @@ impl App {
             Slots { slots: self.webhooks.hooks.len().max(1), lease_secs },
             stopped(stop_rx.clone()),
         ));
+        let root_every = self.config.vault.as_ref().map_or(3600, |v| v.roles_refresh_secs);
+        workers.spawn(st.trust.clone().keep_fresh(
+            st.issuer.clone(),
+            Duration::from_secs(root_every),
+            stopped(stop_rx.clone()),
+        ));
         workers.spawn(self.tls_source.clone().keep_fresh(
             self.serving.clone(),
             self.tls_next,
@@ -415,6 +436,45 @@ async fn build_issuer_reading_roles(
     }
     vault.watch_roles(lifecycle.roles.clone(), roles, Duration::from_secs(v.roles_refresh_secs));
     Ok(vault)
+}
+
+/// The first read of the root at start, bounded so that a silent Vault does not hold the start;
+/// the background refresh asks again.
+async fn read_root(trust: &TrustAnchor, issuer: &Arc<dyn Issuer>) {
+    match tokio::time::timeout(Duration::from_secs(10), trust.refresh(&**issuer)).await {
+        Ok(Ok(root)) => tracing::info!(sha256 = %root.fingerprint(), subject = %root.subject(), "root certificate"),
+        Ok(Err(e @ crate::issuer::TrustError::NoRoot(_))) => {
+            tracing::error!(error = %e, "no root certificate to serve; /roots.pem answers 503")
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "root certificate not known yet; /roots.pem answers 503 until it is"),
+        Err(_) => tracing::warn!("the CA did not give its chain within 10 s; /roots.pem answers 503 until it does"),
+    }
+}
+
+/// The root `/roots.pem` would serve, from the configuration alone (`vacme root`, no server
+/// running): the local CA's `ca.pem` (read, never created), or Vault's `<mount>/ca_chain` with
+/// `vault.root_file`.
+pub async fn configured_root(config: &Config) -> Result<Root, AppError> {
+    let Some(v) = &config.vault else {
+        let path = config.server.data_dir.join("ca").join("ca.pem");
+        let pem = std::fs::read_to_string(&path).map_err(|e| {
+            AppError::LocalCa(format!(
+                "{}: {e} (`vacme serve` creates the local CA at its first start)",
+                path.display()
+            ))
+        })?;
+        return Ok(crate::issuer::root_of(&[pem], &[])?);
+    };
+    // `<mount>/ca_chain` needs no token: none is read and no login is made, so this works with
+    // any auth method and without the token's file.
+    let mut unauthenticated = v.clone();
+    unauthenticated.auth = crate::config::VaultAuthConfig {
+        token_file: Some(PathBuf::new()),
+        ..crate::config::VaultAuthConfig::default()
+    };
+    let vault = VaultIssuer::new(vault_settings(&unauthenticated)?).await?;
+    let trust = TrustAnchor::new(v.root_file.as_deref())?;
+    Ok(Arc::unwrap_or_clone(trust.refresh(&vault).await?))
 }
 
 /// `check-config`'s note on the Vault roles (TOML comments; empty without Vault). check-config

@@ -73,6 +73,10 @@ pub enum Admin {
     Backup {
         dir: std::path::PathBuf,
     },
+    /// `vacme root`: the root certificate (PEM), or with `fingerprint` its SHA-256 fingerprint.
+    Root {
+        fingerprint: bool,
+    },
     CopyStore {
         to: String,
     },
@@ -84,6 +88,9 @@ pub enum Admin {
 
 /// Runs `cmd` against the store of `config`; returns what to print.
 pub async fn run(config: &Config, cmd: Admin, json_out: bool) -> Result<String, CliError> {
+    if let Admin::Root { fingerprint } = cmd {
+        return root(config, fingerprint, json_out).await;
+    }
     let dir = &config.server.data_dir;
     let io = |e: std::io::Error| CliError::Usage(format!("{}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -92,6 +99,25 @@ pub async fn run(config: &Config, cmd: Admin, json_out: bool) -> Result<String, 
     let out = dispatch(config, &store, cmd, json_out).await;
     store.close().await;
     out
+}
+
+/// `vacme root [--fingerprint]`: what `/roots.pem` serves, worked out as the server does (the
+/// store is not opened).
+async fn root(config: &Config, fingerprint: bool, json_out: bool) -> Result<String, CliError> {
+    let root = app::configured_root(config).await?;
+    Ok(if json_out {
+        let v = json!({
+            "subject": root.subject(),
+            "sha256": root.fingerprint(),
+            "sha256_hex": root.fingerprint_hex(),
+            "pem": root.pem(),
+        });
+        format!("{v:#}\n")
+    } else if fingerprint {
+        format!("{}\n", root.fingerprint())
+    } else {
+        root.pem().to_owned()
+    })
 }
 
 /// `vacme backup DIR`: the database (a consistent copy, while the server runs), the local CA and
@@ -317,6 +343,7 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
             }
         },
         Admin::Backup { dir } => backup(config, store, &dir, json_out).await,
+        Admin::Root { fingerprint } => root(config, fingerprint, json_out).await,
         Admin::CopyStore { to } => {
             let target = Store::connect(&to).await?;
             let copied = store.copy_to(&target).await;

@@ -438,6 +438,9 @@ pub struct VaultConfig {
     pub roles_refresh_secs: u64,
     /// CA bundle for Vault's TLS certificate. Default unset.
     pub ca_bundle: Option<PathBuf>,
+    /// PEM root that `<mount>/ca_chain` verifies to, served at `/roots.pem` when Vault's chain
+    /// stops at the intermediate. Default unset (the chain's own self-signed top).
+    pub root_file: Option<PathBuf>,
     /// Vault Enterprise / OpenBao namespace. Default unset.
     pub namespace: Option<String>,
     /// PEM client certificate for Vault's TLS (mutual TLS). Default unset.
@@ -931,6 +934,7 @@ mod docs_tests {
             roles_by_key: RolesByKey { ec: Some("e".into()), rsa: Some("r".into()), ed25519: Some("d".into()) },
             roles_refresh_secs: 300,
             ca_bundle: Some("x".into()),
+            root_file: Some("root".into()),
             namespace: Some("n".into()),
             client_cert_file: Some("c".into()),
             client_key_file: Some("k".into()),

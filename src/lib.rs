@@ -27,7 +27,7 @@ mod validation;
 
 pub use app::{App, roles_note};
 pub use clock::from_unix;
-pub use issuer::{IssuanceRequest, KeyPolicy, SignTarget, VaultAuth, VaultIssuer, VaultSettings};
+pub use issuer::{IssuanceRequest, KeyPolicy, Root, SignTarget, VaultAuth, VaultIssuer, VaultSettings};
 pub use jobs::cleanup::Cleanup;
 pub use secret::Secret;
 pub use state::AppState;

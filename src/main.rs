@@ -1,4 +1,4 @@
-//! The `vacme` command: `serve`, `check-config`, and the admin commands (`eab`, `accounts`, `certs`).
+//! The `vacme` command: `serve`, `check-config`, `root`, and the admin commands (`eab`, `accounts`, `certs`).
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -86,6 +86,15 @@ enum Command {
         /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`
         to: String,
         /// JSON output, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The root certificate devices install (what /roots.pem serves), without a running server.
+    Root {
+        /// Only its SHA-256 fingerprint (`AB:CD:...`, as `openssl x509 -fingerprint -sha256`).
+        #[arg(long)]
+        fingerprint: bool,
+        /// JSON output (subject, both fingerprint forms, PEM), for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -202,6 +211,7 @@ fn main() -> ExitCode {
         Command::Limits { command, json } => admin(&config, limits_admin(command), json),
         Command::Backup { dir, json } => admin(&config, Admin::Backup { dir }, json),
         Command::CopyStore { to, json } => admin(&config, Admin::CopyStore { to }, json),
+        Command::Root { fingerprint, json } => admin(&config, Admin::Root { fingerprint }, json),
         Command::Audit { account, limit, json } => admin(&config, Admin::Audit { account, limit }, json),
     }
 }
@@ -289,6 +299,14 @@ fn serve(config: Config) -> ExitCode {
         let addr = app.local_addr().map(|a| a.to_string()).unwrap_or_default();
         println!("vacme listening on {addr}");
         println!("directory: {}", app.directory_url());
+        match app.root() {
+            Ok(root) => {
+                println!("root: {} ({})", app.roots_url(), root.subject());
+                println!("root SHA-256: {}", root.fingerprint());
+                println!("root SHA-256 (hex): {}", root.fingerprint_hex());
+            }
+            Err(why) => println!("root: not known yet ({why}); {} answers 503 until it is", app.roots_url()),
+        }
         println!("CA bundle: {}", app.ca_bundle().display());
         match app.serve(shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

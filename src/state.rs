@@ -6,7 +6,7 @@ use crate::{
     acme::Urls,
     clock::Clock,
     config::LimitsConfig,
-    issuer::Issuer,
+    issuer::{Issuer, TrustAnchor},
     jobs::{Wake, renewal::CaChecks, revocation::Revocations},
     jws::{extract::Verifier, nonce::Nonces},
     metrics::Metrics,
@@ -54,6 +54,8 @@ pub struct Shared {
     pub ca_checks: Arc<CaChecks>,
     /// Revocations waiting for the job that pushes them to the CA.
     pub revocations: Arc<Revocations>,
+    /// The root `/roots.pem` serves, kept fresh in the background.
+    pub trust: Arc<TrustAnchor>,
 }
 
 /// Fixed limits and timings, from the configuration.

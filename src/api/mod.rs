@@ -12,6 +12,7 @@ mod render;
 mod renewal;
 mod response;
 mod revoke;
+mod trust;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -62,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/roots.pem", get(trust::roots).fallback(method_not_allowed_get))
         .merge(acme)
         .layer(middleware::from_fn_with_state(state.clone(), bounded))
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -5,6 +5,7 @@ mod csr;
 mod der;
 mod local;
 pub mod role;
+mod trust;
 mod vault;
 
 use std::fmt;
@@ -15,6 +16,8 @@ use crate::acme::{Identifier, Problem, ProblemType};
 
 pub use csr::{CsrKey, IssuanceRequest, KeyKind, KeyPolicy, SignTarget};
 pub use local::{LocalCa, LocalIssuer};
+pub(crate) use trust::root_of;
+pub use trust::{Root, TrustAnchor, TrustError};
 pub use vault::{VaultAuth, VaultIssuer, VaultSettings};
 
 /// Boxed error source.

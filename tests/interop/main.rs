@@ -15,6 +15,7 @@ mod outages;
 mod procs;
 mod roles;
 mod secrets;
+mod trust;
 mod vault_auth;
 
 use std::{

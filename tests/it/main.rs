@@ -25,4 +25,5 @@ mod recheck;
 mod redaction;
 mod targets;
 mod tls;
+mod trust;
 mod upgrade;
