@@ -503,8 +503,9 @@ raw_row! {
 /// Writing it never fails the request it describes: a store error is logged instead.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AuditEvent {
-    /// `issued`, `order_refused`, `finalize_refused`, `ca_refused`, `post_sign_mismatch`, `issuance_refused`, `validation_failed`,
-    /// `paused`, `unpaused`, `revoked`, `account_created`, `account_deactivated`.
+    /// `issued`, `order_refused`, `finalize_refused`, `ca_refused`, `ca_unavailable`,
+    /// `post_sign_mismatch`, `issuance_refused`, `validation_failed`, `paused`, `unpaused`,
+    /// `revoked`, `account_created`, `account_deactivated`.
     pub event: String,
     /// `account:<id>`, `certificate-key`, `admin` or `vacme`.
     pub actor: String,
