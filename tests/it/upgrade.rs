@@ -35,7 +35,8 @@ async fn a_store_of_the_previous_release_opens_and_keeps_working() {
 
     let s = Store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
     let applied = migrations(&db);
-    assert_eq!(applied.last(), Some(&(7, true)), "the new migration is recorded: {applied:?}");
+    let known = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count() as i64;
+    assert_eq!(applied.last(), Some(&(known, true)), "every newer migration is recorded: {applied:?}");
 
     // What the previous release wrote reads back.
     let account = s.account(ACCOUNT).await.unwrap().unwrap();
