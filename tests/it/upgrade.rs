@@ -100,6 +100,6 @@ async fn a_store_of_the_previous_release_opens_and_keeps_working() {
 
     // Reopened, nothing is migrated twice.
     let s = Store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    assert_eq!(migrations(&db).len(), 7);
+    assert_eq!(migrations(&db).len() as i64, known);
     assert_eq!(s.counts().await.unwrap().certificates, 3);
 }
