@@ -284,6 +284,16 @@ impl App {
             Slots { slots: CA_CHECK_SLOTS, lease_secs: 0 },
             stopped(stop_rx.clone()),
         ));
+        workers.spawn(runner.clone().periodic(
+            crate::jobs::renewal_state::RenewalStateRefresh {
+                store: st.store.clone(),
+                clock: st.clock.clone(),
+                metrics: st.metrics.clone(),
+                window: renewal_window(&self.config),
+                interval: crate::jobs::renewal_state::INTERVAL,
+            },
+            stopped(stop_rx.clone()),
+        ));
         workers.spawn(runner.periodic(
             Cleanup {
                 store: st.store.clone(),
@@ -416,6 +426,14 @@ pub fn roles_note(config: &Config) -> String {
         out.push_str(&format!("#   {}\n#     {}\n", r.policy_line(), r.fix_command()));
     }
     out
+}
+
+/// The renewal window of `[renewal]`, for the renewal state of certificates.
+pub fn renewal_window(config: &Config) -> crate::acme::renewal::WindowPercents {
+    crate::acme::renewal::WindowPercents {
+        start: config.renewal.window_start_percent,
+        end: config.renewal.window_end_percent,
+    }
 }
 
 /// EAB secret, profiles and renewal settings.

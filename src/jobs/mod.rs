@@ -7,6 +7,7 @@
 //!   for a certificate the CA signed wrongly).
 //! - `renewal`: the renewal-info question "did the CA revoke this serial?", asked of the CA.
 //! - `cleanup`: the periodic run that closes, deletes and pushes what is still pending.
+//! - `renewal_state`: the periodic count of certificates per renewal state, for `/metrics`.
 //!
 //! Handlers record intent in the store and wake a job (or queue it and wait briefly); no handler
 //! calls the CA.
@@ -14,6 +15,7 @@
 pub mod cleanup;
 pub mod issuance;
 pub mod renewal;
+pub mod renewal_state;
 pub mod revocation;
 mod runner;
 pub mod validation;
