@@ -47,7 +47,12 @@ impl RenewalStateRefresh {
     /// One refresh: the counts it published, or `None` (logged) when the store failed; the
     /// gauges then keep the last counts.
     pub async fn once(&self) -> Option<RenewalCounts> {
-        match self.store.renewal_counts(self.window, self.clock.unix()).await {
+        self.at(self.clock.unix()).await
+    }
+
+    /// One refresh as of `now` (tests move time with it).
+    pub async fn at(&self, now: i64) -> Option<RenewalCounts> {
+        match self.store.renewal_counts(self.window, now).await {
             Ok(counts) => {
                 let by_state: Vec<(&'static str, i64)> = counts.counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
                 self.metrics.set_renewal_states(&by_state, counts.next_expiry);

@@ -21,6 +21,7 @@ mod observe;
 mod postgres;
 mod recheck;
 mod redaction;
+mod renewal_state;
 mod targets;
 mod tls;
 mod upgrade;
