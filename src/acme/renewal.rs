@@ -124,7 +124,8 @@ mod tests {
     #[test]
     fn time_moves_a_certificate_through_its_window() {
         use RenewalState::*;
-        for (now, want) in [(0, Active), (28, Active), (29, Due), (59, Due), (60, Overdue), (89, Overdue), (90, Expired)]
+        for (now, want) in
+            [(0, Active), (28, Active), (29, Due), (59, Due), (60, Overdue), (89, Overdue), (90, Expired)]
         {
             assert_eq!(at(now, false, false), want, "at {now}");
         }

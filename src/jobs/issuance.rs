@@ -265,4 +265,3 @@ fn issued_detail(issuer: &str, user_agent: Option<&str>) -> String {
         None => format!("issuer {issuer}"),
     }
 }
-
