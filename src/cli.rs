@@ -651,11 +651,11 @@ async fn certs_by_state(
             c.renewal_state(window, now).to_string(),
             names(&c.identifiers),
             time_str(c.not_after),
-            client_of(store, c).await?,
             c.account_id.clone(),
+            client_of(store, c).await?,
         ]);
     }
-    Ok(table(&["ID", "SERIAL", "RENEWAL", "NAMES", "NOT AFTER", "CLIENT", "ACCOUNT"], rows))
+    Ok(table(&["ID", "SERIAL", "RENEWAL", "NAMES", "NOT AFTER", "ACCOUNT", "CLIENT"], rows))
 }
 
 /// `certs summary`: certificates per renewal state at `now`, and the next ten expiries.
