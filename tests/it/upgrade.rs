@@ -35,7 +35,8 @@ async fn a_store_of_the_previous_release_opens_and_keeps_working() {
 
     let s = Store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
     let applied = migrations(&db);
-    assert_eq!(applied.last(), Some(&(7, true)), "the new migration is recorded: {applied:?}");
+    assert_eq!(applied.get(6), Some(&(7, true)), "the new migrations are recorded: {applied:?}");
+    assert_eq!(applied.last(), Some(&(8, true)), "the new migrations are recorded: {applied:?}");
 
     // What the previous release wrote reads back.
     let account = s.account(ACCOUNT).await.unwrap().unwrap();
@@ -70,6 +71,10 @@ async fn a_store_of_the_previous_release_opens_and_keeps_working() {
     assert_eq!(s.audit_events(Some(ACCOUNT), 10).await.unwrap()[0].event.event, "issued");
     // The counters start from the rows already there.
     assert_eq!(s.totals().await.unwrap(), (2, 2));
+    let window = vacme::acme::renewal::WindowPercents { start: 33, end: 67 };
+    let states = s.renewal_counts(window, 2_000).await.unwrap();
+    assert_eq!(states.of(vacme::acme::renewal::RenewalState::Revoked), 1, "{states:?}");
+    assert_eq!(states.counts.iter().map(|(_, n)| n).sum::<i64>(), 2, "every certificate has a state: {states:?}");
 
     // And it goes on: the ready order is issued, a new order is made, a new account counted.
     assert!(s.begin_issuance(READY_ORDER, b"csr", 2_000).await.unwrap());
@@ -99,6 +104,6 @@ async fn a_store_of_the_previous_release_opens_and_keeps_working() {
 
     // Reopened, nothing is migrated twice.
     let s = Store::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    assert_eq!(migrations(&db).len(), 7);
+    assert_eq!(migrations(&db).len(), 8);
     assert_eq!(s.counts().await.unwrap().certificates, 3);
 }
