@@ -2,7 +2,7 @@
 //! `vacme certs summary`, `vacme certs show` (who holds it) and the `/metrics` gauges, moved
 //! through time with `--at` and the refresh's `at`.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use vacme::{
     RenewalStateRefresh,
     acme::renewal::{RenewalState, WindowPercents},
@@ -10,7 +10,7 @@ use vacme::{
     config::{Config, Overrides},
 };
 
-use crate::env::TestEnv;
+use crate::env::{Raw, TestEnv, TestKey};
 
 fn config_of(env: &TestEnv) -> Config {
     let overrides = Overrides { data_dir: Some(env.dir.path().to_owned()), ..Default::default() };
@@ -142,4 +142,34 @@ async fn the_client_that_ordered_a_certificate_is_shown_and_audited() {
     let issued = events.as_array().unwrap().iter().find(|e| e["event"] == "issued").expect("an issued event");
     assert_eq!(issued["client_ip"], "127.0.0.1");
     assert!(issued["detail"].as_str().unwrap().contains(ua), "{issued}");
+}
+
+/// Behind a trusted proxy the order keeps the forwarded address; a hostile User-Agent is kept
+/// as bounded printable text.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_recorded() {
+    let env = TestEnv::start_with(|c| c.server.trusted_proxies = vec!["127.0.0.0/8".into()]).await;
+    let pem = std::fs::read(&env.ca).unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-forwarded-for", "10.0.0.23".parse().unwrap());
+    // A tab and a byte outside ASCII: what a header may carry but a terminal should not get.
+    let mut hostile = b"evil\tagent\xff/1.0 ".to_vec();
+    hostile.extend(std::iter::repeat_n(b'x', 400));
+    headers.insert("user-agent", http::HeaderValue::from_bytes(&hostile).unwrap());
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let raw = Raw { client, env_base: env.url("") };
+    let key = TestKey::new();
+    let kid = raw.new_account(&key).await;
+    let payload = json!({"identifiers": [{"type": "dns", "value": "proxied.localhost"}]});
+    let o = raw.signed(&key, Some(&kid), &env.url("/acme/new-order"), Some(&payload)).await;
+    assert_eq!(o.status, 201, "{}", o.body);
+    let id = o.headers["location"].to_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let order = env.state.store.order(&id).await.unwrap().unwrap();
+    assert_eq!(order.client_ip.as_deref(), Some("10.0.0.23"), "the forwarded address, not the proxy's");
+    let ua = order.client_user_agent.unwrap();
+    assert!(ua.starts_with("evil?agent?/1.0 xxx") && ua.len() == 256, "{ua}");
 }
