@@ -321,6 +321,16 @@ impl App {
             stopped(stop_rx.clone()),
         ));
         workers.spawn(runner.clone().periodic(
+            crate::jobs::renewal_state::RenewalStateRefresh {
+                store: st.store.clone(),
+                clock: st.clock.clone(),
+                metrics: st.metrics.clone(),
+                window: renewal_window(&self.config),
+                interval: crate::jobs::renewal_state::INTERVAL,
+            },
+            stopped(stop_rx.clone()),
+        ));
+        workers.spawn(runner.clone().periodic(
             Cleanup {
                 store: st.store.clone(),
                 issuer: st.issuer.clone(),
@@ -502,6 +512,14 @@ pub fn roles_note(config: &Config) -> String {
         out.push_str(&format!("#   {}\n#     {}\n", r.policy_line(), r.fix_command()));
     }
     out
+}
+
+/// The renewal window of `[renewal]`, for the renewal state of certificates.
+pub fn renewal_window(config: &Config) -> crate::acme::renewal::WindowPercents {
+    crate::acme::renewal::WindowPercents {
+        start: config.renewal.window_start_percent,
+        end: config.renewal.window_end_percent,
+    }
 }
 
 /// EAB secret, profiles and renewal settings.

@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::{
-    acme::Identifier,
+    acme::{
+        Identifier,
+        renewal::{RenewalState, WindowPercents},
+    },
     app,
     clock::from_unix,
     config::Config,
@@ -17,8 +20,11 @@ use crate::{
     jobs::revocation::tell_ca,
     policy::reasons::check_reason,
     policy::scope::check_pattern,
-    store::{AuditEvent, CertificateRow, NewEabKey, RejectedRow, Store},
+    store::{AuditEvent, CertificateRow, NewEabKey, OrderClient, RejectedRow, Store},
 };
+
+/// How many expiries `certs summary` lists.
+const NEXT_EXPIRIES: i64 = 10;
 
 /// What an admin command can fail with; `main` prints it and exits 1.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +62,17 @@ pub enum Admin {
     CertsList {
         account: Option<String>,
         all: bool,
+    },
+    /// `certs list --state`: certificates in one renewal state (or all, with their states) as of
+    /// `at` (default now).
+    CertsByState {
+        account: Option<String>,
+        state: Option<RenewalState>,
+        at: Option<i64>,
+    },
+    /// `certs summary`: certificates per renewal state and the next ten expiries, as of `at`.
+    CertsSummary {
+        at: Option<i64>,
     },
     CertsShow(String),
     CertsRevoke {
@@ -282,7 +299,7 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
             let _ = writeln!(out, "certificates:   {}", certs.len());
             if !certs.is_empty() {
                 out.push('\n');
-                out.push_str(&cert_table(&certs, now()));
+                out.push_str(&cert_table(&certs, app::renewal_window(config), now()));
             }
             Ok(out)
         }
@@ -384,12 +401,12 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
             if json_out {
                 let mut rows = Vec::with_capacity(certs.len());
                 for c in &certs {
-                    rows.push(cert_json_full(store, c).await?);
+                    rows.push(cert_json_full(config, store, c, now()).await?);
                 }
                 rows.extend(rejected.iter().map(rejected_json));
                 return Ok(pretty(&rows));
             }
-            let mut out = cert_table(&certs, now());
+            let mut out = cert_table(&certs, app::renewal_window(config), now());
             if all {
                 let rows = rejected
                     .iter()
@@ -410,9 +427,13 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
             }
             Ok(out)
         }
+        Admin::CertsByState { account, state, at } => {
+            certs_by_state(config, store, account.as_deref(), state, at.unwrap_or_else(now), json_out).await
+        }
+        Admin::CertsSummary { at } => certs_summary(config, store, at.unwrap_or_else(now), json_out).await,
         Admin::CertsShow(key) => {
             let cert = find_cert(store, &key).await?;
-            let mut v = cert_json_full(store, &cert).await?;
+            let mut v = cert_json_full(config, store, &cert, now()).await?;
             if json_out {
                 v["chain_pem"] = json!(cert.chain_pem);
                 return Ok(pretty(&v));
@@ -422,6 +443,9 @@ async fn dispatch(config: &Config, store: &Store, cmd: Admin, json_out: bool) ->
                 ("id", "id"),
                 ("serial", "serial"),
                 ("state", "state"),
+                ("renewal_state", "renewal state"),
+                ("renewed_by", "renewed by"),
+                ("client", "client"),
                 ("account_id", "account"),
                 ("order_id", "order"),
                 ("issuer", "issuer"),
@@ -583,14 +607,22 @@ fn cert_json(c: &CertificateRow, now: i64) -> Value {
     })
 }
 
-/// `cert_json` plus what its order says: the certID it replaced (RFC 9773 `replaces`).
-async fn cert_json_full(store: &Store, c: &CertificateRow) -> Result<Value, CliError> {
-    let mut v = cert_json(c, now());
-    v["replaces"] = json!(store.order(&c.order_id).await?.and_then(|o| o.replaces));
+/// `cert_json` plus its renewal state at `now` and what its order says: the certID it replaced
+/// (RFC 9773 `replaces`) and the client that asked for it.
+async fn cert_json_full(config: &Config, store: &Store, c: &CertificateRow, now: i64) -> Result<Value, CliError> {
+    let mut v = cert_json(c, now);
+    let order = store.order(&c.order_id).await?;
+    let (ua, ip) = order.as_ref().map_or((None, None), |o| (o.client_user_agent.clone(), o.client_ip.clone()));
+    v["renewal_state"] = json!(c.renewal_state(app::renewal_window(config), now).as_str());
+    v["renewed_by"] = json!(c.renewed_by);
+    v["replaces"] = json!(order.and_then(|o| o.replaces));
+    v["client"] = json!(OrderClient::describe(ua.as_deref(), ip.as_deref()));
+    v["client_user_agent"] = json!(ua);
+    v["client_ip"] = json!(ip);
     Ok(v)
 }
 
-fn cert_table(certs: &[CertificateRow], now: i64) -> String {
+fn cert_table(certs: &[CertificateRow], window: WindowPercents, now: i64) -> String {
     let rows = certs
         .iter()
         .map(|c| {
@@ -598,6 +630,7 @@ fn cert_table(certs: &[CertificateRow], now: i64) -> String {
                 c.id.clone(),
                 c.serial.clone(),
                 cert_state(c, now).to_owned(),
+                c.renewal_state(window, now).to_string(),
                 names(&c.identifiers),
                 time_str(c.not_after),
                 c.profile.clone().unwrap_or_else(|| "-".into()),
@@ -605,7 +638,112 @@ fn cert_table(certs: &[CertificateRow], now: i64) -> String {
             ]
         })
         .collect();
-    table(&["ID", "SERIAL", "STATE", "NAMES", "NOT AFTER", "PROFILE", "ACCOUNT"], rows)
+    table(&["ID", "SERIAL", "STATE", "RENEWAL", "NAMES", "NOT AFTER", "PROFILE", "ACCOUNT"], rows)
+}
+
+/// `certs list --state`: the certificates in `state` at `now` (all, with `None`). The states
+/// time moves (active, due, overdue, expired) come from the certificates neither renewed nor
+/// revoked, soonest expiry first; renewed and revoked from the full listing, newest first.
+async fn certs_by_state(
+    config: &Config,
+    store: &Store,
+    account: Option<&str>,
+    state: Option<RenewalState>,
+    now: i64,
+    json_out: bool,
+) -> Result<String, CliError> {
+    let window = app::renewal_window(config);
+    let certs = match state {
+        Some(s) if s.is_live() => store.live_certificates().await?,
+        _ => store.certificates(account).await?,
+    };
+    let certs: Vec<CertificateRow> = certs
+        .into_iter()
+        .filter(|c| account.is_none_or(|a| c.account_id == a))
+        .filter(|c| state.is_none_or(|s| c.renewal_state(window, now) == s))
+        .collect();
+    if json_out {
+        let mut rows = Vec::with_capacity(certs.len());
+        for c in &certs {
+            rows.push(cert_json_full(config, store, c, now).await?);
+        }
+        return Ok(pretty(&rows));
+    }
+    let mut rows = Vec::with_capacity(certs.len());
+    for c in &certs {
+        rows.push(vec![
+            c.id.clone(),
+            c.serial.clone(),
+            c.renewal_state(window, now).to_string(),
+            names(&c.identifiers),
+            time_str(c.not_after),
+            c.account_id.clone(),
+            client_of(store, c).await?,
+        ]);
+    }
+    Ok(table(&["ID", "SERIAL", "RENEWAL", "NAMES", "NOT AFTER", "ACCOUNT", "CLIENT"], rows))
+}
+
+/// `certs summary`: certificates per renewal state at `now`, and the next ten expiries.
+async fn certs_summary(config: &Config, store: &Store, now: i64, json_out: bool) -> Result<String, CliError> {
+    let window = app::renewal_window(config);
+    let counts = store.renewal_counts(window, now).await?;
+    let next = store.next_expiries(now, NEXT_EXPIRIES).await?;
+    if json_out {
+        let states: serde_json::Map<String, Value> =
+            counts.counts.iter().map(|(s, n)| (s.as_str().to_owned(), json!(n))).collect();
+        let mut expiries = Vec::with_capacity(next.len());
+        for c in &next {
+            expiries.push(cert_json_full(config, store, c, now).await?);
+        }
+        return Ok(pretty(&json!({
+            "at": now, "window_start_percent": window.start, "window_end_percent": window.end,
+            "states": states, "next_expiry": counts.next_expiry, "next_expiries": expiries,
+        })));
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "renewal state at {} (renewal window {}%-{}% of each certificate's lifetime):\n",
+        time_str(now),
+        window.start,
+        window.end
+    );
+    let rows = counts.counts.iter().map(|(s, n)| vec![s.to_string(), n.to_string()]).collect();
+    out.push_str(&table(&["STATE", "CERTIFICATES"], rows));
+    let _ = writeln!(out, "\nnext {NEXT_EXPIRIES} to expire (neither renewed nor revoked):");
+    let mut rows = Vec::with_capacity(next.len());
+    for c in &next {
+        rows.push(vec![
+            time_str(c.not_after),
+            c.renewal_state(window, now).to_string(),
+            names(&c.identifiers),
+            c.serial.clone(),
+            client_of(store, c).await?,
+        ]);
+    }
+    out.push_str(&table(&["NOT AFTER", "RENEWAL", "NAMES", "SERIAL", "CLIENT"], rows));
+    Ok(out)
+}
+
+/// "certbot/5.8.0 from 10.0.0.23": the client that ordered `c`.
+async fn client_of(store: &Store, c: &CertificateRow) -> Result<String, CliError> {
+    let order = store.order(&c.order_id).await?;
+    Ok(OrderClient::describe(
+        order.as_ref().and_then(|o| o.client_user_agent.as_deref()),
+        order.as_ref().and_then(|o| o.client_ip.as_deref()),
+    ))
+}
+
+/// `--at`: RFC 3339 (`2026-12-09T00:00:00Z`) or Unix seconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs);
+    }
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(OffsetDateTime::unix_timestamp)
+        .map_err(|_| format!("bad time {s:?}: use RFC 3339 (2026-12-09T00:00:00Z) or Unix seconds"))
 }
 
 fn names(ids: &[Identifier]) -> String {

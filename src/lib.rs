@@ -29,6 +29,7 @@ pub use app::{App, roles_note};
 pub use clock::from_unix;
 pub use issuer::{IssuanceRequest, KeyPolicy, Root, SignTarget, VaultAuth, VaultIssuer, VaultSettings};
 pub use jobs::cleanup::Cleanup;
+pub use jobs::renewal_state::RenewalStateRefresh;
 pub use secret::Secret;
 pub use state::AppState;
 pub use telemetry::init as init_telemetry;

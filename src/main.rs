@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use vacme::{
     App,
+    acme::renewal::RenewalState,
     cli::{Admin, EabCreate},
     config::{Config, Overrides},
     init_telemetry,
@@ -168,6 +169,19 @@ enum CertsCommand {
         /// never delivered), with the names the CA put in them.
         #[arg(long)]
         all: bool,
+        /// Only certificates in this renewal state: active, due, overdue, renewed, expired or
+        /// revoked (soonest expiry first for the first four).
+        #[arg(long, value_parser = parse_renewal_state, conflicts_with = "all")]
+        state: Option<RenewalState>,
+        /// Renewal states as of this time (RFC 3339 or Unix seconds) instead of now.
+        #[arg(long, value_parser = vacme::cli::parse_time, conflicts_with = "all")]
+        at: Option<i64>,
+    },
+    /// Certificates per renewal state, and the next ten to expire.
+    Summary {
+        /// As of this time (RFC 3339 or Unix seconds) instead of now.
+        #[arg(long, value_parser = vacme::cli::parse_time)]
+        at: Option<i64>,
     },
     /// One certificate (by ID or serial) with its chain.
     Show { id: String },
@@ -243,10 +257,16 @@ fn limits_admin(c: LimitsCommand) -> Admin {
 
 fn certs_admin(c: CertsCommand) -> Admin {
     match c {
-        CertsCommand::List { account, all } => Admin::CertsList { account, all },
+        CertsCommand::List { account, all, state: None, at: None } => Admin::CertsList { account, all },
+        CertsCommand::List { account, state, at, .. } => Admin::CertsByState { account, state, at },
+        CertsCommand::Summary { at } => Admin::CertsSummary { at },
         CertsCommand::Show { id } => Admin::CertsShow(id),
         CertsCommand::Revoke { id, reason } => Admin::CertsRevoke { id, reason },
     }
+}
+
+fn parse_renewal_state(s: &str) -> Result<RenewalState, String> {
+    s.parse()
 }
 
 /// Runs one admin command; errors go to stderr with exit status 1 (2 for "no such object").

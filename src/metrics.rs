@@ -80,6 +80,15 @@ pub struct Metrics {
     job_seconds: Histogram,
     webhook_deliveries: Counter,
     webhook_dropped: Counter,
+    renewal: Mutex<Option<RenewalGauges>>,
+}
+
+/// The last renewal-state refresh (`jobs::renewal_state`): certificates per state, and the next
+/// expiry of a certificate neither renewed nor revoked.
+#[derive(Debug, Default, Clone)]
+struct RenewalGauges {
+    states: Vec<(&'static str, i64)>,
+    next_expiry: Option<i64>,
 }
 
 /// Values read from the store when scraped.
@@ -165,6 +174,13 @@ impl Metrics {
     /// Events a webhook fell too far behind to get (`notify.max_backlog`).
     pub fn webhook_dropped(&self, webhook: &str, n: u64) {
         self.webhook_dropped.add(&[webhook], n);
+    }
+
+    /// Publishes a renewal-state refresh: the count of each state, and the next expiry (Unix
+    /// seconds) of a certificate neither renewed nor revoked, if any.
+    pub fn set_renewal_states(&self, states: &[(&'static str, i64)], next_expiry: Option<i64>) {
+        *self.renewal.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(RenewalGauges { states: states.to_vec(), next_expiry });
     }
 
     /// For tests: a counter's value.
@@ -259,7 +275,32 @@ impl Metrics {
         if let Some(n) = g.nonces {
             gauge(&mut out, "vacme_nonces", "Nonces issued that could still be redeemed.", n as f64);
         }
+        self.render_renewal(&mut out);
         out
+    }
+}
+
+impl Metrics {
+    /// The renewal-state gauges, once the first refresh ran.
+    fn render_renewal(&self, out: &mut String) {
+        let Some(r) = self.renewal.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return };
+        let name = "vacme_certificates_by_renewal_state";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Certificates per renewal state (active, due, overdue, renewed, expired, revoked), \
+             as of the last refresh.\n# TYPE {name} gauge"
+        );
+        for (state, n) in &r.states {
+            let _ = writeln!(out, "{name}{{state=\"{}\"}} {n}", escape(state));
+        }
+        if let Some(t) = r.next_expiry {
+            gauge(
+                out,
+                "vacme_certificate_next_expiry_timestamp_seconds",
+                "The earliest notAfter among unexpired certificates neither renewed nor revoked.",
+                t as f64,
+            );
+        }
     }
 }
 
@@ -333,5 +374,10 @@ mod tests {
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert!(!text.contains("renewal_state"), "no renewal gauges before the first refresh");
+        m.set_renewal_states(&[("active", 3), ("overdue", 1)], Some(1_800_000_000));
+        let text = m.render(&Gauges::default());
+        assert!(text.contains("vacme_certificates_by_renewal_state{state=\"overdue\"} 1\n"), "{text}");
+        assert!(text.contains("vacme_certificate_next_expiry_timestamp_seconds 1800000000\n"), "{text}");
     }
 }

@@ -5,6 +5,7 @@ pub mod identifier;
 pub mod ids;
 pub mod problem;
 mod problem_type;
+pub mod renewal;
 pub mod serial;
 mod status;
 pub mod types;

@@ -6,7 +6,7 @@ use axum::{
     extract::{Path, State},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use http::StatusCode;
+use http::{HeaderMap, HeaderValue, StatusCode, header::USER_AGENT};
 use tracing::Span;
 
 use crate::{
@@ -19,21 +19,24 @@ use crate::{
     jws::extract::{PostAsGet, Signed},
     policy::ratelimit::ClientAddr,
     state::AppState,
-    store::{AuditEvent, OrderRow},
+    store::{AuditEvent, OrderClient, OrderRow},
 };
 
 /// POST /acme/new-order: admitted by `policy::Admission`; a refusal of names (policy, scope,
-/// rate limits) is audited.
+/// rate limits) is audited. The order records who asked (`User-Agent` and address).
 pub async fn new_order(
     State(st): State<AppState>,
     addr: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
     req: Signed<NewOrderRequest>,
 ) -> Result<AcmeResponse, Problem> {
     let admission = &st.admission;
-    let new = match admission.new_order(&req.account, &req.payload, st.clock.unix()).await {
+    let mut new = match admission.new_order(&req.account, &req.payload, st.clock.unix()).await {
         Ok(new) => new,
         Err(p) => return Err(refused(&st, &req, admission.asked(&req.payload), addr, p).await),
     };
+    let ua = headers.get(USER_AGENT).map(HeaderValue::as_bytes);
+    new.client = OrderClient::new(ua, addr.map(|Extension(ClientAddr(ip))| ip));
     let now = st.clock.unix();
     let order =
         st.store.create_order(&req.account.id, &new, now, now + st.limits.order_ttl_secs).await?.ok_or_else(|| {

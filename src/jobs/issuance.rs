@@ -109,7 +109,8 @@ impl IssuanceWorker {
                             .order(&order.id)
                             .certificate(&cert_id, &issued.serial)
                             .identifiers(&order.identifiers)
-                            .detail(format!("issuer {}", self.issuer.name()))
+                            .client_ip_text(order.client_ip.as_deref())
+                            .detail(issued_detail(self.issuer.name(), order.client_user_agent.as_deref()))
                             .record(&self.store, now)
                             .await;
                         Ok(())
@@ -263,4 +264,12 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// 1, 2, 4, ... up to 60 seconds between attempts while the CA is down.
 fn backoff(attempts: i64) -> i64 {
     crate::jobs::backoff(attempts, 60)
+}
+
+/// The `issued` event's detail: the CA, and the client that holds the certificate.
+fn issued_detail(issuer: &str, user_agent: Option<&str>) -> String {
+    match user_agent {
+        Some(ua) => format!("issuer {issuer}; client {ua}"),
+        None => format!("issuer {issuer}"),
+    }
 }

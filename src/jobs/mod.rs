@@ -8,6 +8,7 @@
 //! - `renewal`: the renewal-info question "did the CA revoke this serial?", asked of the CA.
 //! - `cleanup`: the periodic run that closes, deletes and pushes what is still pending.
 //! - `notify`: the audit trail's events, delivered to the configured webhooks.
+//! - `renewal_state`: the periodic count of certificates per renewal state, for `/metrics`.
 //!
 //! Handlers record intent in the store and wake a job (or queue it and wait briefly); no handler
 //! calls the CA.
@@ -16,6 +17,7 @@ pub mod cleanup;
 pub mod issuance;
 pub mod notify;
 pub mod renewal;
+pub mod renewal_state;
 pub mod revocation;
 mod runner;
 pub mod validation;

@@ -250,6 +250,7 @@ mod push_tests {
             profile: None,
             ari_id: None,
             ca_revoked_at: None,
+            renewed_by: None,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::{
     config::LimitsConfig,
     issuer::{IssuanceRequest, KeyPolicy},
     policy::{Lifecycle, Policy, ratelimit, scope::scope_allows},
-    store::{AccountRow, EabKeyRow, NewAuthz, NewOrder, OrderRow, Store},
+    store::{AccountRow, EabKeyRow, NewAuthz, NewOrder, OrderClient, OrderRow, Store},
 };
 
 /// What admitting an order consults. newOrder, finalize and the issuance job share one.
@@ -55,6 +55,8 @@ impl Admission {
             not_after: req.not_after.map(|t| t.unix_timestamp()),
             profile,
             replaces: req.replaces.clone(),
+            // The handler records who asked (it has the request's headers and address).
+            client: OrderClient::default(),
         })
     }
 

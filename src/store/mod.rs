@@ -27,10 +27,14 @@ use ring::rand::{SecureRandom, SystemRandom};
 pub use copy::CopyReport;
 pub use rows::{
     AccountRow, AccountSummary, AuditEvent, AuditRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge,
-    EabKeyRow, OrderRow, PauseRow, RejectedRow, WindowCount,
+    EabKeyRow, OrderClient, OrderRow, PauseRow, RejectedRow, WindowCount,
 };
 
-use crate::acme::{Identifier, Problem, types::ChallengeType};
+use crate::acme::{
+    Identifier, Problem,
+    renewal::{RenewalFacts, RenewalState, WindowPercents},
+    types::ChallengeType,
+};
 
 /// The window every hourly limit counts over.
 pub const HOUR: i64 = 3600;
@@ -83,6 +87,23 @@ pub struct NewOrder {
     pub profile: Option<String>,
     /// RFC 9773 certID (`certificates.ari_id`) of the certificate this order renews.
     pub replaces: Option<String>,
+    /// Who asked: the client's `User-Agent` (already bounded to printable text) and address.
+    pub client: OrderClient,
+}
+
+/// Certificates per renewal state, and the next expiry of a certificate neither renewed nor
+/// revoked (one that has not expired yet).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RenewalCounts {
+    pub counts: Vec<(RenewalState, i64)>,
+    pub next_expiry: Option<i64>,
+}
+
+impl RenewalCounts {
+    /// The count of one state.
+    pub fn of(&self, state: RenewalState) -> i64 {
+        self.counts.iter().find(|(s, _)| *s == state).map_or(0, |(_, n)| *n)
+    }
 }
 
 /// A certificate to record when an order is issued.
@@ -179,6 +200,8 @@ struct OrderInsert {
     not_after: Option<i64>,
     profile: Option<String>,
     replaces: Option<String>,
+    user_agent: Option<String>,
+    client_ip: Option<String>,
     now: i64,
     expires_at: i64,
     authzs: Vec<AuthzInsert>,
@@ -453,6 +476,8 @@ impl Store {
             not_after: new.not_after,
             profile: new.profile.clone(),
             replaces: new.replaces.clone(),
+            user_agent: new.client.user_agent.clone(),
+            client_ip: new.client.ip.clone(),
             now,
             expires_at,
             authzs,
@@ -498,6 +523,37 @@ impl Store {
             Backend::Postgres(db) => db.issuance_rejected(&id, order, cert, &names, &problem.to_string(), now).await?,
         }
         Ok(id)
+    }
+
+    // ---- renewal state ----
+
+    /// Certificates per renewal state at `now`. Only the certificates whose state moves with
+    /// time (neither renewed nor revoked: one per device and name set, not per renewal) are
+    /// read, two columns each, through a partial index; renewed and revoked ones are counters
+    /// kept by triggers as certificates become so.
+    pub async fn renewal_counts(&self, window: WindowPercents, now: i64) -> Result<RenewalCounts> {
+        let (live, (renewed, revoked)) = match &self.db {
+            Backend::Sqlite(db) => (db.live_lifetimes().await?, db.final_totals().await?),
+            Backend::Postgres(db) => (db.live_lifetimes().await?, db.final_totals().await?),
+        };
+        let mut counts: Vec<(RenewalState, i64)> = RenewalState::ALL.iter().map(|s| (*s, 0)).collect();
+        let mut next_expiry: Option<i64> = None;
+        for (not_before, not_after) in live {
+            let facts = RenewalFacts { not_before, not_after, revoked: false, renewed: false };
+            let state = RenewalState::of(&facts, window, now);
+            if let Some((_, n)) = counts.iter_mut().find(|(s, _)| *s == state) {
+                *n += 1;
+            }
+            if not_after > now {
+                next_expiry = Some(next_expiry.map_or(not_after, |t| t.min(not_after)));
+            }
+        }
+        for (state, n) in [(RenewalState::Renewed, renewed), (RenewalState::Revoked, revoked)] {
+            if let Some((_, c)) = counts.iter_mut().find(|(s, _)| *s == state) {
+                *c = n;
+            }
+        }
+        Ok(RenewalCounts { counts, next_expiry })
     }
 
     // ---- limits ----
@@ -682,6 +738,11 @@ forward! {
     fn set_ari_id(&self, id: &str, ari_id: &str) -> ();
     /// Certificates, newest first; only `account_id`'s when given.
     fn certificates(&self, account_id: Option<&str>) -> Vec<CertificateRow>;
+    /// Certificates neither renewed nor revoked (active, due, overdue or expired), soonest
+    /// expiry first.
+    fn live_certificates(&self) -> Vec<CertificateRow>;
+    /// The `limit` certificates neither renewed nor revoked that expire next after `now`.
+    fn next_expiries(&self, now: i64, limit: i64) -> Vec<CertificateRow>;
 
     /// Work waiting for the workers: answered challenges, and finalized orders.
     fn queue_depths(&self) -> (i64, i64);

@@ -7,6 +7,7 @@ use sqlx::FromRow;
 use super::{Result, StoreError, corrupt, status};
 use crate::acme::{
     Identifier,
+    renewal::{RenewalFacts, RenewalState, WindowPercents},
     types::{AccountStatus, AuthorizationStatus, ChallengeStatus, ChallengeType, OrderStatus},
 };
 
@@ -95,6 +96,8 @@ raw_row! {
         profile: Option<String>,
         replaces: Option<String>,
         sign_started_at: Option<i64>,
+        client_user_agent: Option<String>,
+        client_ip: Option<String>,
         /// JSON array of the order's authorization IDs, by position.
         authz_ids: String,
     }
@@ -122,6 +125,10 @@ pub struct OrderRow {
     pub replaces: Option<String>,
     /// When vacme first sent the order to the CA (`Store::mark_signing`).
     pub sign_started_at: Option<i64>,
+    /// The `User-Agent` of the client that created the order (printable, bounded).
+    pub client_user_agent: Option<String>,
+    /// The address of the client that created the order (behind a trusted proxy, the forwarded one).
+    pub client_ip: Option<String>,
 }
 
 impl OrderRow {
@@ -144,7 +151,44 @@ impl OrderRow {
             profile: r.profile,
             replaces: r.replaces,
             sign_started_at: r.sign_started_at,
+            client_user_agent: r.client_user_agent,
+            client_ip: r.client_ip,
         })
+    }
+}
+
+/// The client that created an order, as recorded with it ("certbot/5.8.0 from 10.0.0.23").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OrderClient {
+    /// The `User-Agent`, as `OrderClient::new` bounded it.
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl OrderClient {
+    /// Longest `User-Agent` kept, in characters (certbot's, with its plugin list, is about 120).
+    pub const MAX_USER_AGENT: usize = 256;
+
+    /// What is kept of a request's `User-Agent` and address. The header is the client's own
+    /// text and ends up in terminals and logs: only printable ASCII is kept (anything else
+    /// becomes `?`), at most `MAX_USER_AGENT` characters; an empty one is none.
+    pub fn new(user_agent: Option<&[u8]>, ip: Option<IpAddr>) -> Self {
+        let user_agent = user_agent
+            .map(|raw| {
+                raw.iter()
+                    .take(Self::MAX_USER_AGENT)
+                    .map(|b| if (0x20..0x7f).contains(b) { char::from(*b) } else { '?' })
+                    .collect::<String>()
+                    .trim()
+                    .to_owned()
+            })
+            .filter(|s| !s.is_empty());
+        Self { user_agent, ip: ip.map(|ip| ip.to_string()) }
+    }
+
+    /// "certbot/5.8.0 from 10.0.0.23", or `-` for what is not known.
+    pub fn describe(user_agent: Option<&str>, ip: Option<&str>) -> String {
+        format!("{} from {}", user_agent.unwrap_or("-"), ip.unwrap_or("-"))
     }
 }
 
@@ -313,6 +357,7 @@ raw_row! {
         profile: Option<String>,
         ari_id: Option<String>,
         ca_revoked_at: Option<i64>,
+        renewed_by: Option<String>,
     }
 }
 
@@ -336,6 +381,24 @@ pub struct CertificateRow {
     pub ari_id: Option<String>,
     /// When the CA confirmed the revocation; `None` while it is still to be told.
     pub ca_revoked_at: Option<i64>,
+    /// The certificate that renewed this one (same account and names, or `replaces`).
+    pub renewed_by: Option<String>,
+}
+
+impl CertificateRow {
+    /// Its renewal state at `now`, with the configured window.
+    pub fn renewal_state(&self, window: WindowPercents, now: i64) -> RenewalState {
+        RenewalState::of(&self.renewal_facts(), window, now)
+    }
+
+    pub fn renewal_facts(&self) -> RenewalFacts {
+        RenewalFacts {
+            not_before: self.not_before,
+            not_after: self.not_after,
+            revoked: self.revoked_at.is_some(),
+            renewed: self.renewed_by.is_some(),
+        }
+    }
 }
 
 impl TryFrom<RawCertificate> for CertificateRow {
@@ -357,6 +420,7 @@ impl TryFrom<RawCertificate> for CertificateRow {
             profile: r.profile,
             ari_id: r.ari_id,
             ca_revoked_at: r.ca_revoked_at,
+            renewed_by: r.renewed_by,
         })
     }
 }
@@ -556,6 +620,12 @@ impl AuditEvent {
         self
     }
 
+    /// The client address as recorded (an order's `client_ip`).
+    pub fn client_ip_text(mut self, ip: Option<&str>) -> Self {
+        self.client_ip = ip.map(str::to_owned);
+        self
+    }
+
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = detail.into();
         self
@@ -617,5 +687,24 @@ fn identifier(kind: &str, value: &str) -> Result<Identifier> {
         "dns" => Ok(Identifier::Dns(value.to_owned())),
         "ip" => value.parse::<IpAddr>().map(Identifier::Ip).map_err(|e| corrupt("authorizations", e)),
         other => Err(corrupt("authorizations", format!("unknown identifier type {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_agent_is_kept_printable_and_bounded() {
+        let ip: IpAddr = "10.0.0.23".parse().unwrap();
+        let c = OrderClient::new(Some(b"CertbotACMEClient/5.8.0 (certbot; Debian)"), Some(ip));
+        assert_eq!(c.user_agent.as_deref(), Some("CertbotACMEClient/5.8.0 (certbot; Debian)"));
+        assert_eq!(c.ip.as_deref(), Some("10.0.0.23"));
+        let c = OrderClient::new(Some("a\x1b[31mb\tc\u{e9}".as_bytes()), None);
+        assert_eq!(c.user_agent.as_deref(), Some("a?[31mb?c??"), "escapes, tabs and non-ASCII bytes are replaced");
+        let long = vec![b'x'; 1000];
+        assert_eq!(OrderClient::new(Some(&long), None).user_agent.unwrap().len(), OrderClient::MAX_USER_AGENT);
+        assert_eq!(OrderClient::new(Some(b"   "), None).user_agent, None);
+        assert_eq!(OrderClient::describe(Some("lego/4"), None), "lego/4 from -");
     }
 }

@@ -65,6 +65,8 @@ on_both_backends!(
     audit_events_past_their_retention_are_purged,
     totals_count_what_was_ever_recorded,
     webhook_cursors_follow_the_audit_trail_one_replica_at_a_time,
+    renewal_state_follows_successors_and_revocations,
+    an_order_keeps_the_client_that_asked,
 );
 
 /// Concurrent callers in the racing tests: on PostgreSQL each runs on its own connection.
@@ -611,4 +613,90 @@ async fn webhook_cursors_follow_the_audit_trail_one_replica_at_a_time(s: Store) 
     assert_eq!(s.webhook_cursors().await.unwrap(), [("ops".to_owned(), last, 2)]);
     // A lease that ran out (a replica died) can be taken.
     assert_eq!(s.claim_webhook("ops", 0, 1042, 1070).await.unwrap(), Some(last));
+}
+
+/// An order for `names` (replacing `replaces`) issued at 151, valid 100..1000.
+async fn issued_names(s: &Store, acct: &AccountRow, names: &[&str], serial: &str, replaces: Option<&str>) -> String {
+    let o = s.create_order(&acct.id, &new_order(names, replaces), 100, 10_000).await.unwrap().unwrap();
+    for i in 0..names.len() {
+        let c = first_challenge(s, &o, i).await;
+        assert!(s.start_challenge(&c.id, 110).await.unwrap());
+        s.challenge_succeeded(&c.id, 111).await.unwrap();
+    }
+    assert!(s.begin_issuance(&o.id, b"csr", 112).await.unwrap());
+    let claimed = s.claim_due_issuances(112, 200, 10).await.unwrap();
+    let cert = NewCertificate {
+        serial: serial.into(),
+        issuer: "local".into(),
+        chain_pem: "PEM".into(),
+        not_before: 100,
+        not_after: 1000,
+        ari_id: Some(format!("AKI.{serial}")),
+    };
+    s.issuance_succeeded(&claimed[0], &cert, 151).await.unwrap()
+}
+
+/// A later certificate of the same account and names, or one whose order replaced it, renews a
+/// certificate; revocation wins over renewal; the live ones move with time through the window;
+/// the counts agree with the rows.
+async fn renewal_state_follows_successors_and_revocations(s: Store) {
+    use crate::acme::renewal::{RenewalState as St, WindowPercents};
+    const WINDOW: WindowPercents = WindowPercents { start: 33, end: 67 }; // [397, 703) of 100..1000
+    let acct = account(&s).await;
+    let other = account_with(&s, "tp-2", None).await.unwrap();
+    let first = issued_names(&s, &acct, &["a.lab.example", "b.lab.example"], "01", None).await;
+    let second = issued_names(&s, &acct, &["a.lab.example", "b.lab.example"], "02", None).await;
+    let only_a = issued_names(&s, &acct, &["a.lab.example"], "03", None).await;
+    let theirs = issued_names(&s, &other, &["a.lab.example", "b.lab.example"], "04", None).await;
+    let replaced = issued_names(&s, &acct, &["c.lab.example"], "05", None).await;
+    let replacing = issued_names(&s, &acct, &["d.lab.example"], "06", Some("AKI.05")).await;
+    let cert = |id: String| {
+        let s = s.clone();
+        async move { s.certificate(&id).await.unwrap().unwrap() }
+    };
+    assert_eq!(cert(first.clone()).await.renewed_by.as_deref(), Some(second.as_str()), "same account, same names");
+    assert_eq!(cert(replaced.clone()).await.renewed_by.as_deref(), Some(replacing.as_str()), "replaces");
+    for live in [&second, &only_a, &theirs, &replacing] {
+        assert_eq!(cert(live.clone()).await.renewed_by, None, "other names or another account renew nothing");
+    }
+
+    let counts = |now: i64| {
+        let s = s.clone();
+        async move { s.renewal_counts(WINDOW, now).await.unwrap() }
+    };
+    for (now, state) in [(150, St::Active), (397, St::Due), (702, St::Due), (703, St::Overdue), (1000, St::Expired)] {
+        let c = counts(now).await;
+        assert_eq!((c.of(state), c.of(St::Renewed), c.of(St::Revoked)), (4, 2, 0), "at {now}: {c:?}");
+        assert_eq!(c.next_expiry, if now < 1000 { Some(1000) } else { None });
+        assert_eq!(cert(second.clone()).await.renewal_state(WINDOW, now), state);
+    }
+    // A renewed certificate revoked later counts as revoked; so does a live one.
+    assert!(s.revoke_certificate(&first, 4, 300).await.unwrap());
+    assert!(s.revoke_certificate(&only_a, 1, 300).await.unwrap());
+    let c = counts(150).await;
+    assert_eq!((c.of(St::Active), c.of(St::Renewed), c.of(St::Revoked)), (3, 1, 2), "{c:?}");
+    assert_eq!(cert(first).await.renewal_state(WINDOW, 150), St::Revoked);
+    // What is counted is what a listing shows.
+    let all = s.certificates(None).await.unwrap();
+    for state in St::ALL {
+        let listed = all.iter().filter(|x| x.renewal_state(WINDOW, 150) == state).count() as i64;
+        assert_eq!(listed, c.of(state), "{state}");
+    }
+    let live: Vec<String> = s.live_certificates().await.unwrap().into_iter().map(|x| x.id).collect();
+    assert_eq!(live.len(), 3);
+    assert!(!live.contains(&only_a) && live.contains(&second));
+    assert_eq!(s.next_expiries(150, 2).await.unwrap().len(), 2);
+    assert!(s.next_expiries(1000, 10).await.unwrap().is_empty(), "expired ones are not next");
+}
+
+/// The order records its client's User-Agent and address, and reads them back.
+async fn an_order_keeps_the_client_that_asked(s: Store) {
+    let acct = account(&s).await;
+    let client = OrderClient::new(Some(b"certbot/5.8.0"), Some("10.0.0.23".parse().unwrap()));
+    let new = NewOrder { client: client.clone(), ..new_order(&["ua.lab.example"], None) };
+    let o = s.create_order(&acct.id, &new, 100, 10_000).await.unwrap().unwrap();
+    let o = s.order(&o.id).await.unwrap().unwrap();
+    assert_eq!((o.client_user_agent, o.client_ip), (client.user_agent, client.ip));
+    let plain = order(&s, &acct, &["plain.lab.example"]).await;
+    assert_eq!((plain.client_user_agent, plain.client_ip), (None, None));
 }

@@ -190,6 +190,14 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
     assert_eq!(certs_named(&certs, "nas.lab.test")[0]["profile"], "default");
     let (nas_life, nas_serial) = leaf_facts(&live(d, "nas.lab.test").join("cert.pem"));
     assert!(nas_life > 80 * 86_400, "the default profile keeps lab-internal's 90 days ({nas_life} s)");
+    // Who holds it: certbot's User-Agent and address, recorded with its order.
+    let shown = admin(&config, &["certs", "show", &nas_serial]);
+    let ua = shown["client_user_agent"].as_str().unwrap_or_default();
+    assert!(ua.starts_with("CertbotACMEClient/"), "certbot's User-Agent: {shown}");
+    let ip: std::net::IpAddr = shown["client_ip"].as_str().unwrap().parse().unwrap();
+    assert!(ip.is_loopback(), "{shown}");
+    assert_eq!(shown["client"], format!("{ua} from {ip}").as_str());
+    assert_eq!(shown["renewal_state"], "active");
 
     step(t0, "short profile issued");
     // certbot revoke (signed by the account): vacme records it and OpenBao revokes the serial.
@@ -233,6 +241,11 @@ async fn certbot_lifecycle_eab_profiles_revocation_and_renewal_info() {
         .iter()
         .find(|c| c["serial"].as_str().unwrap().trim_start_matches('0') == nas_serial.trim_start_matches('0'));
     assert_eq!(old.unwrap()["state"], "revoked", "vacme learnt of OpenBao's revocation: {nas:#?}");
+    assert_eq!(old.unwrap()["renewal_state"], "revoked", "{nas:#?}");
+    let renewed = nas
+        .iter()
+        .find(|c| c["serial"].as_str().unwrap().trim_start_matches('0') == new_serial.trim_start_matches('0'));
+    assert_eq!(renewed.unwrap()["renewal_state"], "active", "{nas:#?}");
     let (sans, _) = verify_chain(&live(d, "nas.lab.test").join("fullchain.pem"), &bao.root_pem);
     assert_eq!(sans, vec![s("nas.lab.test")]);
     step(t0, "renewed after the revocation in OpenBao");

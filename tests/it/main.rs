@@ -23,6 +23,7 @@ mod observe;
 mod postgres;
 mod recheck;
 mod redaction;
+mod renewal_state;
 mod targets;
 mod tls;
 mod trust;

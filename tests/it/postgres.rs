@@ -340,6 +340,9 @@ async fn copy_store_moves_a_sqlite_vacme_to_postgresql() {
     let overrides = vacme::config::Overrides { data_dir: Some(env.dir.path().to_owned()), ..Default::default() };
     let config = vacme::config::Config::load(None, Vec::new(), &overrides).unwrap();
     let audit_before = env.state.store.audit_events(None, 100).await.unwrap().len();
+    let window = vacme::acme::renewal::WindowPercents { start: 33, end: 67 };
+    let now = env.state.clock.unix();
+    let states_before = env.state.store.renewal_counts(window, now).await.unwrap();
 
     let out = vacme::cli::run(&config, vacme::cli::Admin::CopyStore { to: db.url.clone() }, true).await.unwrap();
     let copied: Value = serde_json::from_str(&out).unwrap();
@@ -351,6 +354,7 @@ async fn copy_store_moves_a_sqlite_vacme_to_postgresql() {
     let moved = env.restart_with(move |c| c.database.url = Some(url)).await;
     assert!(moved.state.store.is_postgres());
     assert_eq!(moved.counts().await, before, "every row arrived");
+    assert_eq!(moved.state.store.renewal_counts(window, now).await.unwrap(), states_before, "and their states");
     assert_eq!(moved.state.store.audit_events(None, 100).await.unwrap().len(), audit_before);
     // The same account key finds its account, sees its order and certificate, and orders again.
     let account = Account::builder_with_root(&moved.ca).unwrap().from_credentials(credentials).await.unwrap();
@@ -359,6 +363,11 @@ async fn copy_store_moves_a_sqlite_vacme_to_postgresql() {
     assert_eq!(order.certificate().await.unwrap().unwrap(), chain);
     moved.issue(&account, &["moved-again.localhost"]).await;
     assert_eq!(moved.counts().await.certificates, 2);
+    // The PostgreSQL counters go on from the copied rows.
+    moved.issue(&account, &["moved.localhost"]).await;
+    let states = moved.state.store.renewal_counts(window, now).await.unwrap();
+    use vacme::acme::renewal::RenewalState;
+    assert_eq!((states.of(RenewalState::Renewed), states.of(RenewalState::Active)), (1, 2), "{states:?}");
     drop(moved);
     db.drop().await;
 }

@@ -71,6 +71,10 @@ async fn a_store_of_the_previous_release_opens_and_keeps_working() {
     assert_eq!(s.audit_events(Some(ACCOUNT), 10).await.unwrap()[0].event.event, "issued");
     // The counters start from the rows already there.
     assert_eq!(s.totals().await.unwrap(), (2, 2));
+    let window = vacme::acme::renewal::WindowPercents { start: 33, end: 67 };
+    let states = s.renewal_counts(window, 2_000).await.unwrap();
+    assert_eq!(states.of(vacme::acme::renewal::RenewalState::Revoked), 1, "{states:?}");
+    assert_eq!(states.counts.iter().map(|(_, n)| n).sum::<i64>(), 2, "every certificate has a state: {states:?}");
 
     // And it goes on: the ready order is issued, a new order is made, a new account counted.
     assert!(s.begin_issuance(READY_ORDER, b"csr", 2_000).await.unwrap());

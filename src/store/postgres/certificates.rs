@@ -42,6 +42,47 @@ impl Postgres {
         raw.into_iter().map(CertificateRow::try_from).collect()
     }
 
+    pub(in crate::store) async fn live_certificates(&self) -> Result<Vec<CertificateRow>> {
+        // The partial index certificates_live: only certificates neither renewed nor revoked.
+        let raw = sqlx::query_as::<_, RawCertificate>(
+            "SELECT * FROM certificates WHERE renewed_by IS NULL AND revoked_at IS NULL ORDER BY not_after, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        raw.into_iter().map(CertificateRow::try_from).collect()
+    }
+
+    pub(in crate::store) async fn next_expiries(&self, now: i64, limit: i64) -> Result<Vec<CertificateRow>> {
+        let raw = sqlx::query_as::<_, RawCertificate>(
+            "SELECT * FROM certificates WHERE renewed_by IS NULL AND revoked_at IS NULL AND not_after > $1
+             ORDER BY not_after LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        raw.into_iter().map(CertificateRow::try_from).collect()
+    }
+
+    /// The validity of every certificate neither renewed nor revoked (certificates_live).
+    pub(in crate::store) async fn live_lifetimes(&self) -> Result<Vec<(i64, i64)>> {
+        Ok(sqlx::query_as::<_, (i64, i64)>(
+            "SELECT not_before, not_after FROM certificates WHERE renewed_by IS NULL AND revoked_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Renewed and revoked certificates, as the triggers count them.
+    pub(in crate::store) async fn final_totals(&self) -> Result<(i64, i64)> {
+        let (renewed, revoked) = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
+            "SELECT (SELECT n FROM totals WHERE name = 'renewed'), (SELECT n FROM totals WHERE name = 'revoked')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((renewed.unwrap_or(0), revoked.unwrap_or(0)))
+    }
+
     pub(in crate::store) async fn pending_ca_revocations(&self, limit: i64) -> Result<Vec<CertificateRow>> {
         let raw = sqlx::query_as::<_, RawCertificate>(
             "SELECT * FROM certificates WHERE revoked_at IS NOT NULL AND ca_revoked_at IS NULL ORDER BY revoked_at LIMIT $1",

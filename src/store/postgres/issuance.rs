@@ -4,6 +4,14 @@
 use super::{Postgres, load_order, orders};
 use crate::store::{NewCertificate, NewRejected, OrderRow, Result, StoreError};
 
+/// The new certificate `$1` renews the account's (`$2`) earlier certificates for the same names
+/// (`$3`, the order's identifiers as stored). The first successor is kept.
+const RENEWS_SAME_NAMES: &str = "UPDATE certificates SET renewed_by = $1
+     WHERE account_id = $2 AND identifiers = $3 AND renewed_by IS NULL AND id <> $1";
+/// The new certificate `$1` renews the one its order said it `replaces` (certID `$2`, RFC 9773).
+const RENEWS_REPLACED: &str =
+    "UPDATE certificates SET renewed_by = $1 WHERE ari_id = $2 AND renewed_by IS NULL AND id <> $1";
+
 impl Postgres {
     pub(in crate::store) async fn begin_issuance(&self, order_id: &str, csr_der: &[u8], now: i64) -> Result<bool> {
         let done = sqlx::query(
@@ -102,6 +110,15 @@ impl Postgres {
         .bind(&cert.ari_id)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(RENEWS_SAME_NAMES)
+            .bind(cert_id)
+            .bind(&order.account_id)
+            .bind(identifiers)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(replaces) = &order.replaces {
+            sqlx::query(RENEWS_REPLACED).bind(cert_id).bind(replaces).execute(&mut *tx).await?;
+        }
         let done = sqlx::query(
             "UPDATE orders SET status = 'valid', certificate_id = $2, claimed_until = NULL, updated_at = $3
              WHERE id = $1 AND status = 'processing'",

@@ -21,8 +21,8 @@ impl Postgres {
         }
         let inserted = sqlx::query(
             "INSERT INTO orders (id, account_id, status, expires_at, identifiers, not_before, not_after,
-                                 profile, replaces, created_at, updated_at)
-             SELECT $1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9
+                                 profile, replaces, created_at, updated_at, client_user_agent, client_ip)
+             SELECT $1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $9, $10, $11
              WHERE $8 IS NULL OR NOT EXISTS (
                  SELECT 1 FROM orders WHERE replaces = $8
                    AND (status IN ('processing', 'valid') OR (status IN ('pending', 'ready') AND expires_at > $9)))",
@@ -36,6 +36,8 @@ impl Postgres {
         .bind(&new.profile)
         .bind(&new.replaces)
         .bind(new.now)
+        .bind(&new.user_agent)
+        .bind(&new.client_ip)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() != 1 {

@@ -1,7 +1,7 @@
 //! Certificates after issuance, on SQLite: revocation (RFC 8555 §7.6), renewal information
 //! (RFC 9773), and the certificates the CA signed wrongly.
 
-use super::{Sqlite, execute, optional, query};
+use super::{Sqlite, execute, one, optional, query};
 use crate::store::{
     CertificateRow, RejectedRow, Result,
     rows::{RawCertificate, RawRejected},
@@ -47,6 +47,63 @@ impl Sqlite {
              ORDER BY created_at DESC, id",
             account_id.map(str::to_owned),
         )
+        .await
+    }
+
+    pub(in crate::store) async fn live_certificates(&self) -> Result<Vec<CertificateRow>> {
+        // A scan of the partial index certificates_live: only certificates neither renewed nor revoked.
+        self.read(|c| {
+            query(
+                c,
+                "SELECT * FROM certificates WHERE renewed_by IS NULL AND revoked_at IS NULL ORDER BY not_after, id",
+                &[],
+                RawCertificate::from_lite,
+            )
+        })
+        .await?
+        .into_iter()
+        .map(CertificateRow::try_from)
+        .collect()
+    }
+
+    pub(in crate::store) async fn next_expiries(&self, now: i64, limit: i64) -> Result<Vec<CertificateRow>> {
+        let raw = self
+            .read(move |c| {
+                query(
+                    c,
+                    "SELECT * FROM certificates WHERE renewed_by IS NULL AND revoked_at IS NULL AND not_after > $1
+                     ORDER BY not_after LIMIT $2",
+                    &[&now, &limit],
+                    RawCertificate::from_lite,
+                )
+            })
+            .await?;
+        raw.into_iter().map(CertificateRow::try_from).collect()
+    }
+
+    /// The validity of every certificate neither renewed nor revoked (certificates_live).
+    pub(in crate::store) async fn live_lifetimes(&self) -> Result<Vec<(i64, i64)>> {
+        self.read(|c| {
+            query(
+                c,
+                "SELECT not_before, not_after FROM certificates WHERE renewed_by IS NULL AND revoked_at IS NULL",
+                &[],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .await
+    }
+
+    /// Renewed and revoked certificates, as the triggers count them.
+    pub(in crate::store) async fn final_totals(&self) -> Result<(i64, i64)> {
+        self.read(|c| {
+            one(
+                c,
+                "SELECT (SELECT n FROM totals WHERE name = 'renewed'), (SELECT n FROM totals WHERE name = 'revoked')",
+                &[],
+                |r| Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get::<_, Option<i64>>(1)?.unwrap_or(0))),
+            )
+        })
         .await
     }
 

@@ -4,6 +4,14 @@
 use super::{Sqlite, execute, optional, orders};
 use crate::store::{NewCertificate, NewRejected, OrderRow, Result, StoreError, rows::RawOrder};
 
+/// The new certificate `$1` renews the account's (`$2`) earlier certificates for the same names
+/// (`$3`, the order's identifiers as stored). The first successor is kept.
+const RENEWS_SAME_NAMES: &str = "UPDATE certificates SET renewed_by = $1
+     WHERE account_id = $2 AND identifiers = $3 AND renewed_by IS NULL AND id <> $1";
+/// The new certificate `$1` renews the one its order said it `replaces` (certID `$2`, RFC 9773).
+const RENEWS_REPLACED: &str =
+    "UPDATE certificates SET renewed_by = $1 WHERE ari_id = $2 AND renewed_by IS NULL AND id <> $1";
+
 impl Sqlite {
     pub(in crate::store) async fn begin_issuance(&self, order_id: &str, csr_der: &[u8], now: i64) -> Result<bool> {
         let (order_id, csr_der) = (order_id.to_owned(), csr_der.to_vec());
@@ -114,6 +122,10 @@ impl Sqlite {
                     &cert.ari_id,
                 ],
             )?;
+            execute(c, RENEWS_SAME_NAMES, &[&cert_id, &order.account_id, &identifiers])?;
+            if let Some(replaces) = &order.replaces {
+                execute(c, RENEWS_REPLACED, &[&cert_id, replaces])?;
+            }
             let valid = execute(
                 c,
                 "UPDATE orders SET status = 'valid', certificate_id = $2, claimed_until = NULL, updated_at = $3

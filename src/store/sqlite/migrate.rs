@@ -39,6 +39,7 @@ const MIGRATIONS: &[Migration] = migrations![
     5 "0005_sign_intent.sql" "sign intent",
     6 "0006_rejected_certificates.sql" "rejected certificates",
     7 "0007_flat_cost.sql" "flat cost",
+    8 "0008_renewal_state.sql" "renewal state",
     9 "0009_webhooks.sql" "webhooks",
 ];
 
