@@ -191,6 +191,7 @@ impl App {
             Arc::new(outbound),
             hooks,
             &config.notify,
+            renewal_window(&config),
         ));
         Ok(App {
             router: api::router(state.clone()),

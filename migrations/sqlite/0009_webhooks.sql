@@ -7,3 +7,6 @@ CREATE TABLE webhook_cursors (
     lease_until INTEGER NOT NULL DEFAULT 0,
     dropped     INTEGER NOT NULL DEFAULT 0
 );
+
+-- What a new certificate renewed (an `issued` webhook event is then `renewed`).
+CREATE INDEX certificates_renewed_by ON certificates (renewed_by) WHERE renewed_by IS NOT NULL;

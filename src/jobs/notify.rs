@@ -19,7 +19,10 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::{
-    acme::Identifier,
+    acme::{
+        Identifier,
+        renewal::{RenewalState, WindowPercents},
+    },
     clock::{Clock, from_unix},
     config::{NotifyConfig, WebhookFormat},
     jobs::{Job, Outcome, backoff},
@@ -110,6 +113,8 @@ pub struct Webhooks {
     pub outbound: Arc<Outbound>,
     pub hooks: Vec<Webhook>,
     pub max_backlog: i64,
+    /// The renewal window, for the state a body names.
+    pub window: WindowPercents,
     /// Seconds a run may hold a webhook's cursor; longer than one delivery can take.
     pub lease_secs: i64,
     progress: Mutex<HashMap<usize, Progress>>,
@@ -131,6 +136,7 @@ impl Webhooks {
         outbound: Arc<Outbound>,
         hooks: Vec<Webhook>,
         cfg: &NotifyConfig,
+        window: WindowPercents,
     ) -> Self {
         for hook in &hooks {
             metrics.expect_webhook(&hook.name);
@@ -142,6 +148,7 @@ impl Webhooks {
             outbound,
             hooks,
             max_backlog: i64::from(cfg.max_backlog),
+            window,
             lease_secs: i64::try_from(cfg.timeout_secs).unwrap_or(60).saturating_mul(2) + 10,
             progress: Mutex::default(),
             wake: Notify::new(),
@@ -171,8 +178,9 @@ impl Webhooks {
         let events = self.store.audit_after(given, now - SETTLE_SECS, BATCH).await?;
         let full = events.len() as i64 == BATCH;
         for row in events {
-            if let Some(kind) = self.kind_of(&row).await?.filter(|k| hook.events.iter().any(|e| e == k)) {
-                if let Err(why) = self.send(hook, kind, &row).await {
+            let about = self.about(&row).await?;
+            if let Some(kind) = kind_of(&row, &about).filter(|k| hook.events.iter().any(|e| e == k)) {
+                if let Err(why) = self.send(hook, kind, &row, &about).await {
                     let mut p = self.progress(i);
                     p.failures += 1;
                     p.next_at = self.clock.unix() + backoff(p.failures - 1, MAX_BACKOFF_SECS);
@@ -198,32 +206,33 @@ impl Webhooks {
         Ok(Outcome::Done)
     }
 
-    /// The webhook event an audit event is, if any: `issued` is `renewed` when its order
-    /// replaced a certificate (RFC 9773 `replaces`).
-    async fn kind_of(&self, row: &AuditRow) -> Result<Option<&'static str>, StoreError> {
-        Ok(match row.event.event.as_str() {
-            "issued" => {
-                let order = match &row.event.order_id {
-                    Some(id) => self.store.order(id).await?,
-                    None => None,
-                };
-                Some(if order.is_some_and(|o| o.replaces.is_some()) { "renewed" } else { "issued" })
+    /// What the store knows around an event: the certificates it renewed, the certificate's
+    /// renewal state now, and the client of its order.
+    async fn about(&self, row: &AuditRow) -> Result<About, StoreError> {
+        let e = &row.event;
+        let mut about = About { client_ip: e.client_ip.clone(), ..About::default() };
+        if let Some(id) = &e.certificate_id {
+            if e.event == "issued" {
+                about.renews = self.store.renewed_by(id).await?;
             }
-            "validation_failed" => Some("validation_failed"),
-            "revoked" => Some("revoked"),
-            "ca_refused" => Some("ca_refused"),
-            "ca_unavailable" => Some("ca_unavailable"),
-            "post_sign_mismatch" => Some("incident"),
-            "renewal_overdue" => Some("renewal_overdue"),
-            "expiring" => Some("expiring"),
-            _ => None,
-        })
+            if let Some(cert) = self.store.certificate(id).await? {
+                about.state = Some(cert.renewal_state(self.window, self.clock.unix()));
+            }
+        }
+        if let Some(order) = match &e.order_id {
+            Some(id) => self.store.order(id).await?,
+            None => None,
+        } {
+            about.user_agent = order.client_user_agent;
+            about.client_ip = about.client_ip.or(order.client_ip);
+        }
+        Ok(about)
     }
 
-    async fn send(&self, hook: &Webhook, kind: &str, row: &AuditRow) -> Result<(), String> {
+    async fn send(&self, hook: &Webhook, kind: &str, row: &AuditRow, about: &About) -> Result<(), String> {
         let (body, content_type) = match hook.format {
-            WebhookFormat::Json => (json_body(kind, row).into_bytes(), "application/json"),
-            WebhookFormat::Text => (text_body(kind, row).into_bytes(), "text/plain; charset=utf-8"),
+            WebhookFormat::Json => (json_body(kind, row, about).into_bytes(), "application/json"),
+            WebhookFormat::Text => (text_body(kind, row, about).into_bytes(), "text/plain; charset=utf-8"),
         };
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -241,11 +250,42 @@ impl Webhooks {
     }
 }
 
-/// The JSON body: the event, the certificate, its names, the account, order and client, and the
-/// detail (for a failure, the problem the client got).
-fn json_body(kind: &str, row: &AuditRow) -> String {
+/// What the store knows around an audit event (`Webhooks::about`).
+#[derive(Debug, Default)]
+struct About {
+    /// The certificates an issued certificate renewed.
+    renews: Vec<String>,
+    /// The certificate's renewal state when the event is sent.
+    state: Option<RenewalState>,
+    user_agent: Option<String>,
+    client_ip: Option<String>,
+}
+
+/// The webhook event an audit event is, if any: `issued` is `renewed` when the certificate
+/// renewed another (same account and names, or the order's `replaces`).
+fn kind_of(row: &AuditRow, about: &About) -> Option<&'static str> {
+    Some(match row.event.event.as_str() {
+        "issued" if !about.renews.is_empty() => "renewed",
+        "issued" => "issued",
+        "validation_failed" => "validation_failed",
+        "revoked" => "revoked",
+        "ca_refused" => "ca_refused",
+        "ca_unavailable" => "ca_unavailable",
+        "post_sign_mismatch" => "incident",
+        "renewal_overdue" => "renewal_overdue",
+        "expiring" => "expiring",
+        _ => return None,
+    })
+}
+
+/// The JSON body: the event, the certificate (with its renewal state and what it renewed), its
+/// names, the account, order and client, and the detail (for a failure, the problem the client
+/// got).
+fn json_body(kind: &str, row: &AuditRow, about: &About) -> String {
     let e = &row.event;
-    let certificate = e.certificate_id.as_ref().map(|id| json!({"id": id, "serial": e.serial}));
+    let certificate = e.certificate_id.as_ref().map(|id| {
+        json!({"id": id, "serial": e.serial, "state": about.state.map(RenewalState::as_str), "renews": about.renews})
+    });
     json!({
         "event": kind,
         "delivery": row.id,
@@ -254,14 +294,15 @@ fn json_body(kind: &str, row: &AuditRow) -> String {
         "certificate": certificate,
         "account": e.account_id,
         "order": e.order_id,
-        "client": {"address": e.client_ip},
+        "client": {"address": about.client_ip, "user_agent": about.user_agent},
         "detail": e.detail,
     })
     .to_string()
 }
 
-/// The text body: one line, e.g. `vacme issued: nas.lab.test (serial 0a1b, account X)`.
-fn text_body(kind: &str, row: &AuditRow) -> String {
+/// The text body: one line, e.g. `vacme issued: nas.lab.test (serial 0a1b, account X, from
+/// 10.0.0.23, certbot/5.8.0)`.
+fn text_body(kind: &str, row: &AuditRow, client: &About) -> String {
     let e = &row.event;
     let names: Vec<String> = e.identifiers.iter().map(Identifier::value).collect();
     let mut about = Vec::new();
@@ -271,8 +312,11 @@ fn text_body(kind: &str, row: &AuditRow) -> String {
     if let Some(account) = &e.account_id {
         about.push(format!("account {account}"));
     }
-    if let Some(ip) = &e.client_ip {
+    if let Some(ip) = &client.client_ip {
         about.push(format!("from {ip}"));
+    }
+    if let Some(ua) = &client.user_agent {
+        about.push(ua.chars().take(80).collect());
     }
     let mut line = format!("vacme {kind}: {}", if names.is_empty() { "-".to_owned() } else { names.join(", ") });
     if !about.is_empty() {
@@ -349,12 +393,13 @@ mod tests {
 
     #[test]
     fn bodies_name_the_event_the_names_and_the_detail() {
-        let text = text_body("validation_failed", &row());
+        let about = About { client_ip: Some("10.0.0.23".into()), ..About::default() };
+        let text = text_body("validation_failed", &row(), &about);
         assert_eq!(
             text,
             "vacme validation_failed: nas.lab.test (account acct1, from 10.0.0.23): http-01: connection refused at 10.0.0.23"
         );
-        let json: serde_json::Value = serde_json::from_str(&json_body("validation_failed", &row())).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&json_body("validation_failed", &row(), &about)).unwrap();
         assert_eq!(json["event"], "validation_failed");
         assert_eq!(json["delivery"], 7);
         assert_eq!(json["at"], "2026-01-01T00:00:00Z");

@@ -772,6 +772,8 @@ forward! {
     /// The webhook was given every event up to `last_id` (`dropped` of them past its backlog
     /// limit); it stays leased until `lease_until` (0 releases it).
     fn advance_webhook(&self, name: &str, last_id: i64, dropped: i64, lease_until: i64) -> ();
+    /// The certificates `certificate_id` renewed (their `renewed_by`).
+    fn renewed_by(&self, certificate_id: &str) -> Vec<String>;
     /// Each webhook's place: (name, last id given, events dropped).
     fn webhook_cursors(&self) -> Vec<(String, i64, i64)>;
 

@@ -193,3 +193,27 @@ async fn a_webhook_on_a_refused_address_is_never_contacted() {
     assert!(value("vacme_webhook_deliveries_total{webhook=\"webhook-1\",outcome=\"failed\"}") >= 1, "{metrics}");
     assert_eq!(value("vacme_webhook_deliveries_total{webhook=\"webhook-1\",outcome=\"delivered\"}"), 0);
 }
+
+#[tokio::test]
+async fn a_renewal_is_sent_as_renewed_naming_the_certificate_it_renews_and_the_client() {
+    let secrets = tempfile::tempdir().unwrap();
+    let secret_file = secrets.path().join("hook.secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let receiver = Receiver::start().await;
+    let addr = receiver.addr;
+    let env = TestEnv::start_with(|c| {
+        with_webhook(c, addr, secret_file.clone());
+        c.notify.webhooks[0].events = vacme::config::WEBHOOK_EVENTS.iter().map(|e| (*e).to_owned()).collect();
+    })
+    .await;
+    let (account, _) = env.account().await;
+    env.issue(&account, &["w5.localhost"]).await;
+    env.issue(&account, &["w5.localhost"]).await;
+    let got = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got.iter().map(|g| g.event.as_str()).collect::<Vec<_>>(), ["issued", "renewed"], "{got:?}");
+    let (first, second) = (body(&got[0]), body(&got[1]));
+    assert_eq!(second["certificate"]["renews"], serde_json::json!([first["certificate"]["id"]]));
+    assert_eq!(second["certificate"]["state"], "active");
+    assert_eq!(second["client"]["address"], "127.0.0.1");
+    assert!(second["client"]["user_agent"].as_str().is_some_and(|ua| !ua.is_empty()), "{second}");
+}

@@ -107,4 +107,13 @@ impl Postgres {
                 .await?;
         Ok(rows)
     }
+
+    pub(in crate::store) async fn renewed_by(&self, certificate_id: &str) -> Result<Vec<String>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM certificates WHERE renewed_by = $1 ORDER BY created_at")
+                .bind(certificate_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ids)
+    }
 }

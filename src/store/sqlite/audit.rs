@@ -126,4 +126,12 @@ impl Sqlite {
         })
         .await
     }
+
+    pub(in crate::store) async fn renewed_by(&self, certificate_id: &str) -> Result<Vec<String>> {
+        let id = certificate_id.to_owned();
+        self.read(move |c| {
+            query(c, "SELECT id FROM certificates WHERE renewed_by = $1 ORDER BY created_at", &[&id], |r| r.get(0))
+        })
+        .await
+    }
 }
