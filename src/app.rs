@@ -343,6 +343,10 @@ impl App {
             },
             stopped(stop_rx.clone()),
         ));
+        workers.spawn(runner.clone().periodic(
+            crate::jobs::ca_health::CaHealth { issuer: st.issuer.clone(), metrics: st.metrics.clone() },
+            stopped(stop_rx.clone()),
+        ));
         let lease_secs = self.webhooks.lease_secs;
         workers.spawn(runner.clone().queue(
             self.webhooks.clone(),

@@ -81,6 +81,21 @@ pub struct Metrics {
     webhook_deliveries: Counter,
     webhook_dropped: Counter,
     renewal: Mutex<Option<RenewalGauges>>,
+    validation_failures: Counter,
+    /// The CA's last health answer (`jobs::ca_health`) and the last certificate signed.
+    ca: Mutex<CaGauges>,
+}
+
+/// Most names `vacme_validation_failures_total` has a series of; later names are `other`.
+const MAX_FAILED_NAMES: usize = 200;
+
+/// What `/metrics` says of the CA.
+#[derive(Debug, Default, Clone)]
+struct CaGauges {
+    /// issuer -> reachable, as of the last health check.
+    reachable: BTreeMap<String, bool>,
+    /// When a certificate was last signed (Unix seconds), since start.
+    last_issued: Option<i64>,
 }
 
 /// The last renewal-state refresh (`jobs::renewal_state`): certificates per state, and the next
@@ -183,6 +198,26 @@ impl Metrics {
             Some(RenewalGauges { states: states.to_vec(), next_expiry });
     }
 
+    /// A challenge of `name` failed for good (its series bounded: past `MAX_FAILED_NAMES`
+    /// names, new ones count as `other`).
+    pub fn validation_failed(&self, name: &str) {
+        let known = {
+            let v = self.validation_failures.values.lock().unwrap_or_else(|p| p.into_inner());
+            v.contains_key(&vec![name.to_owned()]) || v.len() < MAX_FAILED_NAMES
+        };
+        self.validation_failures.inc(&[if known { name } else { "other" }]);
+    }
+
+    /// The CA answered (or not) its health check.
+    pub fn set_ca_reachable(&self, issuer: &str, reachable: bool) {
+        self.ca.lock().unwrap_or_else(|p| p.into_inner()).reachable.insert(issuer.to_owned(), reachable);
+    }
+
+    /// A certificate was signed at `now`.
+    pub fn issued_at(&self, now: i64) {
+        self.ca.lock().unwrap_or_else(|p| p.into_inner()).last_issued = Some(now);
+    }
+
     /// For tests: a counter's value.
     pub fn requests_of(&self, resource: &str, status: u16) -> u64 {
         self.requests.get(&[resource, &status.to_string()])
@@ -276,11 +311,42 @@ impl Metrics {
             gauge(&mut out, "vacme_nonces", "Nonces issued that could still be redeemed.", n as f64);
         }
         self.render_renewal(&mut out);
+        counter(
+            &mut out,
+            "vacme_validation_failures_total",
+            "Challenges that failed for good, by name (at most 200 names; later ones are \"other\").",
+            &["name"],
+            &self.validation_failures,
+        );
+        self.render_ca(&mut out);
         out
     }
 }
 
 impl Metrics {
+    /// The CA's reachability (once checked) and the time of the last signing (once there was one).
+    fn render_ca(&self, out: &mut String) {
+        let ca = self.ca.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if !ca.reachable.is_empty() {
+            let name = "vacme_ca_reachable";
+            let _ = writeln!(
+                out,
+                "# HELP {name} 1 when the CA answered its last health check (every 30 s), else 0.\n# TYPE {name} gauge"
+            );
+            for (issuer, up) in &ca.reachable {
+                let _ = writeln!(out, "{name}{{issuer=\"{}\"}} {}", escape(issuer), u8::from(*up));
+            }
+        }
+        if let Some(t) = ca.last_issued {
+            gauge(
+                out,
+                "vacme_last_issuance_timestamp_seconds",
+                "When this process last got a certificate signed (Unix seconds).",
+                t as f64,
+            );
+        }
+    }
+
     /// The renewal-state gauges, once the first refresh ran.
     fn render_renewal(&self, out: &mut String) {
         let Some(r) = self.renewal.lock().unwrap_or_else(|p| p.into_inner()).clone() else { return };
@@ -343,6 +409,26 @@ fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_names_are_bounded_and_the_ca_gauges_appear_once_known() {
+        let m = Metrics::default();
+        let text = m.render(&Gauges::default());
+        assert!(!text.contains("vacme_ca_reachable") && !text.contains("vacme_last_issuance"), "{text}");
+        for i in 0..MAX_FAILED_NAMES + 50 {
+            m.validation_failed(&format!("n{i}.lab.test"));
+        }
+        m.validation_failed("n0.lab.test");
+        m.set_ca_reachable("vault", false);
+        m.issued_at(1_800_000_000);
+        let text = m.render(&Gauges::default());
+        let series = text.lines().filter(|l| l.starts_with("vacme_validation_failures_total{")).count();
+        assert_eq!(series, MAX_FAILED_NAMES + 1, "200 names and other");
+        assert!(text.contains("vacme_validation_failures_total{name=\"n0.lab.test\"} 2\n"), "{text}");
+        assert!(text.contains("vacme_validation_failures_total{name=\"other\"} 50\n"), "{text}");
+        assert!(text.contains("vacme_ca_reachable{issuer=\"vault\"} 0\n"), "{text}");
+        assert!(text.contains("vacme_last_issuance_timestamp_seconds 1800000000\n"), "{text}");
+    }
 
     #[test]
     fn exposition_format() {

@@ -105,6 +105,7 @@ impl IssuanceWorker {
                     identifiers = ?order.identifiers.iter().map(|i| i.value()).collect::<Vec<_>>(), "certificate issued");
                 match self.store.issuance_succeeded(&order, &cert, now).await {
                     Ok(cert_id) => {
+                        self.metrics.issued_at(now);
                         AuditEvent::by_account("issued", &order.account_id)
                             .order(&order.id)
                             .certificate(&cert_id, &issued.serial)

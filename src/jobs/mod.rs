@@ -7,12 +7,14 @@
 //!   for a certificate the CA signed wrongly).
 //! - `renewal`: the renewal-info question "did the CA revoke this serial?", asked of the CA.
 //! - `cleanup`: the periodic run that closes, deletes and pushes what is still pending.
+//! - `ca_health`: the CA's health every 30 s, for `/metrics`.
 //! - `notify`: the audit trail's events, delivered to the configured webhooks.
 //! - `renewal_state`: the periodic count of certificates per renewal state, for `/metrics`.
 //!
 //! Handlers record intent in the store and wake a job (or queue it and wait briefly); no handler
 //! calls the CA.
 
+pub mod ca_health;
 pub mod cleanup;
 pub mod issuance;
 pub mod notify;

@@ -101,6 +101,7 @@ impl ValidationWorker {
                     tracing::info!(challenge_type = %chall.kind, identifier = %chall.identifier,
                         detail = %problem.detail, "challenge invalid");
                     self.metrics.validation(chall.kind.as_str(), "invalid", took);
+                    self.metrics.validation_failed(&chall.identifier.value());
                     let order_problem = order_problem(&chall, &problem);
                     let limit = self.settings.pause_after_failures;
                     let failed = match self.store.challenge_failed(&chall.id, &wire, &order_problem, limit, now).await {

@@ -121,3 +121,25 @@ async fn a_backup_taken_while_serving_restores_every_certificate() {
     assert_eq!(certs[0].chain_pem, chain);
     assert_eq!(std::fs::read(dir.join("ca/ca.pem")).unwrap(), std::fs::read(&env.ca).unwrap());
 }
+
+#[tokio::test]
+async fn metrics_show_the_ca_reachable_the_last_signing_and_failed_names() {
+    let env = TestEnv::start().await;
+    let (account, _) = env.account().await;
+    env.issue(&account, &["m9.localhost"]).await;
+    // A challenge nobody answers (the responder has no token for it) fails for good.
+    let ids = [Identifier::Dns("nobody-home.localhost".into())];
+    let mut order = account.new_order(&NewOrder::new(&ids)).await.unwrap();
+    {
+        let mut authzs = order.authorizations();
+        let mut authz = authzs.next().await.unwrap().unwrap();
+        authz.challenge(instant_acme::ChallengeType::Http01).unwrap().set_ready().await.unwrap();
+    }
+    assert!(order.poll_ready(&instant_acme::RetryPolicy::default()).await.is_err());
+    let text = env.http().get(env.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&text, "vacme_ca_reachable{issuer=\"local\"}"), 1.0);
+    let signed = metric(&text, "vacme_last_issuance_timestamp_seconds");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - 60.0..=now + 1.0).contains(&signed), "{signed} vs {now}");
+    assert_eq!(metric(&text, "vacme_validation_failures_total{name=\"nobody-home.localhost\"}"), 1.0);
+}
