@@ -10,3 +10,8 @@ CREATE TABLE webhook_cursors (
 
 -- What a new certificate renewed (an `issued` webhook event is then `renewed`).
 CREATE INDEX certificates_renewed_by ON certificates (renewed_by) WHERE renewed_by IS NOT NULL;
+
+-- When the operator was told a certificate went past its renewal window, or was about to expire,
+-- without a successor (the renewal_overdue and expiring events, each sent once).
+ALTER TABLE certificates ADD COLUMN overdue_notified_at INTEGER;
+ALTER TABLE certificates ADD COLUMN expiring_notified_at INTEGER;

@@ -743,6 +743,15 @@ forward! {
     fn live_certificates(&self) -> Vec<CertificateRow>;
     /// The `limit` certificates neither renewed nor revoked that expire next after `now`.
     fn next_expiries(&self, now: i64, limit: i64) -> Vec<CertificateRow>;
+    /// Unexpired certificates neither renewed nor revoked that are past `end_percent` of their
+    /// lifetime at `now` and whose operator was not told yet.
+    fn newly_overdue(&self, end_percent: i64, now: i64, limit: i64) -> Vec<CertificateRow>;
+    /// Unexpired certificates neither renewed nor revoked that expire by `before` and whose
+    /// operator was not told yet.
+    fn newly_expiring(&self, before: i64, now: i64, limit: i64) -> Vec<CertificateRow>;
+    /// Records that the operator was told (`overdue`: else `expiring`); `false` when another
+    /// replica already did.
+    fn mark_notified(&self, id: &str, overdue: bool, now: i64) -> bool;
 
     /// Work waiting for the workers: answered challenges, and finalized orders.
     fn queue_depths(&self) -> (i64, i64);

@@ -65,6 +65,7 @@ on_both_backends!(
     audit_events_past_their_retention_are_purged,
     totals_count_what_was_ever_recorded,
     webhook_cursors_follow_the_audit_trail_one_replica_at_a_time,
+    overdue_and_expiring_certificates_are_reported_once,
     renewal_state_follows_successors_and_revocations,
     an_order_keeps_the_client_that_asked,
 );
@@ -699,4 +700,22 @@ async fn an_order_keeps_the_client_that_asked(s: Store) {
     assert_eq!((o.client_user_agent, o.client_ip), (client.user_agent, client.ip));
     let plain = order(&s, &acct, &["plain.lab.example"]).await;
     assert_eq!((plain.client_user_agent, plain.client_ip), (None, None));
+}
+
+async fn overdue_and_expiring_certificates_are_reported_once(s: Store) {
+    // Valid 100..1000: its window ends at 67% of its lifetime (703).
+    let acct = account(&s).await;
+    let id = issued_names(&s, &acct, &["late.lab.test"], "0a", None).await;
+    assert!(s.newly_overdue(67, 702, 10).await.unwrap().is_empty(), "not before 703");
+    let due: Vec<String> = s.newly_overdue(67, 703, 10).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(due, std::slice::from_ref(&id));
+    assert!(s.mark_notified(&id, true, 703).await.unwrap());
+    assert!(!s.mark_notified(&id, true, 704).await.unwrap(), "told once, by one replica");
+    assert!(s.newly_overdue(67, 800, 10).await.unwrap().is_empty());
+    assert!(s.newly_overdue(67, 1000, 10).await.unwrap().is_empty(), "expired is not overdue");
+    assert!(s.newly_expiring(999, 800, 10).await.unwrap().is_empty(), "expires at 1000, not by 999");
+    let soon: Vec<String> = s.newly_expiring(1000, 800, 10).await.unwrap().into_iter().map(|c| c.id).collect();
+    assert_eq!(soon, std::slice::from_ref(&id));
+    assert!(s.mark_notified(&id, false, 800).await.unwrap());
+    assert!(s.newly_expiring(1000, 801, 10).await.unwrap().is_empty());
 }

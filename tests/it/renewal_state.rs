@@ -173,3 +173,47 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_recorded() {
     let ua = order.client_user_agent.unwrap();
     assert!(ua.starts_with("evil?agent?/1.0 xxx") && ua.len() == 256, "{ua}");
 }
+
+#[tokio::test]
+async fn the_operator_is_told_once_when_a_certificate_is_overdue_and_when_it_is_about_to_expire() {
+    let env = TestEnv::start().await;
+    let config = config_of(&env);
+    let (account, _) = env.account().await;
+    env.issue(&account, &["late.localhost"]).await;
+    env.issue(&account, &["renewed.localhost"]).await;
+    env.issue(&account, &["renewed.localhost"]).await;
+    let certs = env.state.store.certificates(None).await.unwrap();
+    let late = certs.iter().find(|c| c.identifiers[0].value() == "late.localhost").unwrap().clone();
+    let renewed = certs.iter().find(|c| c.renewed_by.is_some()).unwrap().clone();
+    let successor = renewed.renewed_by.clone().unwrap();
+    let (_, end) =
+        vacme::acme::ari::window(late.not_before, late.not_after, window(&config).start, window(&config).end);
+    let events = |kind: &'static str| {
+        let store = env.state.store.clone();
+        async move {
+            let all = store.audit_events(None, 100).await.unwrap();
+            all.into_iter().filter(|e| e.event.event == kind).collect::<Vec<_>>()
+        }
+    };
+
+    gauges_at(&env, &config, end - 1).await;
+    assert!(events("renewal_overdue").await.is_empty(), "not before the window's end");
+    gauges_at(&env, &config, end).await;
+    gauges_at(&env, &config, end + 3600).await;
+    let overdue = events("renewal_overdue").await;
+    let mut told: Vec<&str> = overdue.iter().filter_map(|e| e.event.certificate_id.as_deref()).collect();
+    told.sort_unstable();
+    let mut want = vec![late.id.as_str(), successor.as_str()];
+    want.sort_unstable();
+    assert_eq!(told, want, "each unrenewed certificate once, the renewed one never: {overdue:?}");
+    assert!(overdue[0].event.detail.starts_with("past its renewal window"), "{:?}", overdue[0].event.detail);
+
+    let soon = late.not_after - 6 * 86_400;
+    assert!(events("expiring").await.is_empty());
+    gauges_at(&env, &config, soon).await;
+    gauges_at(&env, &config, soon + 60).await;
+    let expiring = events("expiring").await;
+    assert_eq!(expiring.len(), 2, "{expiring:?}");
+    assert!(expiring.iter().all(|e| e.event.certificate_id.as_deref() != Some(renewed.id.as_str())));
+    assert!(expiring[0].event.detail.contains("(in 6 days) and was not renewed"), "{:?}", expiring[0].event.detail);
+}

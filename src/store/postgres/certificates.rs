@@ -171,4 +171,54 @@ impl Postgres {
         .await?;
         raw.into_iter().map(RejectedRow::try_from).collect()
     }
+
+    pub(in crate::store) async fn newly_overdue(
+        &self,
+        end_percent: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<CertificateRow>> {
+        self.crossings(
+            "SELECT * FROM certificates WHERE renewed_by IS NULL AND revoked_at IS NULL AND not_after > $2
+                     AND overdue_notified_at IS NULL AND not_before + (not_after - not_before) * $1 / 100 <= $2
+                     ORDER BY not_after LIMIT $3",
+            end_percent,
+            now,
+            limit,
+        )
+        .await
+    }
+
+    pub(in crate::store) async fn newly_expiring(
+        &self,
+        before: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<CertificateRow>> {
+        self.crossings(
+            "SELECT * FROM certificates WHERE renewed_by IS NULL AND revoked_at IS NULL AND not_after > $2
+                     AND expiring_notified_at IS NULL AND not_after <= $1
+                     ORDER BY not_after LIMIT $3",
+            before,
+            now,
+            limit,
+        )
+        .await
+    }
+
+    /// Live certificates (the partial index certificates_live) matching `sql`.
+    async fn crossings(&self, sql: &'static str, bound: i64, now: i64, limit: i64) -> Result<Vec<CertificateRow>> {
+        let raw =
+            sqlx::query_as::<_, RawCertificate>(sql).bind(bound).bind(now).bind(limit).fetch_all(&self.pool).await?;
+        raw.into_iter().map(CertificateRow::try_from).collect()
+    }
+
+    pub(in crate::store) async fn mark_notified(&self, id: &str, overdue: bool, now: i64) -> Result<bool> {
+        let sql = if overdue {
+            "UPDATE certificates SET overdue_notified_at = $1 WHERE id = $2 AND overdue_notified_at IS NULL"
+        } else {
+            "UPDATE certificates SET expiring_notified_at = $1 WHERE id = $2 AND expiring_notified_at IS NULL"
+        };
+        Ok(sqlx::query(sql).bind(now).bind(id).execute(&self.pool).await?.rows_affected() == 1)
+    }
 }
