@@ -315,7 +315,8 @@ fn text_body(kind: &str, row: &AuditRow, client: &About) -> String {
     if let Some(ip) = &client.client_ip {
         about.push(format!("from {ip}"));
     }
-    if let Some(ua) = &client.user_agent {
+    // The `issued` detail names the client already.
+    if let Some(ua) = client.user_agent.as_ref().filter(|ua| !e.detail.contains(ua.as_str())) {
         about.push(ua.chars().take(80).collect());
     }
     let mut line = format!("vacme {kind}: {}", if names.is_empty() { "-".to_owned() } else { names.join(", ") });
