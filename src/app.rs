@@ -177,10 +177,12 @@ impl App {
             revocations: Arc::new(Revocations::default()),
             trust,
         });
+        let roots = webhook_roots(&config).map_err(AppError::Webhook)?;
         let outbound = Outbound::new(
             &config.nameservers(),
             config.allowed_targets(),
             Duration::from_secs(config.notify.timeout_secs),
+            roots.as_deref(),
         )
         .map_err(|e| AppError::Webhook(format!("webhooks: {e}")))?;
         let hooks = Webhook::from_config(&config.notify).map_err(|e| AppError::Webhook(e.to_string()))?;
@@ -520,6 +522,16 @@ pub fn roles_note(config: &Config) -> String {
 }
 
 /// The renewal window of `[renewal]`, for the renewal state of certificates.
+/// The PEM roots `https://` webhooks are checked against: `notify.ca_bundle`, or the system's
+/// bundle where there is one (`None`: no webhook can use https).
+fn webhook_roots(config: &Config) -> Result<Option<Vec<u8>>, String> {
+    if let Some(path) = &config.notify.ca_bundle {
+        return std::fs::read(path).map(Some).map_err(|e| format!("notify.ca_bundle {}: {e}", path.display()));
+    }
+    const SYSTEM: [&str; 2] = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"];
+    Ok(SYSTEM.iter().find_map(|p| std::fs::read(p).ok()))
+}
+
 pub fn renewal_window(config: &Config) -> crate::acme::renewal::WindowPercents {
     crate::acme::renewal::WindowPercents {
         start: config.renewal.window_start_percent,

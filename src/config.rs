@@ -300,11 +300,15 @@ pub struct NotifyConfig {
     pub max_backlog: u32,
     /// Seconds one delivery may take. Default 10.
     pub timeout_secs: u64,
+    /// PEM roots an `https://` webhook's certificate must chain to. Default the system's
+    /// bundle (`/etc/ssl/certs/ca-certificates.crt` or `/etc/pki/tls/certs/ca-bundle.crt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl Default for NotifyConfig {
     fn default() -> Self {
-        Self { webhooks: Vec::new(), max_backlog: 10_000, timeout_secs: 10 }
+        Self { webhooks: Vec::new(), max_backlog: 10_000, timeout_secs: 10, ca_bundle: None }
     }
 }
 

@@ -21,15 +21,26 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// `nameservers` empty means the system resolver; `allowed` is `validation.allowed_targets`.
+    /// `nameservers` empty means the system resolver; `allowed` is `validation.allowed_targets`;
+    /// an `https://` receiver must chain to a root in `roots` (PEM).
     pub fn new(
         nameservers: &[SocketAddr],
         allowed: Vec<ipnet::IpNet>,
         timeout: Duration,
+        roots: Option<&[u8]>,
     ) -> Result<Self, ValidationSetupError> {
         let resolver = Arc::new(Resolver::new(nameservers, timeout / 2)?);
         let targets = Arc::new(TargetPolicy::new(allowed));
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for cert in roots
+            .map(reqwest::Certificate::from_pem_bundle)
+            .transpose()
+            .map_err(|e| ValidationSetupError::Http(format!("the roots for https webhooks: {e}")))?
+            .unwrap_or_default()
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder
             .redirect(Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.mul_f64(0.75))

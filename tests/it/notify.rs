@@ -217,3 +217,81 @@ async fn a_renewal_is_sent_as_renewed_naming_the_certificate_it_renews_and_the_c
     assert_eq!(second["client"]["address"], "127.0.0.1");
     assert!(second["client"]["user_agent"].as_str().is_some_and(|ua| !ua.is_empty()), "{second}");
 }
+
+/// An HTTPS receiver with a certificate from a CA of its own; returns its address, the CA's
+/// PEM, and what it got.
+async fn tls_receiver() -> (SocketAddr, String, Arc<Mutex<Vec<Got>>>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "webhook test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+    let app = Router::new().route("/hook", post(take)).with_state(got.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, ca.pem(), got)
+}
+
+#[tokio::test]
+async fn an_https_receiver_is_reached_when_its_root_is_in_notify_ca_bundle_and_only_then() {
+    let (addr, ca_pem, got) = tls_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("roots.pem");
+    std::fs::write(&bundle, ca_pem).unwrap();
+    let hook = |c: &mut Config| {
+        c.notify.webhooks = vec![WebhookConfig {
+            name: Some("tls".into()),
+            url: format!("https://{addr}/hook"),
+            events: vec!["issued".into()],
+            format: WebhookFormat::Json,
+            secret_file: None,
+        }];
+    };
+    // Without its root (the system's roots do not have it): refused, retried, nothing arrives.
+    let env = TestEnv::start_with(hook).await;
+    let (account, _) = env.account().await;
+    env.issue(&account, &["t1.localhost"]).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(got.lock().unwrap().is_empty(), "a certificate from an unknown CA is refused");
+    // With it: the pending event arrives.
+    let env = env
+        .restart_with(|c| {
+            hook(c);
+            c.notify.ca_bundle = Some(bundle.clone());
+        })
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.lock().unwrap().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(body(&got[0])["names"], serde_json::json!(["t1.localhost"]));
+    drop(env);
+}
