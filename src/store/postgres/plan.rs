@@ -5,20 +5,7 @@
 
 use sqlx::{Connection, Executor, PgConnection, Row};
 
-use crate::store::testdb::TestDb;
-
-/// Every table that grows as vacme is used (not `nonces`: the clean-up purges them as they expire).
-const GROWING: &[&str] = &[
-    "accounts",
-    "orders",
-    "authorizations",
-    "challenges",
-    "certificates",
-    "eab_keys",
-    "validation_pauses",
-    "audit_events",
-    "rejected_certificates",
-];
+use crate::store::{GROWING, testdb::TestDb};
 
 const SOURCES: &[(&str, &str)] = &[
     ("accounts.rs", include_str!("accounts.rs")),

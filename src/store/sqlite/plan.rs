@@ -10,23 +10,9 @@ use std::{collections::HashSet, sync::Mutex};
 
 use rusqlite::Connection;
 
-use crate::store::{Result, StoreError};
+use crate::store::{GROWING, Result, StoreError};
 
 use super::FULL_LISTING;
-
-/// Every table that grows as vacme is used. (Not `nonces`: each row lives at most the nonce
-/// lifetime, and the clean-up purges them.)
-const GROWING: &[&str] = &[
-    "accounts",
-    "orders",
-    "authorizations",
-    "challenges",
-    "certificates",
-    "eab_keys",
-    "validation_pauses",
-    "audit_events",
-    "rejected_certificates",
-];
 
 static CHECKED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
