@@ -718,9 +718,16 @@ impl Config {
         let names = self.notify.names();
         for (w, name) in self.notify.webhooks.iter().zip(&names) {
             let shown = redact_url(&w.url);
-            match reqwest::Url::parse(&w.url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            let url = match reqwest::Url::parse(&w.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
                 _ => return bad(format!("notify.webhooks {name}: url {shown:?} must be an http(s) URL with a host")),
+            };
+            // An address written in the URL is judged now; a name, at each delivery.
+            let literal = url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = literal.parse::<std::net::IpAddr>()
+                && let Err(why) = crate::validation::TargetPolicy::new(self.allowed_targets()).check(ip)
+            {
+                return bad(format!("notify.webhooks {name}: {why}"));
             }
             if let Some(e) = w.events.iter().find(|e| !WEBHOOK_EVENTS.contains(&e.as_str())) {
                 return bad(format!("notify.webhooks {name}: event {e:?} is not one of {}", WEBHOOK_EVENTS.join(", ")));

@@ -170,28 +170,28 @@ async fn a_receiver_gets_every_event_once_in_order_across_its_outage_and_a_resta
     assert_eq!(env.state.store.webhook_cursors().await.unwrap()[0].2, 0, "nothing dropped");
 }
 
-#[tokio::test]
-async fn a_webhook_on_a_refused_address_is_never_contacted() {
-    // 169.254.169.254 is link-local (cloud metadata): refused whatever allowed_targets lists.
-    let env = TestEnv::start_with(|c| {
+#[test]
+fn a_webhook_at_a_refused_address_is_refused_when_the_configuration_loads() {
+    let with_url = |url: &str, allowed: &[&str]| {
+        let mut c = Config::load(None, Vec::new(), &vacme::config::Overrides::default()).unwrap();
+        c.validation.allowed_targets = allowed.iter().map(|a| (*a).to_owned()).collect();
         c.notify.webhooks = vec![WebhookConfig {
             name: None,
-            url: "http://169.254.169.254/hook".into(),
+            url: url.into(),
             events: vec!["issued".into()],
             format: WebhookFormat::Text,
             secret_file: None,
         }];
-    })
-    .await;
-    let (account, _) = env.account().await;
-    env.issue(&account, &["w4.localhost"]).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let metrics = env.http().get(env.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let value = |series: &str| -> u64 {
-        metrics.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok()).unwrap()
+        c.validate().map_err(|e| e.to_string())
     };
-    assert!(value("vacme_webhook_deliveries_total{webhook=\"webhook-1\",outcome=\"failed\"}") >= 1, "{metrics}");
-    assert_eq!(value("vacme_webhook_deliveries_total{webhook=\"webhook-1\",outcome=\"delivered\"}"), 0);
+    // 169.254.169.254 is link-local (cloud metadata): refused whatever allowed_targets lists.
+    let err = with_url("http://169.254.169.254/hook", &["169.254.0.0/16"]).unwrap_err();
+    assert!(err.contains("webhook-1") && err.contains("169.254.169.254"), "{err}");
+    // Loopback and private ranges only when listed.
+    assert!(with_url("http://127.0.0.1:9/hook", &[]).unwrap_err().contains("allowed_targets"));
+    assert!(with_url("http://[::ffff:10.0.0.5]/hook", &[]).is_err(), "a mapped address is judged as what it carries");
+    with_url("http://127.0.0.1:9/hook", &["127.0.0.0/8"]).unwrap();
+    with_url("https://hooks.lab.internal/vacme", &[]).unwrap();
 }
 
 #[tokio::test]
