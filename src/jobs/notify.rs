@@ -85,6 +85,22 @@ impl Webhook {
     }
 }
 
+impl Webhook {
+    fn takes(&self, kind: &str) -> bool {
+        self.events.iter().any(|e| e == kind)
+    }
+
+    /// Whether an audit event of this name can be an event this webhook takes (before the store
+    /// is asked whether an `issued` one is a renewal).
+    fn may_take(&self, audit_event: &str) -> bool {
+        match audit_event {
+            "issued" => self.takes("issued") || self.takes("renewed"),
+            "post_sign_mismatch" => self.takes("incident"),
+            other => self.takes(other),
+        }
+    }
+}
+
 fn read_secret(path: &Path) -> Result<hmac::Key, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let key = text.trim();
@@ -178,8 +194,12 @@ impl Webhooks {
         let events = self.store.audit_after(given, now - SETTLE_SECS, BATCH).await?;
         let full = events.len() as i64 == BATCH;
         for row in events {
+            if !hook.may_take(&row.event.event) {
+                given = row.id;
+                continue;
+            }
             let about = self.about(&row).await?;
-            if let Some(kind) = kind_of(&row, &about).filter(|k| hook.events.iter().any(|e| e == k)) {
+            if let Some(kind) = kind_of(&row, &about).filter(|k| hook.takes(k)) {
                 if let Err(why) = self.send(hook, kind, &row, &about).await {
                     let mut p = self.progress(i);
                     p.failures += 1;
@@ -193,9 +213,10 @@ impl Webhooks {
                     return Ok(Outcome::Retry);
                 }
                 self.metrics.webhook_delivery(&hook.name, "delivered");
+                given = row.id;
+                self.store.advance_webhook(&hook.name, given, 0, self.clock.unix() + self.lease_secs).await?;
             }
             given = row.id;
-            self.store.advance_webhook(&hook.name, given, 0, self.clock.unix() + self.lease_secs).await?;
         }
         self.store.advance_webhook(&hook.name, given, 0, 0).await?;
         let next_at = if full { now } else { 0 };
