@@ -14,7 +14,6 @@ use crate::{
         renewal::{RenewalState, WindowPercents},
     },
     app,
-    clock::from_unix,
     config::Config,
     issuer::LocalCa,
     jobs::revocation::tell_ca,
@@ -751,7 +750,7 @@ fn names(ids: &[Identifier]) -> String {
 }
 
 fn time_str(t: i64) -> String {
-    from_unix(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+    crate::clock::rfc3339(t)
 }
 
 fn or_dash(s: &str) -> String {

@@ -26,3 +26,9 @@ impl Clock for SystemClock {
 pub fn from_unix(secs: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
+
+/// Unix seconds as RFC 3339 (`2026-12-02T06:50:07Z`), as the CLI, the logs and webhooks show
+/// times; the number itself if it cannot be formatted.
+pub fn rfc3339(secs: i64) -> String {
+    from_unix(secs).format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| secs.to_string())
+}

@@ -23,7 +23,7 @@ use crate::{
         Identifier,
         renewal::{RenewalState, WindowPercents},
     },
-    clock::{Clock, from_unix},
+    clock::{Clock, rfc3339},
     config::{NotifyConfig, WebhookFormat},
     jobs::{Job, Outcome, backoff},
     metrics::Metrics,
@@ -310,7 +310,7 @@ fn json_body(kind: &str, row: &AuditRow, about: &About) -> String {
     json!({
         "event": kind,
         "delivery": row.id,
-        "at": from_unix(row.at).format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "at": rfc3339(row.at),
         "names": e.identifiers.iter().map(Identifier::value).collect::<Vec<_>>(),
         "certificate": certificate,
         "account": e.account_id,

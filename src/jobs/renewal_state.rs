@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     acme::{Identifier, renewal::WindowPercents},
-    clock::{Clock, from_unix},
+    clock::{Clock, rfc3339},
     jobs::{Outcome, Periodic},
     metrics::Metrics,
     store::{AuditEvent, CertificateRow, RenewalCounts, Store},
@@ -87,7 +87,7 @@ impl RenewalStateRefresh {
             if self.store.mark_notified(&cert.id, true, now).await? {
                 let detail = format!(
                     "past its renewal window ({end}% of its lifetime) and not renewed; it expires {}",
-                    time_text(cert.not_after)
+                    rfc3339(cert.not_after)
                 );
                 self.report("renewal_overdue", &cert, detail, now).await;
             }
@@ -95,7 +95,7 @@ impl RenewalStateRefresh {
         for cert in self.store.newly_expiring(now + EXPIRING_WITHIN, now, REPORTS_PER_RUN).await? {
             if self.store.mark_notified(&cert.id, false, now).await? {
                 let days = (cert.not_after - now) / 86_400;
-                let detail = format!("expires {} (in {days} days) and was not renewed", time_text(cert.not_after));
+                let detail = format!("expires {} (in {days} days) and was not renewed", rfc3339(cert.not_after));
                 self.report("expiring", &cert, detail, now).await;
             }
         }
@@ -114,8 +114,4 @@ impl RenewalStateRefresh {
             .record(&self.store, now)
             .await;
     }
-}
-
-fn time_text(t: i64) -> String {
-    from_unix(t).format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
