@@ -283,10 +283,7 @@ impl App {
                     pause_after_failures: self.config.limits.failed_validations_per_name_per_hour,
                 },
             },
-            Slots {
-                slots: self.config.validation.workers,
-                lease_secs: self.config.validation.timeout_secs as i64 * 3 + 10,
-            },
+            Slots { slots: self.config.validation.workers, lease_secs: crate::jobs::RENEWED_LEASE_SECS },
             stopped(stop_rx.clone()),
         ));
         st.metrics.expect_post_sign_mismatches(st.issuer.name());
@@ -300,10 +297,7 @@ impl App {
                 admission: st.admission.clone(),
                 revocations: st.revocations.clone(),
             },
-            Slots {
-                slots: self.config.issuance.workers,
-                lease_secs: self.config.vault.as_ref().map_or(30, |v| v.timeout_secs as i64 * 2 + 10),
-            },
+            Slots { slots: self.config.issuance.workers, lease_secs: crate::jobs::RENEWED_LEASE_SECS },
             stopped(stop_rx.clone()),
         ));
         // The in-memory queues hold no lease in the store: a claimed item leaves the queue.
@@ -601,7 +595,7 @@ fn vault_settings(v: &crate::config::VaultConfig) -> Result<VaultSettings, AppEr
         _ => return Err(AppError::Vault("vault.client_cert_file and vault.client_key_file go together".into())),
     };
     Ok(VaultSettings {
-        address: v.address.clone(),
+        addresses: v.address.0.clone(),
         mount: v.mount.clone(),
         role: v.role.clone(),
         ca_bundle: v.ca_bundle.clone(),

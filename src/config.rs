@@ -425,8 +425,10 @@ pub struct ProfileConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultConfig {
-    /// Vault or OpenBao address, e.g. `https://vault.lab.example:8200`. Required.
-    pub address: String,
+    /// Vault or OpenBao address, e.g. `https://vault.lab.example:8200`, or a list of the
+    /// cluster's nodes (`["https://vault-0:8200", "https://vault-1:8200"]`): vacme uses one at a
+    /// time and moves to the next when it fails. Required.
+    pub address: VaultAddresses,
     /// PKI mount. Default `pki_int`.
     #[serde(default = "default_mount")]
     pub mount: String,
@@ -456,6 +458,34 @@ pub struct VaultConfig {
     pub timeout_secs: u64,
     #[serde(default)]
     pub auth: VaultAuthConfig,
+}
+
+/// `vault.address`: one URL, or the nodes of one cluster in the order vacme tries them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultAddresses(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for VaultAddresses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(VaultAddresses(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(a) => vec![a],
+            OneOrMany::Many(list) => list,
+        }))
+    }
+}
+
+impl Serialize for VaultAddresses {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_str(one),
+            many => many.serialize(s),
+        }
+    }
 }
 
 fn default_mount() -> String {
@@ -669,8 +699,17 @@ impl Config {
         }
         self.check_notify()?;
         if let Some(v) = &self.vault {
-            if !(v.address.starts_with("http://") || v.address.starts_with("https://")) {
-                return bad(format!("vault.address {:?} must be an http(s) URL", v.address));
+            if v.address.0.is_empty() {
+                return bad("vault.address: the list is empty".into());
+            }
+            for a in &v.address.0 {
+                if !(a.starts_with("http://") || a.starts_with("https://")) {
+                    return bad(format!("vault.address {a:?} must be an http(s) URL"));
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = v.address.0.iter().find(|a| !seen.insert(a.trim_end_matches('/'))) {
+                return bad(format!("vault.address {twice:?} is listed twice"));
             }
             if v.auth.method == VaultAuthMethod::Approle
                 && ((v.auth.role_id.is_none() && v.auth.role_id_file.is_none()) || v.auth.secret_id_file.is_none())
@@ -769,7 +808,7 @@ impl Config {
         shown.database.url = shown.database.url.as_deref().map(redact_url);
         shown.server.base_url = shown.server.base_url.as_deref().map(redact_url);
         if let Some(v) = shown.vault.as_mut() {
-            v.address = redact_url(&v.address);
+            v.address.0 = v.address.0.iter().map(|a| redact_url(a)).collect();
         }
         for w in &mut shown.notify.webhooks {
             w.url = redact_url(&w.url);
@@ -921,6 +960,25 @@ mod tests {
         assert!(matches!(load("", &[("VACME_SERVER__NOPE", "1")]), Err(ConfigError::Parse(_))));
     }
 
+    /// `vault.address` takes one URL or a list; `check-config` shows it the way it was given.
+    #[test]
+    fn vault_address_is_one_url_or_a_list() {
+        let one = load("[vault]\naddress = \"http://v:8200\"\n", &[]).unwrap();
+        assert_eq!(one.vault.as_ref().unwrap().address.0, ["http://v:8200"]);
+        assert!(one.to_toml().contains("address = \"http://v:8200\"\n"), "{}", one.to_toml());
+        let three =
+            load("[vault]\naddress = [\"http://a:8200\", \"http://b:8200\", \"https://c:8200\"]\n", &[]).unwrap();
+        assert_eq!(three.vault.as_ref().unwrap().address.0, ["http://a:8200", "http://b:8200", "https://c:8200"]);
+        assert!(three.to_toml().contains("address = [\n"), "{}", three.to_toml());
+        for bad in [
+            "address = []",
+            "address = [\"http://a:8200\", \"ftp://b\"]",
+            "address = [\"http://a:8200\", \"http://a:8200/\"]",
+        ] {
+            assert!(matches!(load(&format!("[vault]\n{bad}\n"), &[]), Err(ConfigError::Invalid(_))), "{bad}");
+        }
+    }
+
     #[test]
     fn nameserver_without_port_means_53() {
         let c = load("[validation]\nnameservers = [\"10.0.0.53\", \"127.0.0.1:5353\"]\n", &[]).unwrap();
@@ -939,7 +997,7 @@ mod docs_tests {
         let doc = include_str!("../docs/configuration.md");
         let mut config = Config::default();
         config.vault = Some(VaultConfig {
-            address: "http://v".into(),
+            address: VaultAddresses(vec!["http://v".into()]),
             mount: default_mount(),
             role: default_role(),
             roles_by_key: RolesByKey { ec: Some("e".into()), rsa: Some("r".into()), ed25519: Some("d".into()) },

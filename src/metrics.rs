@@ -78,6 +78,7 @@ pub struct Metrics {
     post_sign_mismatches: Counter,
     job_runs: Counter,
     job_seconds: Histogram,
+    takeovers: Counter,
     webhook_deliveries: Counter,
     webhook_dropped: Counter,
     renewal: Mutex<Option<RenewalGauges>>,
@@ -106,14 +107,24 @@ struct RenewalGauges {
     next_expiry: Option<i64>,
 }
 
-/// Values read from the store when scraped.
-#[derive(Debug, Default, Clone, Copy)]
+/// Values read from the store (and the CA client) when scraped.
+#[derive(Debug, Default, Clone)]
 pub struct Gauges {
     pub nonces: Option<u64>,
     pub challenges_processing: i64,
     pub orders_processing: i64,
     pub accounts: i64,
     pub certificates: i64,
+    /// Vault's addresses, when vacme signs through Vault.
+    pub vault: Option<VaultGauges>,
+}
+
+/// Which of Vault's addresses serves, and how many times vacme moved to the next.
+#[derive(Debug, Default, Clone)]
+pub struct VaultGauges {
+    pub addresses: Vec<String>,
+    pub in_use: usize,
+    pub failovers: u64,
 }
 
 impl Metrics {
@@ -165,6 +176,16 @@ impl Metrics {
         for outcome in outcomes {
             self.job_runs.touch(&[job, outcome]);
         }
+    }
+
+    /// Shows `vacme_job_takeovers_total{job}` at 0 before the first take-over.
+    pub fn expect_takeovers(&self, job: &str) {
+        self.takeovers.touch(&[job]);
+    }
+
+    /// `n` items of `job` claimed after another holder's lease ran out.
+    pub fn takeovers(&self, job: &str, n: u64) {
+        self.takeovers.add(&[job], n);
     }
 
     /// One run of a background job (one item of a queue job, or one periodic run).
@@ -286,6 +307,13 @@ impl Metrics {
         histogram(&mut out, "vacme_job_duration_seconds", "Time of one job run.", &["job"], &self.job_seconds);
         counter(
             &mut out,
+            "vacme_job_takeovers_total",
+            "Items this process claimed after another holder's lease ran out (a replica died or stalled).",
+            &["job"],
+            &self.takeovers,
+        );
+        counter(
+            &mut out,
             "vacme_webhook_deliveries_total",
             "Events sent to webhooks, by webhook and outcome (delivered, failed: retried).",
             &["webhook", "outcome"],
@@ -319,8 +347,27 @@ impl Metrics {
             &self.validation_failures,
         );
         self.render_ca(&mut out);
+        if let Some(v) = &g.vault {
+            render_vault(&mut out, v);
+        }
         out
     }
+}
+
+/// `vacme_vault_address_in_use{address}` (1 for the node vacme talks to) and the failovers.
+fn render_vault(out: &mut String, v: &VaultGauges) {
+    let name = "vacme_vault_address_in_use";
+    let _ =
+        writeln!(out, "# HELP {name} 1 for the Vault address vacme uses now, 0 for the others.\n# TYPE {name} gauge");
+    for (i, address) in v.addresses.iter().enumerate() {
+        let _ = writeln!(out, "{name}{{address=\"{}\"}} {}", escape(address), u8::from(i == v.in_use));
+    }
+    let name = "vacme_vault_failovers_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Times vacme moved to the next Vault address because a node failed.\n# TYPE {name} counter\n{name} {}",
+        v.failovers
+    );
 }
 
 impl Metrics {

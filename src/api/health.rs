@@ -4,7 +4,10 @@ use axum::{Json, extract::State, response::IntoResponse};
 use http::StatusCode;
 use serde_json::json;
 
-use crate::{metrics::Gauges, state::AppState};
+use crate::{
+    metrics::{Gauges, VaultGauges},
+    state::AppState,
+};
 
 /// GET /healthz: the process answers.
 pub async fn healthz() -> &'static str {
@@ -37,6 +40,11 @@ fn readiness(st: &AppState, ready: bool, store: bool, issuer: bool) -> serde_jso
         "store": state(store),
         "issuer": { "kind": st.issuer.name(), "state": state(issuer) },
     });
+    if let Some(e) = st.issuer.endpoint() {
+        body["issuer"]["address"] = json!(e.addresses.get(e.in_use));
+        body["issuer"]["addresses"] = json!(e.addresses.len());
+        body["issuer"]["failovers"] = json!(e.failovers);
+    }
     let roles = st.lifecycle.roles.report();
     if !roles.is_empty() {
         body["issuer"]["roles"] = json!(roles);
@@ -47,6 +55,8 @@ fn readiness(st: &AppState, ready: bool, store: bool, issuer: bool) -> serde_jso
 /// GET /metrics: Prometheus text exposition (docs/operations.md lists the series).
 pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     let mut g = Gauges { nonces: st.nonces.outstanding().await.ok(), ..Gauges::default() };
+    g.vault =
+        st.issuer.endpoint().map(|e| VaultGauges { addresses: e.addresses, in_use: e.in_use, failovers: e.failovers });
     if let Ok((challenges, orders)) = st.store.queue_depths().await {
         (g.challenges_processing, g.orders_processing) = (challenges, orders);
     }

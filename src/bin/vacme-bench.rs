@@ -699,7 +699,7 @@ async fn issue_one(store: &Store, m: &Material, account: &str, n: usize, at: i64
         return Err("order was not ready at finalize".into());
     }
     let claimed = store.claim_due_issuances(at + 3, at + 3 + ISSUANCE_LEASE, 1).await.map_err(err)?;
-    let order = match claimed.into_iter().find(|o| o.id == order.id) {
+    let order = match claimed.items.into_iter().find(|o| o.id == order.id) {
         Some(o) => o,
         None => store.order(&order.id).await.map_err(err)?.ok_or("order missing")?,
     };

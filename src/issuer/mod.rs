@@ -52,6 +52,16 @@ impl Issued {
     }
 }
 
+/// The addresses of a CA with several (the nodes of a Vault cluster), which one serves, and how
+/// many times vacme moved from one to the next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addresses: Vec<String>,
+    /// Index into `addresses`.
+    pub in_use: usize,
+    pub failovers: u64,
+}
+
 /// Why a CA call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
@@ -132,6 +142,10 @@ pub trait Issuer: fmt::Debug + Send + Sync {
     async fn chain(&self) -> Result<Vec<String>, IssueError>;
     /// A cheap probe: `Unavailable` when signing would not work now.
     async fn health(&self) -> Result<(), IssueError>;
+    /// Where the CA is reached, when it has several addresses to choose from (Vault).
+    fn endpoint(&self) -> Option<Endpoint> {
+        None
+    }
     /// `vault` or `local`.
     fn name(&self) -> &'static str;
 }

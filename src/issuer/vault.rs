@@ -10,7 +10,7 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -59,8 +59,9 @@ impl VaultAuth {
 /// Where Vault is and how to use it.
 #[derive(Clone, Debug)]
 pub struct VaultSettings {
-    /// `https://vault.lab.example:8200` (no `/v1`).
-    pub address: String,
+    /// `https://vault.lab.example:8200` (no `/v1`), or every node of one cluster: one serves
+    /// at a time, and vacme moves to the next when it cannot (see `Nodes`).
+    pub addresses: Vec<String>,
     /// The PKI mount that signs, e.g. `pki_int`.
     pub mount: String,
     /// The role under that mount, e.g. `lab-internal`.
@@ -100,9 +101,87 @@ impl Lease {
     }
 }
 
+/// The addresses of one Vault cluster, and the one in use. vacme talks to one node at a time
+/// and moves to the next (round the list) when that node cannot serve: it is unreachable or
+/// times out, it is sealed, it answers 5xx, or it redirects to another node (a standby that
+/// knows no live leader during an election). A standby that forwards to the active node serves.
+#[derive(Debug)]
+struct Nodes {
+    addresses: Vec<String>,
+    current: AtomicUsize,
+    failovers: AtomicU64,
+}
+
+impl Nodes {
+    fn new(addresses: &[String]) -> Self {
+        Self {
+            addresses: addresses.iter().map(|a| a.trim_end_matches('/').to_owned()).collect(),
+            current: AtomicUsize::new(0),
+            failovers: AtomicU64::new(0),
+        }
+    }
+
+    fn current(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.addresses.len().max(1)
+    }
+
+    fn url(&self, node: usize, path: &str) -> String {
+        format!("{}/v1/{}", self.addresses[node], path.trim_start_matches('/'))
+    }
+
+    /// Moves on from `node` after it failed, unless another call already did (the requests in
+    /// flight when a node dies all fail; the cluster moves once).
+    fn fail_over(&self, node: usize, why: &str) {
+        let n = self.addresses.len();
+        if n < 2 {
+            return;
+        }
+        let next = (node + 1) % n;
+        if self.current.compare_exchange(node, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            let count = self.failovers.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(from = %self.addresses[node], to = %self.addresses[next], reason = why, failovers = count,
+                "Vault node failed; moving to the next address");
+        }
+    }
+}
+
+/// Whether a request that failed on one node may be sent again to the next at once.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    /// Reads, logins, renewals and revocations: doing them twice changes nothing.
+    Always,
+    /// A `sign`: only when the node cannot have run it (no connection, sealed, redirected);
+    /// after a timeout or a lost answer the issuance job looks for the certificate first.
+    IfNotRun,
+}
+
+/// How one node failed a request.
+enum NodeFailure {
+    /// No answer (`is_connect`: the request never reached the node).
+    Transport(reqwest::Error),
+    /// An answer that says this node cannot serve now.
+    Status(reqwest::Response),
+}
+
+/// A status that says the node, not the request, is the problem: sealed (503), a redirect to
+/// another node, or another server error.
+fn node_cannot_serve(status: StatusCode) -> bool {
+    status.is_server_error() || matches!(status.as_u16(), 307 | 308)
+}
+
+/// Whether the node surely did not run a request it answered with `status` (or did not answer).
+fn not_run(failure: &NodeFailure) -> bool {
+    match failure {
+        NodeFailure::Transport(e) => e.is_connect(),
+        // Sealed, or a standby that redirects instead of forwarding: nothing was done.
+        NodeFailure::Status(res) => matches!(res.status().as_u16(), 307 | 308 | 503),
+    }
+}
+
 /// The Vault issuer: one pooled HTTP client, one cached token.
 pub struct VaultIssuer {
     settings: VaultSettings,
+    nodes: Nodes,
     http: reqwest::Client,
     token: RwLock<Option<Secret>>,
     /// The current token's lease; `None` until known.
@@ -125,7 +204,7 @@ impl fmt::Debug for VaultIssuer {
             VaultAuth::Kubernetes { .. } => "kubernetes",
         };
         f.debug_struct("VaultIssuer")
-            .field("address", &self.settings.address)
+            .field("addresses", &self.nodes.addresses)
             .field("mount", &self.settings.mount)
             .field("role", &self.settings.role)
             .field("namespace", &self.settings.namespace)
@@ -183,7 +262,11 @@ impl VaultIssuer {
             builder = builder.identity(identity);
         }
         let http = builder.build().map_err(|e| IssueError::unavailable(format!("HTTP client: {e}")))?;
+        if settings.addresses.is_empty() {
+            return Err(IssueError::unavailable("vault.address names no node"));
+        }
         Ok(Self {
+            nodes: Nodes::new(&settings.addresses),
             settings,
             http,
             token: RwLock::new(None),
@@ -194,16 +277,73 @@ impl VaultIssuer {
         })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}/v1/{}", self.settings.address.trim_end_matches('/'), path.trim_start_matches('/'))
-    }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self.http.request(method, self.url(path));
+    fn request_at(&self, node: usize, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, self.nodes.url(node, path));
         if let Some(ns) = &self.settings.namespace {
             req = req.header("X-Vault-Namespace", ns);
         }
         req
+    }
+
+    /// Sends `method path` (with what `add` puts on it: token, body) to the node in use. A node
+    /// that cannot serve is left for the next address, and the request goes there too when
+    /// `resend` allows, once round the list. The last failure is the answer: a transport error,
+    /// or the response (5xx, a redirect) for the caller to read.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        resend: Resend,
+        add: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        self.send_from(None, method, path, resend, add).await
+    }
+
+    /// As `send`, starting at `first` (the active node, for a read that must not lag) when given.
+    async fn send_from(
+        &self,
+        first: Option<usize>,
+        method: Method,
+        path: &str,
+        resend: Resend,
+        add: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let tries = self.nodes.addresses.len();
+        let mut node = first.unwrap_or_else(|| self.nodes.current());
+        for attempt in 1..=tries {
+            let failure = match add(self.request_at(node, method.clone(), path)).send().await {
+                Ok(res) if !node_cannot_serve(res.status()) => return Ok(res),
+                Ok(res) => NodeFailure::Status(res),
+                Err(e) => NodeFailure::Transport(e),
+            };
+            let why = match &failure {
+                NodeFailure::Transport(e) => without_url(e),
+                NodeFailure::Status(res) => format!("HTTP {}", res.status()),
+            };
+            self.nodes.fail_over(node, &why);
+            let again = attempt < tries && (resend == Resend::Always || not_run(&failure));
+            if !again {
+                return match failure {
+                    NodeFailure::Transport(e) => Err(e),
+                    NodeFailure::Status(res) => Ok(res),
+                };
+            }
+            tracing::debug!(path, node = %self.nodes.addresses[node], reason = %why, "sending to the next Vault node");
+            node = self.nodes.current();
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// The node that is active now, when `sys/leader` names one of vacme's addresses (a
+    /// standby answers some reads itself and may lag it by a moment).
+    async fn active_node(&self) -> Option<usize> {
+        let res = self.send(Method::GET, "sys/leader", Resend::Always, |r| r).await.ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let v: Value = res.json().await.ok()?;
+        let leader = v["leader_address"].as_str()?.trim_end_matches('/');
+        self.nodes.addresses.iter().position(|a| a == leader)
     }
 
     /// The current token, logging in if there is none.
@@ -238,9 +378,7 @@ impl VaultIssuer {
     /// `None` if Vault cannot say (the token is then only replaced after a 403).
     async fn look_up(&self, token: &Secret) -> Option<Lease> {
         let res = self
-            .request(Method::GET, "auth/token/lookup-self")
-            .header("X-Vault-Token", token.expose())
-            .send()
+            .send(Method::GET, "auth/token/lookup-self", Resend::Always, |r| r.header("X-Vault-Token", token.expose()))
             .await
             .ok()?;
         if !res.status().is_success() {
@@ -327,10 +465,9 @@ impl VaultIssuer {
 
     async fn renew(&self, token: &Secret) -> Result<Lease, RenewError> {
         let res = self
-            .request(Method::POST, "auth/token/renew-self")
-            .header("X-Vault-Token", token.expose())
-            .json(&json!({}))
-            .send()
+            .send(Method::POST, "auth/token/renew-self", Resend::Always, |r| {
+                r.header("X-Vault-Token", token.expose()).json(&json!({}))
+            })
             .await
             .map_err(|e| RenewError::Unavailable(without_url(&e)))?;
         let status = res.status();
@@ -374,9 +511,7 @@ impl VaultIssuer {
     /// `POST auth/<mount>/login` with `body` (which holds a credential and is never logged).
     async fn login_at(&self, method: &str, mount: &str, body: &Value) -> Result<(Secret, Option<Lease>), IssueError> {
         let res = self
-            .request(Method::POST, &format!("auth/{mount}/login"))
-            .json(body)
-            .send()
+            .send(Method::POST, &format!("auth/{mount}/login"), Resend::Always, |r| r.json(body))
             .await
             .map_err(|e| IssueError::unavailable(format!("{method} login: {}", without_url(&e))))?;
         let status = res.status();
@@ -397,18 +532,35 @@ impl VaultIssuer {
     /// and retries once; 400 is the CA's answer to this request (`Refused`); everything else
     /// that is not a success is `Unavailable`.
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, IssueError> {
+        self.call_at(None, method, path, body, Resend::Always).await
+    }
+
+    /// `call`, starting at node `first` when given, resending to other nodes as `resend` says.
+    async fn call_at(
+        &self,
+        first: Option<usize>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        resend: Resend,
+    ) -> Result<Value, IssueError> {
         for attempt in 0..2 {
             let token = self.token().await?;
-            let mut req = self.request(method.clone(), path).header("X-Vault-Token", token.expose());
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let res = req.send().await.map_err(|e| {
-                self.suspect.store(true, Ordering::Relaxed);
-                IssueError::unavailable(format!("{path}: {}", without_url(&e)))
-            })?;
+            let res = self
+                .send_from(first, method.clone(), path, resend, |r| {
+                    let r = r.header("X-Vault-Token", token.expose());
+                    match body {
+                        Some(b) => r.json(b),
+                        None => r,
+                    }
+                })
+                .await
+                .map_err(|e| {
+                    self.suspect.store(true, Ordering::Relaxed);
+                    IssueError::unavailable(format!("{path}: {}", without_url(&e)))
+                })?;
             let status = res.status();
-            if status.is_server_error() {
+            if node_cannot_serve(status) {
                 self.suspect.store(true, Ordering::Relaxed);
             }
             let text = res.text().await.unwrap_or_default();
@@ -428,6 +580,11 @@ impl VaultIssuer {
                     return Err(IssueError::unavailable(format!("{path}: permission denied: {}", vault_errors(&text))));
                 }
                 StatusCode::BAD_REQUEST => return Err(IssueError::Refused(vault_errors(&text))),
+                StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {
+                    return Err(IssueError::unavailable(format!(
+                        "{path}: HTTP {status}: every node redirects to another (the cluster is electing a leader?)"
+                    )));
+                }
                 s => {
                     return Err(IssueError::unavailable(format!("{path}: HTTP {s}: {}", vault_errors(&text))));
                 }
@@ -448,9 +605,7 @@ impl VaultIssuer {
         // Not `call`: a 403 here is a policy without `read`, not an expired token, and must not
         // cost a login on every refresh.
         let res = self
-            .request(Method::GET, &role.path())
-            .header("X-Vault-Token", token.expose())
-            .send()
+            .send(Method::GET, &role.path(), Resend::Always, |r| r.header("X-Vault-Token", token.expose()))
             .await
             .map_err(|e| without_url(&e))?;
         let status = res.status();
@@ -722,7 +877,8 @@ impl Issuer for VaultIssuer {
         let mount = req.target.mount.as_deref().unwrap_or(&self.settings.mount);
         let role = req.target.role.as_deref().unwrap_or(&self.settings.role);
         let path = format!("{mount}/sign/{role}");
-        let v = self.call(Method::POST, &path, Some(&sign_body(req, OffsetDateTime::now_utc()))).await?;
+        let body = sign_body(req, OffsetDateTime::now_utc());
+        let v = self.call_at(None, Method::POST, &path, Some(&body), Resend::IfNotRun).await?;
         let (issued, ca_chain) = issued_from(req, &v["data"])?;
         if !ca_chain.is_empty() {
             *self.last_chain.write().await = ca_chain;
@@ -757,20 +913,24 @@ impl Issuer for VaultIssuer {
         use futures_util::{StreamExt, stream};
         const MOST: usize = 20_000;
         let mount = req.target.mount.as_deref().unwrap_or(&self.settings.mount);
-        let listed = match self.call(Method::GET, &format!("{mount}/certs?list=true"), None).await {
-            Ok(v) => v,
-            // Vault answers a LIST with nothing in it with 404.
-            Err(IssueError::Unavailable(e)) if e.to_string().contains("HTTP 404") => return Ok(None),
-            // An older policy without `list` on <mount>/certs: sign again rather than never.
-            Err(IssueError::Unavailable(e)) if e.to_string().contains("permission denied") => {
-                tracing::warn!(
-                    mount,
-                    "cannot list {mount}/certs (grant it in vacme's policy): signing again without looking"
-                );
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
+        // A standby lists and reads certificates from its own copy, which may not have the
+        // last signature yet: the active node is asked when vacme knows which it is.
+        let active = if self.nodes.addresses.len() > 1 { self.active_node().await } else { None };
+        let listed =
+            match self.call_at(active, Method::GET, &format!("{mount}/certs?list=true"), None, Resend::Always).await {
+                Ok(v) => v,
+                // Vault answers a LIST with nothing in it with 404.
+                Err(IssueError::Unavailable(e)) if e.to_string().contains("HTTP 404") => return Ok(None),
+                // An older policy without `list` on <mount>/certs: sign again rather than never.
+                Err(IssueError::Unavailable(e)) if e.to_string().contains("permission denied") => {
+                    tracing::warn!(
+                        mount,
+                        "cannot list {mount}/certs (grant it in vacme's policy): signing again without looking"
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
         let serials: Vec<String> = listed["data"]["keys"]
             .as_array()
             .map(|keys| keys.iter().filter_map(Value::as_str).map(str::to_owned).collect())
@@ -784,7 +944,8 @@ impl Issuer for VaultIssuer {
         let earliest = since - time::Duration::minutes(2);
         let mut reads = stream::iter(serials.into_iter().take(MOST))
             .map(|serial| async move {
-                let v = self.call(Method::GET, &format!("{mount}/cert/{serial}"), None).await.ok()?;
+                let path = format!("{mount}/cert/{serial}");
+                let v = self.call_at(active, Method::GET, &path, None, Resend::Always).await.ok()?;
                 let pem = v["data"]["certificate"].as_str()?.to_owned();
                 let leaf = inspect_leaf(&pem).ok()?;
                 (leaf.spki == req.spki_der && leaf.names == req.identifiers && leaf.not_before >= earliest)
@@ -818,8 +979,7 @@ impl Issuer for VaultIssuer {
     async fn chain(&self) -> Result<Vec<String>, IssueError> {
         let asked = async {
             let res = self
-                .request(Method::GET, &format!("{}/ca_chain", self.settings.mount))
-                .send()
+                .send(Method::GET, &format!("{}/ca_chain", self.settings.mount), Resend::Always, |r| r)
                 .await
                 .map_err(|e| IssueError::unavailable(format!("ca_chain: {}", without_url(&e))))?;
             if !res.status().is_success() {
@@ -845,11 +1005,14 @@ impl Issuer for VaultIssuer {
 
     async fn health(&self) -> Result<(), IssueError> {
         // standbyok/perfstandbyok: a standby forwards to the active node, so it is healthy for us.
-        let res =
-            self.request(Method::GET, "sys/health?standbyok=true&perfstandbyok=true").send().await.map_err(|e| {
-                self.suspect.store(true, Ordering::Relaxed);
-                IssueError::unavailable(format!("sys/health: {}", without_url(&e)))
-            })?;
+        // A node that is sealed, not initialized or unreachable is left for the next address.
+        let res = self
+            .send(Method::GET, "sys/health?standbyok=true&perfstandbyok=true", Resend::Always, |r| r)
+            .await
+            .map_err(|e| {
+            self.suspect.store(true, Ordering::Relaxed);
+            IssueError::unavailable(format!("sys/health: {}", without_url(&e)))
+        })?;
         let healthy = match res.status().as_u16() {
             200 | 429 | 472 | 473 => self.token().await.map(|_| ()),
             503 => Err(IssueError::unavailable("Vault is sealed")),
@@ -864,6 +1027,15 @@ impl Issuer for VaultIssuer {
 
     fn name(&self) -> &'static str {
         "vault"
+    }
+
+    /// The address in use, the list, and how many times vacme moved on.
+    fn endpoint(&self) -> Option<super::Endpoint> {
+        Some(super::Endpoint {
+            addresses: self.nodes.addresses.clone(),
+            in_use: self.nodes.current(),
+            failovers: self.nodes.failovers.load(Ordering::Relaxed),
+        })
     }
 }
 
@@ -1017,7 +1189,7 @@ mod tests {
     impl Env {
         fn settings(&self, auth: VaultAuth) -> VaultSettings {
             VaultSettings {
-                address: format!("http://{}", self.addr),
+                addresses: vec![format!("http://{}", self.addr)],
                 mount: "pki_int".into(),
                 role: "lab-internal".into(),
                 ca_bundle: None,
@@ -1090,6 +1262,43 @@ mod tests {
 
     fn simple() -> IssuanceRequest {
         request(&["a.lab.test"], None)
+    }
+
+    /// Three nodes: the first is gone (nothing listens), the second redirects (a standby during
+    /// an election), the third signs. A sign goes round to the third at once, since neither of
+    /// the first two can have run it; a 500 there (the request may have run) is not sent again
+    /// but moves vacme on; the health check skips a sealed node.
+    #[tokio::test]
+    async fn fails_over_to_the_next_node_and_resends_only_what_cannot_have_run() {
+        let (standby, active) = (fake(&[307], Mode::Honest).await, fake(&[500], Mode::Honest).await);
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addresses =
+            vec![format!("http://{gone}"), format!("http://{}", standby.addr), format!("http://{}/", active.addr)];
+        let issuer = VaultIssuer::new(VaultSettings { addresses, ..active.settings(active.approle()) }).await.unwrap();
+        let endpoint = |i: &VaultIssuer| {
+            let e = Issuer::endpoint(i).unwrap();
+            (e.in_use, e.failovers)
+        };
+        assert_eq!(endpoint(&issuer), (0, 0));
+
+        let err = issuer.sign(&simple()).await.unwrap_err();
+        assert!(err.to_string().contains("HTTP 500"), "{err}");
+        assert_eq!(standby.fake.signs.load(Ordering::SeqCst), 1, "redirected: sent on to the next node");
+        assert_eq!(active.fake.signs.load(Ordering::SeqCst), 1, "500: not sent again anywhere");
+        assert_eq!(endpoint(&issuer), (0, 3), "gone, standby, active: round to the first address");
+
+        // The next sign checks health first (the last call failed): the first node is still gone
+        // and the second is sealed, so the third serves and signs.
+        standby.fake.health.store(503, Ordering::SeqCst);
+        let issued = issuer.sign(&simple()).await.unwrap();
+        assert_eq!(inspect_leaf(&issued.leaf_pem).unwrap().names, simple().identifiers);
+        assert_eq!(endpoint(&issuer), (2, 5));
+        assert_eq!(standby.fake.signs.load(Ordering::SeqCst), 1, "a sealed node is not asked to sign");
+        assert_eq!(active.fake.signs.load(Ordering::SeqCst), 2);
+        issuer.sign(&simple()).await.unwrap();
+        assert_eq!(endpoint(&issuer), (2, 5), "a node that serves is kept");
+        let logins = standby.fake.logins.load(Ordering::SeqCst) + active.fake.logins.load(Ordering::SeqCst);
+        assert_eq!(logins, 1, "the token is the cluster's: one login, on the first node that answered");
     }
 
     #[tokio::test]
@@ -1248,7 +1457,7 @@ mod tests {
     async fn unreachable_or_silent_vault_is_unavailable_not_fatal() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let settings = |address: String| VaultSettings {
-            address,
+            addresses: vec![address],
             mount: "pki_int".into(),
             role: "r".into(),
             ca_bundle: None,
@@ -1309,8 +1518,11 @@ mod tests {
         let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
         let tls = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
         let addr = serve_tls(router(env.fake.clone()), tls).await;
-        let settings =
-            |ca_bundle| VaultSettings { address: format!("https://{addr}"), ca_bundle, ..env.settings(env.approle()) };
+        let settings = |ca_bundle| VaultSettings {
+            addresses: vec![format!("https://{addr}")],
+            ca_bundle,
+            ..env.settings(env.approle())
+        };
 
         let issuer = VaultIssuer::new(settings(Some(env.fake.ca.ca_path()))).await.unwrap();
         issuer.health().await.unwrap();
@@ -1362,7 +1574,7 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let var = |k: &str| std::env::var(format!("VACME_TEST_VAULT_{k}")).unwrap_or_else(|_| panic!("set {k}"));
         let settings = |auth| VaultSettings {
-            address: var("ADDR"),
+            addresses: vec![var("ADDR")],
             mount: std::env::var("VACME_TEST_VAULT_MOUNT").unwrap_or_else(|_| "pki_int".into()),
             role: std::env::var("VACME_TEST_VAULT_ROLE").unwrap_or_else(|_| "lab-internal".into()),
             ca_bundle: std::env::var("VACME_TEST_VAULT_CA_BUNDLE").ok().map(PathBuf::from),
@@ -1421,7 +1633,7 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let var = |k: &str| std::env::var(format!("VACME_TEST_VAULT_{k}")).unwrap_or_else(|_| panic!("set {k}"));
         let issuer = VaultIssuer::new(VaultSettings {
-            address: var("ADDR"),
+            addresses: vec![var("ADDR")],
             mount: "pki_int".into(),
             role: "lab-internal".into(),
             ca_bundle: None,

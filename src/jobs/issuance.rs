@@ -16,7 +16,7 @@ use crate::{
         revocation::{Revocations, revoke_rejected},
     },
     policy::Admission,
-    store::{AuditEvent, NewCertificate, NewRejected, OrderRow, RejectedRow, Store, StoreError},
+    store::{AuditEvent, Claimed, NewCertificate, NewRejected, OrderRow, RejectedRow, Store, StoreError},
 };
 
 /// The issuance worker and its dependencies.
@@ -44,8 +44,18 @@ impl Job for IssuanceWorker {
         &self.wake.issuance
     }
 
-    async fn claim(&self, now: i64, lease_until: i64, n: usize) -> Result<Vec<OrderRow>, StoreError> {
+    async fn claim(&self, now: i64, lease_until: i64, n: usize) -> Result<Claimed<OrderRow>, StoreError> {
         self.store.claim_due_issuances(now, lease_until, n as i64).await
+    }
+
+    const STORE_LEASES: bool = true;
+
+    fn lease_id(&self, order: &OrderRow) -> Option<String> {
+        Some(order.id.clone())
+    }
+
+    async fn renew(&self, ids: Vec<String>, lease_until: i64) -> Result<(), StoreError> {
+        self.store.renew_issuance_leases(ids, lease_until).await
     }
 
     async fn next_due(&self) -> Option<i64> {

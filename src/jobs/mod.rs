@@ -25,5 +25,5 @@ mod runner;
 pub mod validation;
 mod wake;
 
-pub use runner::{Job, MemoryQueue, Outcome, Periodic, Runner, Slots, backoff};
+pub use runner::{Job, MemoryQueue, Outcome, Periodic, RENEWED_LEASE_SECS, Runner, Slots, backoff};
 pub use wake::Wake;

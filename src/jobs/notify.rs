@@ -361,9 +361,9 @@ impl Job for Arc<Webhooks> {
         &self.wake
     }
 
-    async fn claim(&self, now: i64, lease_until: i64, n: usize) -> Result<Vec<Claimed>, StoreError> {
+    async fn claim(&self, now: i64, lease_until: i64, n: usize) -> Result<crate::store::Claimed<Claimed>, StoreError> {
         if self.hooks.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Vec::new().into());
         }
         let latest = self.store.last_audit_id().await?;
         let mut claimed = Vec::new();
@@ -377,7 +377,7 @@ impl Job for Arc<Webhooks> {
                 claimed.push(Claimed { hook: i, given });
             }
         }
-        Ok(claimed)
+        Ok(claimed.into())
     }
 
     async fn next_due(&self) -> Option<i64> {

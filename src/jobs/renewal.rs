@@ -10,7 +10,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::{
     issuer::Issuer,
     jobs::{Job, MemoryQueue, Outcome},
-    store::StoreError,
+    store::{Claimed, StoreError},
 };
 
 /// How long renewal info waits for Vault to say whether it revoked a certificate.
@@ -77,8 +77,8 @@ impl Job for RenewalCheck {
         self.checks.queue.wake()
     }
 
-    async fn claim(&self, now: i64, _lease_until: i64, n: usize) -> Result<Vec<Check>, StoreError> {
-        Ok(self.checks.queue.take_due(now, n))
+    async fn claim(&self, now: i64, _lease_until: i64, n: usize) -> Result<Claimed<Check>, StoreError> {
+        Ok(self.checks.queue.take_due(now, n).into())
     }
 
     async fn next_due(&self) -> Option<i64> {

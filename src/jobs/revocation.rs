@@ -13,7 +13,7 @@ use crate::{
     issuer::Issuer,
     jobs::{Job, MemoryQueue, Outcome, backoff},
     policy::Lifecycle,
-    store::{CertificateRow, RejectedRow, Store, StoreError},
+    store::{CertificateRow, Claimed, RejectedRow, Store, StoreError},
 };
 
 /// Pushes one recorded revocation to the CA; on failure it stays pending for the next clean-up run.
@@ -140,8 +140,8 @@ impl Job for RevocationPush {
         self.revocations.queue.wake()
     }
 
-    async fn claim(&self, now: i64, _lease_until: i64, n: usize) -> Result<Vec<Push>, StoreError> {
-        Ok(self.revocations.queue.take_due(now, n))
+    async fn claim(&self, now: i64, _lease_until: i64, n: usize) -> Result<Claimed<Push>, StoreError> {
+        Ok(self.revocations.queue.take_due(now, n).into())
     }
 
     async fn next_due(&self) -> Option<i64> {

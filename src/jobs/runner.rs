@@ -5,7 +5,7 @@
 //! once at start and then every interval.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashSet, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -15,7 +15,11 @@ use tokio::{
     task::JoinSet,
 };
 
-use crate::{clock::Clock, metrics::Metrics, store::StoreError};
+use crate::{
+    clock::Clock,
+    metrics::Metrics,
+    store::{Claimed, StoreError},
+};
 
 /// Longest sleep between claims, so work left by another replica or a crash is picked up.
 const POLL: Duration = Duration::from_secs(1);
@@ -68,7 +72,21 @@ pub trait Job: Send + Sync + 'static {
         now: i64,
         lease_until: i64,
         n: usize,
-    ) -> impl Future<Output = Result<Vec<Self::Item>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Claimed<Self::Item>, StoreError>> + Send;
+
+    /// Whether items are leased in the store (`lease_id` names them), so the runner renews
+    /// their leases while they run and counts take-overs.
+    const STORE_LEASES: bool = false;
+
+    /// The store key of an item's lease, renewed while the item runs.
+    fn lease_id(&self, _item: &Self::Item) -> Option<String> {
+        None
+    }
+
+    /// Extends the leases of the running items `ids` to `lease_until`.
+    fn renew(&self, _ids: Vec<String>, _lease_until: i64) -> impl Future<Output = Result<(), StoreError>> + Send {
+        std::future::ready(Ok(()))
+    }
 
     /// When the next item falls due (`None`: nothing is queued, or it cannot tell).
     fn next_due(&self) -> impl Future<Output = Option<i64>> + Send;
@@ -97,9 +115,15 @@ pub trait Periodic: Send + Sync + 'static {
 pub struct Slots {
     /// Items run at the same time.
     pub slots: usize,
-    /// Lease on a claimed item; longer than one run can take.
+    /// Lease on a claimed item. A job with `STORE_LEASES` renews it every quarter of this while
+    /// the item runs, so it may be short: it is how long a dead replica's work waits for another.
+    /// Other jobs hold it for the whole run, so it must be longer than one run can take.
     pub lease_secs: i64,
 }
+
+/// The lease of validations and signings: renewed every 2 s while they run, so a live replica
+/// takes over a dead one's work about 10 s after it died (the lease, then the next poll).
+pub const RENEWED_LEASE_SECS: i64 = 8;
 
 /// Runs jobs: what every job shares (time and metrics).
 #[derive(Clone, Debug)]
@@ -114,7 +138,14 @@ impl Runner {
         let job = Arc::new(job);
         let name = job.name();
         self.metrics.expect_job_runs(name, &Outcome::ALL.map(Outcome::as_str));
+        if J::STORE_LEASES {
+            self.metrics.expect_takeovers(name);
+        }
         let permits = Arc::new(Semaphore::new(slots.slots));
+        // Lease keys of the items running here: renewed together, and never run twice at once.
+        let held: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let renew_every = Duration::from_secs((slots.lease_secs / 4).max(1) as u64);
+        let mut renewed = Instant::now();
         let mut running = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -123,13 +154,29 @@ impl Runner {
                 let now = self.clock.unix();
                 match job.claim(now, now + slots.lease_secs, free).await {
                     Ok(claimed) => {
-                        for item in claimed {
+                        if claimed.taken_over > 0 {
+                            self.metrics.takeovers(name, claimed.taken_over as u64);
+                            tracing::info!(
+                                job = name,
+                                items = claimed.taken_over,
+                                "took over work whose lease ran out (its worker died or stalled)"
+                            );
+                        }
+                        for item in claimed.items {
+                            let key = job.lease_id(&item);
+                            if let Some(k) = &key
+                                && !lock(&held).insert(k.clone())
+                            {
+                                // Its lease ran out while it runs here: it is ours again, not twice.
+                                continue;
+                            }
                             // An item beyond the free slots (the claim asked for no more) waits
                             // for a slot rather than sitting leased until the lease ends.
                             let slot = permits.clone().try_acquire_owned().ok();
                             let permits = permits.clone();
                             let job = job.clone();
                             let metrics = self.metrics.clone();
+                            let held = held.clone();
                             running.spawn(async move {
                                 let permit = match slot {
                                     Some(permit) => permit,
@@ -141,6 +188,9 @@ impl Runner {
                                 let started = Instant::now();
                                 let outcome = job.run(item).await;
                                 metrics.job_run(job.name(), outcome.as_str(), started.elapsed());
+                                if let Some(k) = key {
+                                    lock(&held).remove(&k);
+                                }
                                 drop(permit);
                                 job.finished();
                                 job.wake().notify_one();
@@ -151,14 +201,41 @@ impl Runner {
                 }
             }
             while running.try_join_next().is_some() {}
-            let sleep = self.until(job.next_due().await);
+            if J::STORE_LEASES && renewed.elapsed() >= renew_every {
+                self.renew(&*job, &held, slots.lease_secs).await;
+                renewed = Instant::now();
+            }
+            let mut sleep = self.until(job.next_due().await);
+            if J::STORE_LEASES {
+                sleep = sleep.min(renew_every);
+            }
             tokio::select! {
                 () = &mut shutdown => break,
                 () = job.wake().notified() => {}
                 () = tokio::time::sleep(sleep) => {}
             }
         }
-        while running.join_next().await.is_some() {}
+        // The items still running keep their leases until they finish.
+        loop {
+            tokio::select! {
+                next = running.join_next() => if next.is_none() { break },
+                () = tokio::time::sleep(renew_every), if J::STORE_LEASES => {
+                    self.renew(&*job, &held, slots.lease_secs).await;
+                }
+            }
+        }
+    }
+
+    /// Renews the leases of the items running here; a failure is logged (the next renewal, or
+    /// the item's end, comes before the lease runs out unless the store stays down).
+    async fn renew<J: Job>(&self, job: &J, held: &Mutex<HashSet<String>>, lease_secs: i64) {
+        let ids: Vec<String> = lock(held).iter().cloned().collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = job.renew(ids, self.clock.unix() + lease_secs).await {
+            tracing::warn!(job = job.name(), error = %e, "cannot renew the leases of running work");
+        }
     }
 
     /// Runs a periodic job once at start, then every interval, until `shutdown` resolves; a run
@@ -187,6 +264,10 @@ impl Runner {
             None => POLL,
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// 1, 2, 4, ... seconds, at most `cap_secs`: the wait before retry number `attempts + 1`.
@@ -304,8 +385,8 @@ mod tests {
         fn wake(&self) -> &Notify {
             self.queue.wake()
         }
-        async fn claim(&self, now: i64, _: i64, n: usize) -> Result<Vec<u32>, StoreError> {
-            Ok(self.queue.take_due(now, n))
+        async fn claim(&self, now: i64, _: i64, n: usize) -> Result<Claimed<u32>, StoreError> {
+            Ok(self.queue.take_due(now, n).into())
         }
         async fn next_due(&self) -> Option<i64> {
             self.queue.next_due()
@@ -318,6 +399,82 @@ mod tests {
             self.done.fetch_add(1, Ordering::SeqCst);
             Outcome::Done
         }
+    }
+
+    /// Items whose claim offers again the ones still running (as a store does once their lease
+    /// ran out), and that record the renewals they get.
+    #[derive(Default)]
+    struct Leasing {
+        queue: MemoryQueue<u32>,
+        running: Mutex<HashSet<u32>>,
+        runs: AtomicUsize,
+        renewals: Mutex<Vec<(Vec<String>, i64)>>,
+    }
+
+    impl Job for Arc<Leasing> {
+        type Item = u32;
+        const STORE_LEASES: bool = true;
+        fn name(&self) -> &'static str {
+            "leasing"
+        }
+        fn wake(&self) -> &Notify {
+            self.queue.wake()
+        }
+        async fn claim(&self, now: i64, _: i64, n: usize) -> Result<Claimed<u32>, StoreError> {
+            let mut items = self.queue.take_due(now, n);
+            items.extend(lock(&self.running).iter().copied());
+            Ok(Claimed { taken_over: items.len(), items })
+        }
+        async fn next_due(&self) -> Option<i64> {
+            self.queue.next_due()
+        }
+        fn lease_id(&self, item: &u32) -> Option<String> {
+            Some(item.to_string())
+        }
+        async fn renew(&self, mut ids: Vec<String>, lease_until: i64) -> Result<(), StoreError> {
+            ids.sort();
+            lock(&self.renewals).push((ids, lease_until));
+            Ok(())
+        }
+        async fn run(&self, item: u32) -> Outcome {
+            lock(&self.running).insert(item);
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(3500)).await;
+            lock(&self.running).remove(&item);
+            Outcome::Done
+        }
+    }
+
+    /// While items run, their leases are renewed every quarter of the lease; an item offered
+    /// again while it runs here is not run twice; take-overs are counted.
+    #[tokio::test]
+    async fn renews_the_leases_of_running_items_and_never_runs_one_twice() {
+        let job = Arc::new(Leasing::default());
+        let metrics = Arc::new(Metrics::default());
+        let runner = Runner { clock: Arc::new(SystemClock), metrics: metrics.clone() };
+        job.queue.push(0, 1);
+        job.queue.push(0, 2);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let started = SystemClock.unix();
+        let task = tokio::spawn(runner.queue(job.clone(), Slots { slots: 4, lease_secs: 4 }, async move {
+            let _ = stopped.await;
+        }));
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        stop.send(()).unwrap();
+        task.await.unwrap();
+        assert_eq!(job.runs.load(Ordering::SeqCst), 2, "each item ran once, though offered again while running");
+        let renewals = lock(&job.renewals).clone();
+        assert!(renewals.len() >= 3, "renewed every second while running, also while draining: {renewals:?}");
+        for (ids, until) in &renewals {
+            assert_eq!(ids, &["1", "2"]);
+            assert!((started + 4..=started + 8).contains(until), "{until} vs {started}");
+        }
+        let text = metrics.render(&Default::default());
+        let takeovers = text
+            .lines()
+            .find_map(|l| l.strip_prefix("vacme_job_takeovers_total{job=\"leasing\"} "))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(takeovers.is_some_and(|n| n >= 2), "{text}");
     }
 
     #[tokio::test]

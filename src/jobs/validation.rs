@@ -13,7 +13,7 @@ use crate::{
     clock::Clock,
     jobs::Wake,
     jobs::{Job, Outcome},
-    store::{AuditEvent, ClaimedChallenge, Store, StoreError},
+    store::{AuditEvent, Claimed, ClaimedChallenge, Store, StoreError},
     validation::Validator,
 };
 
@@ -49,8 +49,18 @@ impl Job for ValidationWorker {
         &self.wake.validation
     }
 
-    async fn claim(&self, now: i64, lease_until: i64, n: usize) -> Result<Vec<ClaimedChallenge>, StoreError> {
+    async fn claim(&self, now: i64, lease_until: i64, n: usize) -> Result<Claimed<ClaimedChallenge>, StoreError> {
         self.store.claim_due_challenges(now, lease_until, n as i64).await
+    }
+
+    const STORE_LEASES: bool = true;
+
+    fn lease_id(&self, item: &ClaimedChallenge) -> Option<String> {
+        Some(item.id.clone())
+    }
+
+    async fn renew(&self, ids: Vec<String>, lease_until: i64) -> Result<(), StoreError> {
+        self.store.renew_challenge_leases(ids, lease_until).await
     }
 
     async fn next_due(&self) -> Option<i64> {

@@ -26,8 +26,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 pub use copy::CopyReport;
 pub use rows::{
-    AccountRow, AccountSummary, AuditEvent, AuditRow, AuthzRow, CertificateRow, ChallengeRow, ClaimedChallenge,
-    EabKeyRow, OrderClient, OrderRow, PauseRow, RejectedRow, WindowCount,
+    AccountRow, AccountSummary, AuditEvent, AuditRow, AuthzRow, CertificateRow, ChallengeRow, Claimed,
+    ClaimedChallenge, EabKeyRow, OrderClient, OrderRow, PauseRow, RejectedRow, WindowCount,
 };
 
 use crate::acme::{
@@ -687,7 +687,11 @@ forward! {
     /// Leases up to `limit` due challenges to this worker until `lease_until`, in one statement.
     /// On PostgreSQL the rows another replica is claiming are skipped, not waited for; the outer
     /// guard holds either way.
-    fn claim_due_challenges(&self, now: i64, lease_until: i64, limit: i64) -> Vec<ClaimedChallenge>;
+    fn claim_due_challenges(&self, now: i64, lease_until: i64, limit: i64) -> Claimed<ClaimedChallenge>;
+    /// Extends this worker's leases on the challenges `ids` (still `processing` and leased) to
+    /// `lease_until`, while their validation runs: a worker that dies stops renewing, and
+    /// another takes its challenges once the lease runs out.
+    fn renew_challenge_leases(&self, ids: Vec<String>, lease_until: i64) -> ();
     /// The challenge passed: challenge and authorization `valid`; the order `ready` once all its
     /// authorizations are.
     fn challenge_succeeded(&self, id: &str, now: i64) -> ();
@@ -717,7 +721,9 @@ forward! {
     /// not ready. Of concurrent finalizes (any replica), exactly one moves the order.
     fn begin_issuance(&self, order_id: &str, csr_der: &[u8], now: i64) -> bool;
     /// Leases up to `limit` orders due for signing (one atomic statement, as for challenges).
-    fn claim_due_issuances(&self, now: i64, lease_until: i64, limit: i64) -> Vec<OrderRow>;
+    fn claim_due_issuances(&self, now: i64, lease_until: i64, limit: i64) -> Claimed<OrderRow>;
+    /// As `renew_challenge_leases`, for orders being signed.
+    fn renew_issuance_leases(&self, ids: Vec<String>, lease_until: i64) -> ();
     /// Records, before the first signing call, that the order is being sent to the CA (the
     /// earliest time is kept). Durable before the call: after a crash, the worker knows to look
     /// for a certificate that call may have produced.

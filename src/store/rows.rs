@@ -305,6 +305,21 @@ raw_row! {
     }
 }
 
+/// What one claim leased: the items, and how many of them another holder's lease had run out on
+/// (a replica, or an earlier run of this one, that died or stalled with the item in hand).
+#[derive(Clone, Debug)]
+pub struct Claimed<T> {
+    pub items: Vec<T>,
+    pub taken_over: usize,
+}
+
+impl<T> From<Vec<T>> for Claimed<T> {
+    /// Items nobody held before (an in-process queue).
+    fn from(items: Vec<T>) -> Self {
+        Self { items, taken_over: 0 }
+    }
+}
+
 /// A challenge leased to a validation worker, with what it needs to check it.
 #[derive(Clone, Debug)]
 pub struct ClaimedChallenge {

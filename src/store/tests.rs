@@ -68,7 +68,40 @@ on_both_backends!(
     overdue_and_expiring_certificates_are_reported_once,
     renewal_state_follows_successors_and_revocations,
     an_order_keeps_the_client_that_asked,
+    renewed_leases_hold_and_a_lapsed_one_is_taken_over,
 );
+
+/// A worker renews the leases of what it runs; when it stops (it died), another worker claims
+/// the work once the lease runs out, and the claim says it took it over. A finished item's lease
+/// is not renewed back to life.
+async fn renewed_leases_hold_and_a_lapsed_one_is_taken_over(s: Store) {
+    let acct = account(&s).await;
+    let o = order(&s, &acct, &["a.lab.example"]).await;
+    let c = first_challenge(&s, &o, 0).await;
+    assert!(s.start_challenge(&c.id, 100).await.unwrap());
+    let first = s.claim_due_challenges(100, 108, 10).await.unwrap();
+    assert_eq!((first.items.len(), first.taken_over), (1, 0), "nobody held it before");
+    s.renew_challenge_leases(vec![c.id.clone()], 115).await.unwrap();
+    assert!(s.claim_due_challenges(110, 118, 10).await.unwrap().items.is_empty(), "renewed: still held at 110");
+    let second = s.claim_due_challenges(116, 124, 10).await.unwrap();
+    assert_eq!((second.items.len(), second.taken_over), (1, 1), "the lease ran out at 115: taken over");
+    s.challenge_succeeded(&c.id, 117).await.unwrap();
+    s.renew_challenge_leases(vec![c.id.clone()], 130).await.unwrap();
+    assert!(s.claim_due_challenges(200, 208, 10).await.unwrap().items.is_empty(), "done: nothing to claim");
+
+    assert!(s.begin_issuance(&o.id, b"csr", 120).await.unwrap());
+    let claimed = s.claim_due_issuances(120, 128, 10).await.unwrap();
+    assert_eq!((claimed.items.len(), claimed.taken_over), (1, 0));
+    s.renew_issuance_leases(vec![o.id.clone()], 140).await.unwrap();
+    assert!(s.claim_due_issuances(135, 143, 10).await.unwrap().items.is_empty(), "renewed: still held at 135");
+    // A retry ends the lease; renewing it afterwards does not bring it back.
+    s.issuance_retry(&o.id, 150).await.unwrap();
+    s.renew_issuance_leases(vec![o.id.clone()], 300).await.unwrap();
+    let retried = s.claim_due_issuances(150, 158, 10).await.unwrap();
+    assert_eq!((retried.items.len(), retried.taken_over), (1, 0), "a retry is not a take-over");
+    let lapsed = s.claim_due_issuances(159, 167, 10).await.unwrap();
+    assert_eq!((lapsed.items.len(), lapsed.taken_over), (1, 1), "its worker stopped renewing at 158");
+}
 
 /// Concurrent callers in the racing tests: on PostgreSQL each runs on its own connection.
 const RACERS: usize = 8;
@@ -108,7 +141,7 @@ async fn issued(s: &Store, acct: &AccountRow, name: &str, serial: &str, ari_id: 
     assert!(s.start_challenge(&c.id, 110).await.unwrap());
     s.challenge_succeeded(&c.id, 111).await.unwrap();
     assert!(s.begin_issuance(&o.id, b"csr", 112).await.unwrap());
-    let claimed = s.claim_due_issuances(112, 200, 10).await.unwrap();
+    let claimed = s.claim_due_issuances(112, 200, 10).await.unwrap().items;
     let cert = NewCertificate {
         serial: serial.into(),
         issuer: "local".into(),
@@ -155,11 +188,11 @@ async fn order_becomes_ready_when_all_authorizations_are_valid(s: Store) {
     let c0 = first_challenge(&s, &o, 0).await;
     assert!(s.start_challenge(&c0.id, 110).await.unwrap());
     assert!(!s.start_challenge(&c0.id, 110).await.unwrap(), "already processing");
-    let claimed = s.claim_due_challenges(110, 140, 10).await.unwrap();
+    let claimed = s.claim_due_challenges(110, 140, 10).await.unwrap().items;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].identifier, Identifier::Dns("a.lab.example".into()));
     assert_eq!(claimed[0].account_thumbprint, "tp-1");
-    assert!(s.claim_due_challenges(111, 140, 10).await.unwrap().is_empty(), "leased");
+    assert!(s.claim_due_challenges(111, 140, 10).await.unwrap().items.is_empty(), "leased");
     s.challenge_succeeded(&c0.id, 112).await.unwrap();
     assert_eq!(s.order(&o.id).await.unwrap().unwrap().status, OrderStatus::Pending);
 
@@ -182,8 +215,8 @@ async fn failed_challenge_invalidates_authorization_and_order(s: Store) {
     s.claim_due_challenges(110, 140, 10).await.unwrap();
     let p = json!({"type": "urn:ietf:params:acme:error:connection", "detail": "refused"});
     s.challenge_retry(&c.id, &p, 120).await.unwrap();
-    assert!(s.claim_due_challenges(115, 140, 10).await.unwrap().is_empty(), "not due yet");
-    assert_eq!(s.claim_due_challenges(120, 150, 10).await.unwrap()[0].attempts, 1);
+    assert!(s.claim_due_challenges(115, 140, 10).await.unwrap().items.is_empty(), "not due yet");
+    assert_eq!(s.claim_due_challenges(120, 150, 10).await.unwrap().items[0].attempts, 1);
     s.challenge_failed(&c.id, &p, &json!({"detail": "order failed"}), 0, 121).await.unwrap();
     let o = s.order(&o.id).await.unwrap().unwrap();
     assert_eq!(o.status, OrderStatus::Invalid);
@@ -207,12 +240,12 @@ async fn issuance_is_claimed_once_and_recorded_atomically(s: Store) {
     assert!(s.begin_issuance(&o.id, b"csr", 112).await.unwrap());
     assert!(!s.begin_issuance(&o.id, b"csr", 112).await.unwrap(), "finalize twice");
 
-    let claimed = s.claim_due_issuances(112, 200, 10).await.unwrap();
+    let claimed = s.claim_due_issuances(112, 200, 10).await.unwrap().items;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].csr.as_deref(), Some(&b"csr"[..]));
-    assert!(s.claim_due_issuances(113, 200, 10).await.unwrap().is_empty(), "leased");
+    assert!(s.claim_due_issuances(113, 200, 10).await.unwrap().items.is_empty(), "leased");
     s.issuance_retry(&o.id, 150).await.unwrap();
-    let claimed = s.claim_due_issuances(150, 300, 10).await.unwrap();
+    let claimed = s.claim_due_issuances(150, 300, 10).await.unwrap().items;
     assert_eq!(claimed[0].attempts, 1);
     let cert = NewCertificate {
         serial: "0a1b".into(),
@@ -387,14 +420,14 @@ async fn racing_redeems_and_claims_take_each_row_once(s: Store) {
         assert!(s.start_challenge(&c.id, 110).await.unwrap());
     }
     // A worker asks for as many as it has room for; a row it gets beyond that would sit leased.
-    let alone = s.claim_due_challenges(110, 200, 2).await.unwrap();
+    let alone = s.claim_due_challenges(110, 200, 2).await.unwrap().items;
     assert_eq!(alone.len(), 2, "a claim takes at most its limit");
     s.challenge_retry(&alone[0].id, &json!({}), 110).await.unwrap();
     s.challenge_retry(&alone[1].id, &json!({}), 110).await.unwrap();
     let claims: Vec<_> = join_all((0..RACERS).map(|_| s.claim_due_challenges(110, 200, 4)))
         .await
         .into_iter()
-        .map(|c| c.unwrap())
+        .map(|c| c.unwrap().items)
         .collect();
     assert!(claims.iter().all(|c| c.len() <= 4), "a claim takes at most its limit");
     let mut claimed: Vec<String> = claims.into_iter().flatten().map(|c| c.id).collect();
@@ -422,7 +455,7 @@ async fn racing_validations_and_finalizes_move_an_order_once(s: Store) {
         let finalized = join_all((0..RACERS).map(|_| s.begin_issuance(&o.id, b"csr", 122))).await;
         assert_eq!(finalized.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1, "one finalize wins");
         let issuers = join_all((0..RACERS).map(|_| s.claim_due_issuances(122, 200, 10))).await;
-        assert_eq!(issuers.into_iter().map(|c| c.unwrap().len()).sum::<usize>(), 1, "one issuer claims it");
+        assert_eq!(issuers.into_iter().map(|c| c.unwrap().items.len()).sum::<usize>(), 1, "one issuer claims it");
     }
 }
 
@@ -625,7 +658,7 @@ async fn issued_names(s: &Store, acct: &AccountRow, names: &[&str], serial: &str
         s.challenge_succeeded(&c.id, 111).await.unwrap();
     }
     assert!(s.begin_issuance(&o.id, b"csr", 112).await.unwrap());
-    let claimed = s.claim_due_issuances(112, 200, 10).await.unwrap();
+    let claimed = s.claim_due_issuances(112, 200, 10).await.unwrap().items;
     let cert = NewCertificate {
         serial: serial.into(),
         issuer: "local".into(),

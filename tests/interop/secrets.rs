@@ -409,7 +409,7 @@ async fn config_and_issuer_debug_never_show_secrets() {
     }
 
     let settings = VaultSettings {
-        address: "http://127.0.0.1:8200".into(),
+        addresses: vec!["http://127.0.0.1:8200".into()],
         mount: "pki_int".into(),
         role: "lab-internal".into(),
         ca_bundle: None,

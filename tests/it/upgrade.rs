@@ -78,7 +78,7 @@ async fn a_store_of_the_previous_release_opens_and_keeps_working() {
 
     // And it goes on: the ready order is issued, a new order is made, a new account counted.
     assert!(s.begin_issuance(READY_ORDER, b"csr", 2_000).await.unwrap());
-    let claimed = s.claim_due_issuances(2_000, 2_030, 10).await.unwrap();
+    let claimed = s.claim_due_issuances(2_000, 2_030, 10).await.unwrap().items;
     assert_eq!(claimed.len(), 1);
     let cert = NewCertificate {
         serial: "0c0d".into(),

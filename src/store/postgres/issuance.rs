@@ -2,7 +2,7 @@
 //! (with its certificate) or `invalid`.
 
 use super::{Postgres, load_order, orders};
-use crate::store::{NewCertificate, NewRejected, OrderRow, Result, StoreError};
+use crate::store::{Claimed, NewCertificate, NewRejected, OrderRow, Result, StoreError};
 
 /// The new certificate `$1` renews the account's (`$2`) earlier certificates for the same names
 /// (`$3`, the order's identifiers as stored). The first successor is kept.
@@ -31,14 +31,18 @@ impl Postgres {
         now: i64,
         lease_until: i64,
         limit: i64,
-    ) -> Result<Vec<OrderRow>> {
-        let ids = orders::claim_due(&self.pool, "orders", now, lease_until, limit).await?;
+    ) -> Result<Claimed<OrderRow>> {
+        let (ids, taken_over) = orders::claim_due(&self.pool, "orders", now, lease_until, limit).await?;
         let mut conn = self.pool.acquire().await?;
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
             claimed.extend(load_order(&mut conn, &id).await?);
         }
-        Ok(claimed)
+        Ok(Claimed { items: claimed, taken_over })
+    }
+
+    pub(in crate::store) async fn renew_issuance_leases(&self, ids: Vec<String>, lease_until: i64) -> Result<()> {
+        orders::renew_leases(&self.pool, "orders", &ids, lease_until).await
     }
 
     pub(in crate::store) async fn mark_signing(&self, order_id: &str, now: i64) -> Result<()> {

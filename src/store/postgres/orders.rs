@@ -3,7 +3,7 @@
 
 use super::{Postgres, authz_and_order_of, load_authz, load_order};
 use crate::store::{
-    AuthzRow, ChallengeRow, ClaimedChallenge, OrderInsert, OrderRow, Result, StoreError, insert_challenges,
+    AuthzRow, ChallengeRow, Claimed, ClaimedChallenge, OrderInsert, OrderRow, Result, StoreError, insert_challenges,
     rows::RawClaim,
 };
 
@@ -155,8 +155,8 @@ impl Postgres {
         now: i64,
         lease_until: i64,
         limit: i64,
-    ) -> Result<Vec<ClaimedChallenge>> {
-        let ids = claim_due(&self.pool, "challenges", now, lease_until, limit).await?;
+    ) -> Result<Claimed<ClaimedChallenge>> {
+        let (ids, taken_over) = claim_due(&self.pool, "challenges", now, lease_until, limit).await?;
         let mut claimed = Vec::with_capacity(ids.len());
         for id in ids {
             let raw = sqlx::query_as::<_, RawClaim>(
@@ -172,7 +172,11 @@ impl Postgres {
             .await?;
             claimed.push(ClaimedChallenge::try_from(raw)?);
         }
-        Ok(claimed)
+        Ok(Claimed { items: claimed, taken_over })
+    }
+
+    pub(in crate::store) async fn renew_challenge_leases(&self, ids: Vec<String>, lease_until: i64) -> Result<()> {
+        renew_leases(&self.pool, "challenges", &ids, lease_until).await
     }
 
     pub(in crate::store) async fn challenge_succeeded(&self, id: &str, now: i64) -> Result<()> {
@@ -345,22 +349,41 @@ pub(super) async fn claim_due(
     now: i64,
     lease_until: i64,
     limit: i64,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, usize)> {
     // The due rows are chosen once, in a materialized CTE: PostgreSQL may run an
     // `IN (SELECT ... LIMIT)` subquery again for each row it updates, and so lease every due row,
-    // not `limit` of them.
+    // not `limit` of them. `held`: someone's lease ran out on the row (a take-over).
     let sql = format!(
         "WITH due AS MATERIALIZED (
-             SELECT id FROM {table}
+             SELECT id, claimed_until IS NOT NULL AS held FROM {table}
              WHERE status = 'processing' AND next_attempt_at <= $1
                AND (claimed_until IS NULL OR claimed_until < $1)
              ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
          UPDATE {table} SET claimed_until = $2
-         WHERE id IN (SELECT id FROM due)
-           AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
-         RETURNING id"
+         FROM due
+         WHERE {table}.id = due.id
+           AND {table}.status = 'processing' AND ({table}.claimed_until IS NULL OR {table}.claimed_until < $1)
+         RETURNING {table}.id, due.held"
     );
-    Ok(sqlx::query_scalar::<_, String>(&sql).bind(now).bind(lease_until).bind(limit).fetch_all(pool).await?)
+    let rows =
+        sqlx::query_as::<_, (String, bool)>(&sql).bind(now).bind(lease_until).bind(limit).fetch_all(pool).await?;
+    let taken_over = rows.iter().filter(|(_, held)| *held).count();
+    Ok((rows.into_iter().map(|(id, _)| id).collect(), taken_over))
+}
+
+/// Extends the leases on `ids` of `table` that are still held (a finished item has none).
+pub(super) async fn renew_leases(
+    pool: &sqlx::PgPool,
+    table: &'static str,
+    ids: &[String],
+    lease_until: i64,
+) -> Result<()> {
+    let sql = format!(
+        "UPDATE {table} SET claimed_until = $2
+         WHERE id = ANY($1) AND status = 'processing' AND claimed_until IS NOT NULL AND claimed_until < $2"
+    );
+    sqlx::query(&sql).bind(ids).bind(lease_until).execute(pool).await?;
+    Ok(())
 }
 
 /// Earliest time a `processing` row of `table` is due and not leased.

@@ -2,7 +2,7 @@
 //! its certificate) or `invalid`.
 
 use super::{Sqlite, execute, optional, orders};
-use crate::store::{NewCertificate, NewRejected, OrderRow, Result, StoreError, rows::RawOrder};
+use crate::store::{Claimed, NewCertificate, NewRejected, OrderRow, Result, StoreError, rows::RawOrder};
 
 /// The new certificate `$1` renews the account's (`$2`) earlier certificates for the same names
 /// (`$3`, the order's identifiers as stored). The first successor is kept.
@@ -33,18 +33,23 @@ impl Sqlite {
         now: i64,
         lease_until: i64,
         limit: i64,
-    ) -> Result<Vec<OrderRow>> {
-        let raw = self
+    ) -> Result<Claimed<OrderRow>> {
+        let (raw, taken_over) = self
             .write(move |c| {
-                let ids = orders::claim_due(c, "orders", now, lease_until, limit)?;
+                let (ids, taken_over) = orders::claim_due(c, "orders", now, lease_until, limit)?;
                 let mut claimed = Vec::with_capacity(ids.len());
                 for id in ids {
                     claimed.extend(optional(c, orders::ORDER_BY_ID, &[&id], RawOrder::from_lite)?);
                 }
-                Ok(claimed)
+                Ok((claimed, taken_over))
             })
             .await?;
-        raw.into_iter().map(OrderRow::from_raw).collect()
+        let items = raw.into_iter().map(OrderRow::from_raw).collect::<Result<_>>()?;
+        Ok(Claimed { items, taken_over })
+    }
+
+    pub(in crate::store) async fn renew_issuance_leases(&self, ids: Vec<String>, lease_until: i64) -> Result<()> {
+        self.write(move |c| orders::renew_leases(c, "orders", &ids, lease_until)).await
     }
 
     pub(in crate::store) async fn mark_signing(&self, order_id: &str, now: i64) -> Result<()> {

@@ -5,7 +5,7 @@ use rusqlite::{Connection, ToSql};
 
 use super::{Sqlite, execute, limits, optional, query, snapshot};
 use crate::store::{
-    AuthzRow, ChallengeRow, ClaimedChallenge, OrderInsert, OrderRow, Result, StoreError, insert_challenges,
+    AuthzRow, ChallengeRow, Claimed, ClaimedChallenge, OrderInsert, OrderRow, Result, StoreError, insert_challenges,
     rows::{RawAuthz, RawChallenge, RawClaim, RawOrder},
 };
 
@@ -155,10 +155,10 @@ impl Sqlite {
         now: i64,
         lease_until: i64,
         limit: i64,
-    ) -> Result<Vec<ClaimedChallenge>> {
-        let raw = self
+    ) -> Result<Claimed<ClaimedChallenge>> {
+        let (raw, taken_over) = self
             .write(move |c| {
-                let ids = claim_due(c, "challenges", now, lease_until, limit)?;
+                let (ids, taken_over) = claim_due(c, "challenges", now, lease_until, limit)?;
                 let mut claimed = Vec::with_capacity(ids.len());
                 for id in ids {
                     let raw = optional(
@@ -174,10 +174,15 @@ impl Sqlite {
                     )?;
                     claimed.extend(raw);
                 }
-                Ok(claimed)
+                Ok((claimed, taken_over))
             })
             .await?;
-        raw.into_iter().map(ClaimedChallenge::try_from).collect()
+        let items = raw.into_iter().map(ClaimedChallenge::try_from).collect::<Result<_>>()?;
+        Ok(Claimed { items, taken_over })
+    }
+
+    pub(in crate::store) async fn renew_challenge_leases(&self, ids: Vec<String>, lease_until: i64) -> Result<()> {
+        self.write(move |c| renew_leases(c, "challenges", &ids, lease_until)).await
     }
 
     pub(in crate::store) async fn challenge_succeeded(&self, id: &str, now: i64) -> Result<()> {
@@ -345,35 +350,56 @@ pub(super) fn claim_due(
     now: i64,
     lease_until: i64,
     limit: i64,
-) -> Result<Vec<String>> {
-    let sql = match table {
-        "challenges" => CLAIM_CHALLENGES,
-        _ => CLAIM_ORDERS,
+) -> Result<(Vec<String>, usize)> {
+    // One writer runs this whole job in its transaction: nothing claims between the look and the lease.
+    let (due, lease) = match table {
+        "challenges" => (DUE_CHALLENGES, LEASE_CHALLENGE),
+        _ => (DUE_ORDERS, LEASE_ORDER),
     };
-    query(c, sql, &[&now, &lease_until, &limit], |r| r.get(0))
+    let rows: Vec<(String, bool)> = query(c, due, &[&now, &limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut taken_over = 0;
+    for (id, held) in rows {
+        if execute(c, lease, &[&id, &lease_until])? == 1 {
+            taken_over += usize::from(held);
+            ids.push(id);
+        }
+    }
+    Ok((ids, taken_over))
 }
 
-macro_rules! claim_sql {
+/// Extends the leases on `ids` of `table` that are still held (a finished item has none).
+pub(super) fn renew_leases(c: &Connection, table: &'static str, ids: &[String], lease_until: i64) -> Result<()> {
+    let sql = match table {
+        "challenges" => RENEW_CHALLENGE,
+        _ => RENEW_ORDER,
+    };
+    for id in ids {
+        execute(c, sql, &[id, &lease_until])?;
+    }
+    Ok(())
+}
+
+/// Due `processing` rows not leased now (`$1` now, `$3` at most), and whether someone held them.
+macro_rules! due_sql {
     ($table:literal) => {
         concat!(
-            "WITH due AS MATERIALIZED (
-                 SELECT id FROM ",
+            "SELECT id, claimed_until IS NOT NULL FROM ",
             $table,
-            "
-                 WHERE status = 'processing' AND next_attempt_at <= $1
-                   AND (claimed_until IS NULL OR claimed_until < $1)
-                 ORDER BY next_attempt_at LIMIT $3)
-             UPDATE ",
-            $table,
-            " SET claimed_until = $2
-             WHERE id IN (SELECT id FROM due)
-               AND status = 'processing' AND (claimed_until IS NULL OR claimed_until < $1)
-             RETURNING id"
+            " WHERE status = 'processing' AND next_attempt_at <= $1
+                AND (claimed_until IS NULL OR claimed_until < $1)
+              ORDER BY next_attempt_at LIMIT $2"
         )
     };
 }
-const CLAIM_CHALLENGES: &str = claim_sql!("challenges");
-const CLAIM_ORDERS: &str = claim_sql!("orders");
+const DUE_CHALLENGES: &str = due_sql!("challenges");
+const DUE_ORDERS: &str = due_sql!("orders");
+const LEASE_CHALLENGE: &str = "UPDATE challenges SET claimed_until = $2 WHERE id = $1 AND status = 'processing'";
+const LEASE_ORDER: &str = "UPDATE orders SET claimed_until = $2 WHERE id = $1 AND status = 'processing'";
+const RENEW_CHALLENGE: &str = "UPDATE challenges SET claimed_until = $2
+     WHERE id = $1 AND status = 'processing' AND claimed_until IS NOT NULL AND claimed_until < $2";
+const RENEW_ORDER: &str = "UPDATE orders SET claimed_until = $2
+     WHERE id = $1 AND status = 'processing' AND claimed_until IS NOT NULL AND claimed_until < $2";
 
 /// Earliest time a `processing` row of `table` (`challenges` or `orders`) is due and not leased.
 pub(super) fn next_due(c: &Connection, table: &'static str) -> Result<Option<i64>> {
