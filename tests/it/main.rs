@@ -20,6 +20,8 @@ mod lifecycle;
 mod limits;
 mod notify;
 mod observe;
+#[path = "../support/pgdb.rs"]
+mod pgdb;
 mod postgres;
 mod recheck;
 mod redaction;

@@ -8,7 +8,6 @@
 
 use std::{
     future::Future,
-    io::Write,
     pin::Pin,
     sync::{
         Arc,
@@ -24,54 +23,11 @@ use instant_acme::{
     RetryPolicy,
 };
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
 
-use crate::env::{Raw, Reply, TestEnv, TestKey};
-
-const ENV: &str = "VACME_TEST_POSTGRES_URL";
-
-/// A database of this test's own on the test server.
-struct Database {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create(test: &str) -> Option<Self> {
-        let Ok(admin) = std::env::var(ENV) else {
-            // Straight to stderr: the harness captures `eprintln!` of passing tests.
-            let _ = writeln!(std::io::stderr(), "SKIPPED (no {ENV}): postgres::{test}");
-            return None;
-        };
-        let name = format!("vacme_it_{}", hex(&rand_bytes()));
-        let mut conn = PgConnection::connect(&admin).await.unwrap();
-        conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
-        conn.close().await.unwrap();
-        let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
-        let authority_end = base.find("://").map_or(0, |i| i + 3);
-        let authority_end = base[authority_end..].find('/').map_or(base.len(), |i| authority_end + i);
-        let url = format!("{}/{name}{}", &base[..authority_end], query.map(|q| format!("?{q}")).unwrap_or_default());
-        Some(Self { admin, name, url })
-    }
-
-    async fn drop(self) {
-        let mut conn = PgConnection::connect(&self.admin).await.unwrap();
-        conn.execute(format!("DROP DATABASE {} WITH (FORCE)", self.name).as_str()).await.unwrap();
-        conn.close().await.unwrap();
-    }
-}
-
-fn rand_bytes() -> [u8; 8] {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 8];
-    ring::rand::SystemRandom::new().fill(&mut b).unwrap();
-    b
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::{
+    env::{Raw, Reply, TestEnv, TestKey},
+    pgdb::Database,
+};
 
 /// Replicas `a` and `b` on one database. Both answer for `a`'s base URL (the name clients use),
 /// share `a`'s data directory (CA and EAB secret) and validate http-01 against `a`'s responder.
@@ -83,7 +39,7 @@ struct Replicas {
 
 impl Replicas {
     async fn start(test: &str) -> Option<Self> {
-        let db = Database::create(test).await?;
+        let db = Database::create(&format!("postgres::{test}")).await?;
         let url = db.url.clone();
         let a = TestEnv::start_with(|c| c.database.url = Some(url.clone())).await;
         let (base, dir, port) = (a.url(""), a.dir.path().to_owned(), a.responder.port);
@@ -332,7 +288,7 @@ async fn instant_acme_alternating_between_replicas_gets_a_certificate() {
 /// PostgreSQL then serves the same account, order and certificate, and issues more.
 #[tokio::test]
 async fn copy_store_moves_a_sqlite_vacme_to_postgresql() {
-    let Some(db) = Database::create("copy_store_moves_a_sqlite_vacme_to_postgresql").await else { return };
+    let Some(db) = Database::create("postgres::copy_store_moves_a_sqlite_vacme_to_postgresql").await else { return };
     let env = TestEnv::start().await;
     let (account, credentials) = env.account().await;
     let (order_url, chain) = env.issue(&account, &["moved.localhost"]).await;
