@@ -115,15 +115,16 @@ pub trait Periodic: Send + Sync + 'static {
 pub struct Slots {
     /// Items run at the same time.
     pub slots: usize,
-    /// Lease on a claimed item. A job with `STORE_LEASES` renews it every quarter of this while
+    /// Lease on a claimed item. A job with `STORE_LEASES` renews it every third of this while
     /// the item runs, so it may be short: it is how long a dead replica's work waits for another.
     /// Other jobs hold it for the whole run, so it must be longer than one run can take.
     pub lease_secs: i64,
 }
 
 /// The lease of validations and signings: renewed every 2 s while they run, so a live replica
-/// takes over a dead one's work about 10 s after it died (the lease, then the next poll).
-pub const RENEWED_LEASE_SECS: i64 = 8;
+/// takes over a dead one's work 5 to 8 s after it died (what was left of the lease, the
+/// lease's whole-second end, then the next poll).
+pub const RENEWED_LEASE_SECS: i64 = 6;
 
 /// Runs jobs: what every job shares (time and metrics).
 #[derive(Clone, Debug)]
@@ -144,7 +145,7 @@ impl Runner {
         let permits = Arc::new(Semaphore::new(slots.slots));
         // Lease keys of the items running here: renewed together, and never run twice at once.
         let held: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let renew_every = Duration::from_secs((slots.lease_secs / 4).max(1) as u64);
+        let renew_every = Duration::from_secs((slots.lease_secs / 3).max(1) as u64);
         let mut renewed = Instant::now();
         let mut running = JoinSet::new();
         tokio::pin!(shutdown);
@@ -445,7 +446,7 @@ mod tests {
         }
     }
 
-    /// While items run, their leases are renewed every quarter of the lease; an item offered
+    /// While items run, their leases are renewed every third of the lease; an item offered
     /// again while it runs here is not run twice; take-overs are counted.
     #[tokio::test]
     async fn renews_the_leases_of_running_items_and_never_runs_one_twice() {
@@ -456,7 +457,7 @@ mod tests {
         job.queue.push(0, 2);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let started = SystemClock.unix();
-        let task = tokio::spawn(runner.queue(job.clone(), Slots { slots: 4, lease_secs: 4 }, async move {
+        let task = tokio::spawn(runner.queue(job.clone(), Slots { slots: 4, lease_secs: 3 }, async move {
             let _ = stopped.await;
         }));
         tokio::time::sleep(Duration::from_millis(2200)).await;
@@ -467,7 +468,7 @@ mod tests {
         assert!(renewals.len() >= 3, "renewed every second while running, also while draining: {renewals:?}");
         for (ids, until) in &renewals {
             assert_eq!(ids, &["1", "2"]);
-            assert!((started + 4..=started + 8).contains(until), "{until} vs {started}");
+            assert!((started + 3..=started + 7).contains(until), "{until} vs {started}");
         }
         let text = metrics.render(&Default::default());
         let takeovers = text

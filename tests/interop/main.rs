@@ -12,9 +12,12 @@ mod hostile;
 mod lifecycle;
 mod mismatch;
 mod outages;
+#[path = "../support/pgdb.rs"]
+mod pgdb;
 mod procs;
 mod roles;
 mod secrets;
+mod takeover;
 mod trust;
 mod vault_auth;
 
