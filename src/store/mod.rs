@@ -16,6 +16,7 @@
 //! Here: the inputs and outcomes of the store's operations, and the dispatch to a backend. IDs,
 //! tokens and JSON texts are made here, once for both.
 
+mod admin;
 mod copy;
 mod postgres;
 mod rows;
@@ -24,6 +25,7 @@ mod sqlite;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use ring::rand::{SecureRandom, SystemRandom};
 
+pub use admin::{AuditFilter, CertFilter, CertListRow};
 pub use copy::CopyReport;
 pub use rows::{
     AccountRow, AccountSummary, AuditEvent, AuditRow, AuthzRow, CertificateRow, ChallengeRow, Claimed,
@@ -570,6 +572,57 @@ impl Store {
             }
         }
         Ok(RenewalCounts { counts, next_expiry })
+    }
+
+    // ---- the admin dashboard ----
+
+    /// One page of the certificates `filter` matches at `now`, soonest expiry first.
+    pub async fn cert_page(
+        &self,
+        filter: &CertFilter,
+        window: WindowPercents,
+        now: i64,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<CertListRow>> {
+        let built = admin::cert_page(filter, window, now, offset, limit);
+        match &self.db {
+            Backend::Sqlite(db) => db.cert_list(built).await,
+            Backend::Postgres(db) => db.cert_list(built).await,
+        }
+    }
+
+    /// How many certificates `filter` matches at `now`.
+    pub async fn cert_count(&self, filter: &CertFilter, window: WindowPercents, now: i64) -> Result<i64> {
+        let built = admin::cert_count(filter, window, now);
+        match &self.db {
+            Backend::Sqlite(db) => db.count_of(built).await,
+            Backend::Postgres(db) => db.count_of(built).await,
+        }
+    }
+
+    /// The account's certificates for exactly `identifiers`, newest first: one device's renewals.
+    pub async fn cert_history(
+        &self,
+        account_id: &str,
+        identifiers: &[Identifier],
+        limit: i64,
+    ) -> Result<Vec<CertListRow>> {
+        let ids = serde_json::to_string(identifiers).map_err(|e| corrupt("certificates", e))?;
+        let built = admin::cert_history(account_id, &ids, limit);
+        match &self.db {
+            Backend::Sqlite(db) => db.cert_list(built).await,
+            Backend::Postgres(db) => db.cert_list(built).await,
+        }
+    }
+
+    /// Up to `limit` audit events `filter` matches, newest first.
+    pub async fn audit_page(&self, filter: &AuditFilter, limit: i64) -> Result<Vec<AuditRow>> {
+        let built = admin::audit_page(filter, limit);
+        match &self.db {
+            Backend::Sqlite(db) => db.audit_list(built).await,
+            Backend::Postgres(db) => db.audit_list(built).await,
+        }
     }
 
     // ---- limits ----

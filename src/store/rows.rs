@@ -376,6 +376,45 @@ raw_row! {
     }
 }
 
+raw_row! {
+    RawCertList {
+        id: String,
+        order_id: String,
+        account_id: String,
+        serial: String,
+        identifiers: String,
+        not_before: i64,
+        not_after: i64,
+        revoked_at: Option<i64>,
+        renewed_by: Option<String>,
+        profile: Option<String>,
+        created_at: i64,
+        client_user_agent: Option<String>,
+        client_ip: Option<String>,
+    }
+}
+
+impl TryFrom<RawCertList> for super::admin::CertListRow {
+    type Error = StoreError;
+    fn try_from(r: RawCertList) -> Result<Self> {
+        Ok(Self {
+            identifiers: serde_json::from_str(&r.identifiers).map_err(|e| corrupt("certificates", e))?,
+            id: r.id,
+            order_id: r.order_id,
+            account_id: r.account_id,
+            serial: r.serial,
+            not_before: r.not_before,
+            not_after: r.not_after,
+            revoked_at: r.revoked_at,
+            renewed_by: r.renewed_by,
+            profile: r.profile,
+            created_at: r.created_at,
+            user_agent: r.client_user_agent,
+            client_ip: r.client_ip,
+        })
+    }
+}
+
 /// An issued certificate.
 #[derive(Clone, Debug)]
 pub struct CertificateRow {

@@ -69,6 +69,7 @@ on_both_backends!(
     renewal_state_follows_successors_and_revocations,
     an_order_keeps_the_client_that_asked,
     renewed_leases_hold_and_a_lapsed_one_is_taken_over,
+    the_dashboard_listing_agrees_with_each_certificates_state,
 );
 
 /// A worker renews the leases of what it runs; when it stops (it died), another worker claims
@@ -721,6 +722,65 @@ async fn renewal_state_follows_successors_and_revocations(s: Store) {
     assert!(!live.contains(&only_a) && live.contains(&second));
     assert_eq!(s.next_expiries(150, 2).await.unwrap().len(), 2);
     assert!(s.next_expiries(1000, 10).await.unwrap().is_empty(), "expired ones are not next");
+}
+
+/// The dashboard's listing filters renewal states in SQL: at every moment it lists what each
+/// certificate's own state says, pages without gaps, and filters by name, account and the
+/// audit trail by event.
+async fn the_dashboard_listing_agrees_with_each_certificates_state(s: Store) {
+    use crate::acme::renewal::{RenewalState as St, WindowPercents};
+    const WINDOW: WindowPercents = WindowPercents { start: 33, end: 67 };
+    let acct = account(&s).await;
+    let other = account_with(&s, "tp-2", None).await.unwrap();
+    let first = issued_names(&s, &acct, &["a.lab.example"], "01", None).await;
+    let second = issued_names(&s, &acct, &["a.lab.example"], "02", None).await;
+    let nas = issued_names(&s, &acct, &["nas.lab.example", "n_as.lab.example"], "03", None).await;
+    let theirs = issued_names(&s, &other, &["pi.lab.example"], "04", None).await;
+    assert!(s.revoke_certificate(&theirs, 1, 300).await.unwrap());
+    let all = s.certificates(None).await.unwrap();
+    for now in [150, 397, 702, 703, 1000] {
+        for state in St::ALL {
+            let f = CertFilter { state: Some(state), ..CertFilter::default() };
+            let mut listed: Vec<String> =
+                s.cert_page(&f, WINDOW, now, 0, 100).await.unwrap().into_iter().map(|c| c.id).collect();
+            let mut want: Vec<String> =
+                all.iter().filter(|c| c.renewal_state(WINDOW, now) == state).map(|c| c.id.clone()).collect();
+            listed.sort();
+            want.sort();
+            assert_eq!(listed, want, "{state} at {now}");
+            assert_eq!(s.cert_count(&f, WINDOW, now).await.unwrap(), want.len() as i64, "{state} at {now}");
+        }
+    }
+    let every = CertFilter::default();
+    let (p0, p1) =
+        (s.cert_page(&every, WINDOW, 150, 0, 2).await.unwrap(), s.cert_page(&every, WINDOW, 150, 2, 2).await.unwrap());
+    let mut pages: Vec<String> = p0.into_iter().chain(p1).map(|c| c.id).collect();
+    pages.sort();
+    pages.dedup();
+    assert_eq!(pages.len(), 4, "two pages of two, none twice");
+    let by_name = |name: &str| CertFilter { name: Some(name.into()), ..CertFilter::default() };
+    let named = s.cert_page(&by_name("NAS"), WINDOW, 150, 0, 10).await.unwrap();
+    assert_eq!(named.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), [nas.as_str()]);
+    assert!(s.cert_page(&by_name("x_as"), WINDOW, 150, 0, 10).await.unwrap().is_empty(), "_ is no wildcard");
+    let mine = CertFilter { account: Some(acct.id.clone()), ..CertFilter::default() };
+    assert_eq!(s.cert_count(&mine, WINDOW, 150).await.unwrap(), 3);
+    let history = s.cert_history(&acct.id, &[Identifier::Dns("a.lab.example".into())], 10).await.unwrap();
+    assert_eq!(history.iter().map(|c| c.id.clone()).collect::<Vec<_>>().len(), 2);
+    assert!(history.iter().any(|c| c.id == first) && history.iter().any(|c| c.id == second));
+
+    AuditEvent::new("validation_failed", "vacme")
+        .identifiers(&[Identifier::Dns("nas.lab.example".into())])
+        .record(&s, 10)
+        .await;
+    AuditEvent::new("issued", "vacme").record(&s, 11).await;
+    let failures = AuditFilter { events: vec!["validation_failed".into()], ..AuditFilter::default() };
+    let rows = s.audit_page(&failures, 10).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.event.event.as_str()).collect::<Vec<_>>(), ["validation_failed"]);
+    let newest = s.audit_page(&AuditFilter::default(), 1).await.unwrap();
+    let before = AuditFilter { before_id: Some(newest[0].id), ..AuditFilter::default() };
+    assert!(s.audit_page(&before, 100).await.unwrap().iter().all(|r| r.id < newest[0].id));
+    let named = AuditFilter { name: Some("nas".into()), ..AuditFilter::default() };
+    assert_eq!(s.audit_page(&named, 10).await.unwrap().len(), 1);
 }
 
 /// The order records its client's User-Agent and address, and reads them back.

@@ -4,6 +4,7 @@
 //! in its own file.
 
 mod accounts;
+mod admin;
 mod audit;
 mod certificates;
 mod issuance;

@@ -3,6 +3,7 @@
 //! file; all of them run through `read` or `write` below.
 
 mod accounts;
+mod admin;
 mod audit;
 mod certificates;
 mod conn;
