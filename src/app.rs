@@ -88,6 +88,8 @@ pub struct App {
     webhooks: Arc<Webhooks>,
     config: Config,
     ca_bundle: PathBuf,
+    /// The dashboard's listener and routes, when it is on and its address could be bound.
+    admin: Option<(TcpListener, Router)>,
 }
 
 impl App {
@@ -195,7 +197,9 @@ impl App {
             &config.notify,
             renewal_window(&config),
         ));
+        let admin = admin_listener(&config, &state).await?;
         Ok(App {
+            admin,
             router: api::router(state.clone()),
             webhooks,
             state,
@@ -208,6 +212,11 @@ impl App {
             ca_bundle: local_ca.ca_path(),
             config,
         })
+    }
+
+    /// The dashboard's bound address, when it is served.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The bound address (useful with port 0).
@@ -364,6 +373,11 @@ impl App {
         let limits = self.conn_limits();
         let gate = Gate::new(limits.clone());
         let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+        if let Some((listener, router)) = self.admin {
+            // The dashboard's peer is the TCP peer: no forwarded address is believed there.
+            let admin_limits = ConnLimits { max_connections: 64, trusted_proxies: Arc::default(), ..limits.clone() };
+            workers.spawn(serve_admin(listener, acceptor.clone(), router, admin_limits, close_rx.clone()));
+        }
         tokio::pin!(shutdown);
         loop {
             let slot = tokio::select! {
@@ -408,6 +422,86 @@ impl App {
         }
         self.state.store.close().await;
         Ok(())
+    }
+}
+
+/// Binds the dashboard's listener. An address that cannot be bound costs the dashboard, not
+/// ACME (logged); an unreadable token file is a configuration error.
+async fn admin_listener(config: &Config, state: &AppState) -> Result<Option<(TcpListener, Router)>, AppError> {
+    let a = &config.admin;
+    if !a.enabled {
+        return Ok(None);
+    }
+    let token = match &a.token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| AppError::Tls(format!("admin.token_file {}: {e}", path.display())))?;
+            let text = text.trim();
+            if text.len() < 16 {
+                return Err(AppError::Tls(format!(
+                    "admin.token_file {}: the token is shorter than 16 characters",
+                    path.display()
+                )));
+            }
+            Some(crate::secret::Secret::new(text))
+        }
+        None => None,
+    };
+    let listener = match TcpListener::bind(a.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(addr = %a.listen, error = %e, "cannot listen for the dashboard; serving ACME without it");
+            return Ok(None);
+        }
+    };
+    tracing::info!(addr = %listener.local_addr()?, token = token.is_some(), "dashboard listening (HTTPS, read-only)");
+    let admin = crate::admin::Admin::new(
+        state.clone(),
+        renewal_window(config),
+        token.as_ref().map(|t| t.expose()),
+        config.vault.as_ref().map(|v| v.role.clone()),
+    );
+    Ok(Some((listener, crate::admin::router(admin))))
+}
+
+/// Accepts dashboard connections until `stop` turns true; each is served like an ACME one.
+async fn serve_admin(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    limits: ConnLimits,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let gate = Gate::new(limits.clone());
+    loop {
+        let slot = tokio::select! {
+            () = stopped(stop.clone()) => return,
+            s = gate.slot() => match s { Some(s) => s, None => return },
+        };
+        let (tcp, peer) = tokio::select! {
+            () = stopped(stop.clone()) => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dashboard: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(ticket) = gate.admit(slot, peer.ip()) else { continue };
+        tokio::spawn(crate::conn::serve(
+            tcp,
+            peer,
+            acceptor.clone(),
+            router.clone(),
+            limits.clone(),
+            stop.clone(),
+            ticket,
+        ));
     }
 }
 

@@ -29,6 +29,26 @@ pub struct Config {
     pub profiles: BTreeMap<String, ProfileConfig>,
     pub vault: Option<VaultConfig>,
     pub notify: NotifyConfig,
+    pub admin: AdminConfig,
+}
+
+/// The admin dashboard (docs/dashboard.md): its own HTTPS listener, read-only.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve the dashboard. Default true.
+    pub enabled: bool,
+    /// Its listen address. Default `127.0.0.1:8444`.
+    pub listen: SocketAddr,
+    /// File holding the bearer token that requests from other than loopback must send.
+    /// Default unset: only loopback is served.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 8444)), token_file: None }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -1023,6 +1043,7 @@ mod docs_tests {
         config.tls.key_file = Some("k".into());
         config.issuance.default_profile = Some("short".into());
         config.eab.secret_file = Some("e".into());
+        config.admin.token_file = Some("t".into());
         config.profiles.insert(
             "short".into(),
             ProfileConfig {

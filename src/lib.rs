@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acme;
+pub mod admin;
 mod api;
 mod app;
 pub mod cli;

@@ -60,6 +60,8 @@ pub struct Endpoint {
     /// Index into `addresses`.
     pub in_use: usize,
     pub failovers: u64,
+    /// How long the current token lives, when Vault said (`None`: not known, or no expiry).
+    pub token_ttl_left: Option<std::time::Duration>,
 }
 
 /// Why a CA call failed.

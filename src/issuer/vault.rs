@@ -1035,6 +1035,9 @@ impl Issuer for VaultIssuer {
             addresses: self.nodes.addresses.clone(),
             in_use: self.nodes.current(),
             failovers: self.nodes.failovers.load(Ordering::Relaxed),
+            token_ttl_left: (*self.lease.lock().unwrap_or_else(|p| p.into_inner()))
+                .filter(|l| !l.ttl.is_zero())
+                .map(|l| (l.obtained + l.ttl).saturating_duration_since(tokio::time::Instant::now())),
         })
     }
 }

@@ -44,6 +44,8 @@ pub struct AuditFilter {
     pub account: Option<String>,
     /// A part of one of the event's names.
     pub name: Option<String>,
+    /// Events of this order, or of this certificate (either id).
+    pub order_or_certificate: Option<(String, String)>,
     /// Events older than this id (the page cursor).
     pub before_id: Option<i64>,
 }
@@ -175,6 +177,10 @@ pub(super) fn audit_page(f: &AuditFilter, limit: i64) -> Built {
     if let Some(name) = f.name.as_deref().filter(|n| !n.is_empty()) {
         let p = b.param(Param::Text(contains(&name.to_ascii_lowercase())));
         conds.push(format!("identifiers LIKE {p} ESCAPE '\\'"));
+    }
+    if let Some((order, cert)) = &f.order_or_certificate {
+        let (o, c) = (b.param(Param::Text(order.clone())), b.param(Param::Text(cert.clone())));
+        conds.push(format!("(order_id = {o} OR certificate_id = {c})"));
     }
     if let Some(before) = f.before_id {
         let p = b.param(Param::Int(before));

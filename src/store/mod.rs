@@ -616,6 +616,15 @@ impl Store {
         }
     }
 
+    /// (notBefore, notAfter) of every certificate neither renewed nor revoked: two columns each,
+    /// through a partial index (the dashboard's expiry chart).
+    pub async fn live_lifetimes(&self) -> Result<Vec<(i64, i64)>> {
+        match &self.db {
+            Backend::Sqlite(db) => db.live_lifetimes().await,
+            Backend::Postgres(db) => db.live_lifetimes().await,
+        }
+    }
+
     /// Up to `limit` audit events `filter` matches, newest first.
     pub async fn audit_page(&self, filter: &AuditFilter, limit: i64) -> Result<Vec<AuditRow>> {
         let built = admin::audit_page(filter, limit);

@@ -79,6 +79,8 @@ pub struct TestEnv {
     pub ca: PathBuf,
     pub state: AppState,
     pub responder: Responder,
+    /// The dashboard's address (each test its own port).
+    pub admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -117,6 +119,7 @@ impl TestEnv {
         // identifier) are served on loopback, which only a listed range reaches; `.localhost`
         // names would validate there without it.
         config.validation.allowed_targets = vec!["127.0.0.0/8".into()];
+        config.admin.listen = "127.0.0.1:0".parse().unwrap();
         tweak(&mut config);
         config.validate().unwrap();
         let app = App::build(config).await.unwrap();
@@ -124,6 +127,7 @@ impl TestEnv {
         let directory = app.directory_url();
         let ca = app.ca_bundle().clone();
         let state = app.state().clone();
+        let admin = app.admin_addr();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             app.serve(async {
@@ -132,7 +136,7 @@ impl TestEnv {
             .await
             .unwrap();
         });
-        Self { dir, addr, directory, ca, state, responder, stop: Some(tx), task: Some(task) }
+        Self { dir, addr, directory, ca, state, responder, admin, stop: Some(tx), task: Some(task) }
     }
 
     /// Stops vacme (graceful shutdown) and starts it again on the same port and data directory.

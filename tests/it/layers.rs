@@ -9,6 +9,7 @@ use std::{collections::BTreeSet, path::Path};
 const LAYERS: &[&[&str]] = &[
     &["main", "cli", "bin"],
     &["app"],
+    &["admin"],
     &["api"],
     &["state"],
     &["jobs"],

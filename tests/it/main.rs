@@ -9,6 +9,7 @@ mod adversarial;
 mod bad_input;
 mod challenges;
 mod cli;
+mod dashboard;
 #[path = "../support/dns.rs"]
 mod dns;
 mod edges;
