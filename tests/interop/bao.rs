@@ -74,107 +74,13 @@ impl Bao {
         })
         .await;
         assert!(up, "bao did not start\n{}", process.output());
-        let mut bao = Bao {
-            addr,
-            root_pem: String::new(),
-            token_file: dir.join("vault-token"),
-            role_id_file: dir.join("role-id"),
-            secret_id_file: dir.join("secret-id"),
-            http,
-            process,
-        };
-        bao.configure().await;
-        bao
+        let Setup { root_pem, token_file, role_id_file, secret_id_file } = set_up(&http, &addr, ROOT_TOKEN, dir).await;
+        Bao { addr, root_pem, token_file, role_id_file, secret_id_file, http, process }
     }
 
     /// A call with the root token; panics with Vault's answer on failure.
     pub async fn api(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req =
-            self.http.request(method.clone(), format!("{}/v1/{path}", self.addr)).header("X-Vault-Token", ROOT_TOKEN);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        let text = res.text().await.unwrap();
-        assert!(status.is_success(), "{method} {path}: {status}: {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.api(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn configure(&mut self) {
-        self.post("sys/mounts/pki", json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})).await;
-        let root = self
-            .post(
-                "pki/root/generate/internal",
-                json!({"common_name": "Lab Root CA", "key_type": "ec", "key_bits": 256, "ttl": "87600h"}),
-            )
-            .await;
-        self.root_pem = root["data"]["certificate"].as_str().unwrap().to_owned();
-        self.post("sys/mounts/pki_int", json!({"type": "pki", "config": {"max_lease_ttl": "43800h"}})).await;
-        let csr = self
-            .post(
-                "pki_int/intermediate/generate/internal",
-                json!({"common_name": "Lab Intermediate CA", "key_type": "ec", "key_bits": 256}),
-            )
-            .await;
-        let signed = self
-            .post(
-                "pki/root/sign-intermediate",
-                json!({"csr": csr["data"]["csr"], "format": "pem_bundle", "ttl": "43800h"}),
-            )
-            .await;
-        self.post("pki_int/intermediate/set-signed", json!({"certificate": signed["data"]["certificate"]})).await;
-        self.post(
-            "pki_int/roles/lab-internal",
-            json!({
-                "allowed_domains": ZONE, "allow_subdomains": true, "allow_ip_sans": true,
-                "key_type": "ec", "key_bits": 256, "ttl": "2160h", "max_ttl": "8760h",
-            }),
-        )
-        .await;
-        self.post(
-            "pki_int/roles/lab-short",
-            json!({
-                "allowed_domains": ZONE, "allow_subdomains": true,
-                "key_type": "ec", "key_bits": 256, "ttl": "1h", "max_ttl": "24h",
-            }),
-        )
-        .await;
-        self.post(
-            "pki_int/roles/lab-internal-rsa",
-            json!({
-                "allowed_domains": ZONE, "allow_subdomains": true, "allow_ip_sans": true,
-                "key_type": "rsa", "key_bits": 2048, "ttl": "2160h", "max_ttl": "8760h",
-                "use_csr_sans": false, "use_csr_common_name": false, "ou": RSA_ROLE_OU,
-            }),
-        )
-        .await;
-        // The role of tests/interop/mismatch.rs, whose sign requests reach OpenBao through a
-        // proxy that adds `exclude_cn_from_sans` (a sign parameter, not a role setting): OpenBao
-        // then leaves the common name out of the SANs, so the leaf lacks one of the order's names.
-        self.post(
-            "pki_int/roles/lab-mismatch",
-            json!({
-                "allowed_domains": ZONE, "allow_subdomains": true, "key_type": "ec", "key_bits": 256,
-                "ttl": "1h", "max_ttl": "24h", "use_csr_sans": false,
-            }),
-        )
-        .await;
-        self.api(reqwest::Method::PUT, "sys/policies/acl/vacme", Some(json!({"policy": POLICY}))).await;
-        let token = self
-            .post("auth/token/create", json!({"policies": ["vacme"], "ttl": "2h", "no_default_policy": true}))
-            .await;
-        write_private(&self.token_file, token["auth"]["client_token"].as_str().unwrap());
-        self.post("sys/auth/approle", json!({"type": "approle"})).await;
-        self.post("auth/approle/role/vacme", json!({"token_policies": ["vacme"], "token_ttl": "1h"})).await;
-        let role_id = self.api(reqwest::Method::GET, "auth/approle/role/vacme/role-id", None).await;
-        write_private(&self.role_id_file, role_id["data"]["role_id"].as_str().unwrap());
-        let secret_id = self.post("auth/approle/role/vacme/secret-id", json!({})).await;
-        write_private(&self.secret_id_file, secret_id["data"]["secret_id"].as_str().unwrap());
+        call(&self.http, &self.addr, ROOT_TOKEN, method, path, body).await
     }
 
     /// When OpenBao revoked the certificate with this serial (any form), if it did.
@@ -187,30 +93,133 @@ impl Bao {
     /// Revokes directly in OpenBao, behind vacme's back (as an operator with `bao write` would).
     #[allow(dead_code)]
     pub async fn revoke(&self, serial: &str) {
-        self.post("pki_int/revoke", json!({"serial_number": colon(serial)})).await;
+        self.api(reqwest::Method::POST, "pki_int/revoke", Some(json!({"serial_number": colon(serial)}))).await;
     }
 
     /// Serials (colon form) of certificates OpenBao has issued from pki_int.
     #[allow(dead_code)]
     pub async fn issued_serials(&self) -> Vec<String> {
-        let res = self
-            .http
-            .request(reqwest::Method::from_bytes(b"LIST").unwrap(), format!("{}/v1/pki_int/certs", self.addr))
-            .header("X-Vault-Token", ROOT_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        // An empty list is a 404.
-        if res.status() == reqwest::StatusCode::NOT_FOUND {
-            return Vec::new();
-        }
-        assert!(res.status().is_success(), "LIST pki_int/certs: {}", res.status());
-        let v: Value = res.json().await.unwrap();
-        v["data"]["keys"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
-            .unwrap_or_default()
+        issued_serials(&self.http, &self.addr, ROOT_TOKEN).await
     }
+}
+
+/// Serials (colon form) of certificates the OpenBao at `addr` has issued from pki_int.
+pub async fn issued_serials(http: &reqwest::Client, addr: &str, token: &str) -> Vec<String> {
+    let res = http
+        .request(reqwest::Method::from_bytes(b"LIST").unwrap(), format!("{addr}/v1/pki_int/certs"))
+        .header("X-Vault-Token", token)
+        .send()
+        .await
+        .unwrap();
+    // An empty list is a 404.
+    if res.status() == reqwest::StatusCode::NOT_FOUND {
+        return Vec::new();
+    }
+    assert!(res.status().is_success(), "LIST pki_int/certs: {}", res.status());
+    let v: Value = res.json().await.unwrap();
+    v["data"]["keys"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+/// The PKI of the homelab on a fresh OpenBao at `addr` (a dev server or a cluster's active node),
+/// and the files vacme authenticates with, written into `dir`.
+pub struct Setup {
+    pub root_pem: String,
+    pub token_file: PathBuf,
+    pub role_id_file: PathBuf,
+    pub secret_id_file: PathBuf,
+}
+
+pub async fn set_up(http: &reqwest::Client, addr: &str, root_token: &str, dir: &Path) -> Setup {
+    let post =
+        async |path: &str, body: Value| call(http, addr, root_token, reqwest::Method::POST, path, Some(body)).await;
+    let (token_file, role_id_file, secret_id_file) =
+        (dir.join("vault-token"), dir.join("role-id"), dir.join("secret-id"));
+    post("sys/mounts/pki", json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})).await;
+    let root = post(
+        "pki/root/generate/internal",
+        json!({"common_name": "Lab Root CA", "key_type": "ec", "key_bits": 256, "ttl": "87600h"}),
+    )
+    .await;
+    let root_pem = root["data"]["certificate"].as_str().unwrap().to_owned();
+    post("sys/mounts/pki_int", json!({"type": "pki", "config": {"max_lease_ttl": "43800h"}})).await;
+    let csr = post(
+        "pki_int/intermediate/generate/internal",
+        json!({"common_name": "Lab Intermediate CA", "key_type": "ec", "key_bits": 256}),
+    )
+    .await;
+    let signed =
+        post("pki/root/sign-intermediate", json!({"csr": csr["data"]["csr"], "format": "pem_bundle", "ttl": "43800h"}))
+            .await;
+    post("pki_int/intermediate/set-signed", json!({"certificate": signed["data"]["certificate"]})).await;
+    post(
+        "pki_int/roles/lab-internal",
+        json!({
+            "allowed_domains": ZONE, "allow_subdomains": true, "allow_ip_sans": true,
+            "key_type": "ec", "key_bits": 256, "ttl": "2160h", "max_ttl": "8760h",
+        }),
+    )
+    .await;
+    post(
+        "pki_int/roles/lab-short",
+        json!({
+            "allowed_domains": ZONE, "allow_subdomains": true,
+            "key_type": "ec", "key_bits": 256, "ttl": "1h", "max_ttl": "24h",
+        }),
+    )
+    .await;
+    post(
+        "pki_int/roles/lab-internal-rsa",
+        json!({
+            "allowed_domains": ZONE, "allow_subdomains": true, "allow_ip_sans": true,
+            "key_type": "rsa", "key_bits": 2048, "ttl": "2160h", "max_ttl": "8760h",
+            "use_csr_sans": false, "use_csr_common_name": false, "ou": RSA_ROLE_OU,
+        }),
+    )
+    .await;
+    // The role of tests/interop/mismatch.rs, whose sign requests reach OpenBao through a
+    // proxy that adds `exclude_cn_from_sans` (a sign parameter, not a role setting): OpenBao
+    // then leaves the common name out of the SANs, so the leaf lacks one of the order's names.
+    post(
+        "pki_int/roles/lab-mismatch",
+        json!({
+            "allowed_domains": ZONE, "allow_subdomains": true, "key_type": "ec", "key_bits": 256,
+            "ttl": "1h", "max_ttl": "24h", "use_csr_sans": false,
+        }),
+    )
+    .await;
+    call(http, addr, root_token, reqwest::Method::PUT, "sys/policies/acl/vacme", Some(json!({"policy": POLICY}))).await;
+    let token = post("auth/token/create", json!({"policies": ["vacme"], "ttl": "2h", "no_default_policy": true})).await;
+    write_private(&token_file, token["auth"]["client_token"].as_str().unwrap());
+    post("sys/auth/approle", json!({"type": "approle"})).await;
+    post("auth/approle/role/vacme", json!({"token_policies": ["vacme"], "token_ttl": "1h"})).await;
+    let role_id = call(http, addr, root_token, reqwest::Method::GET, "auth/approle/role/vacme/role-id", None).await;
+    write_private(&role_id_file, role_id["data"]["role_id"].as_str().unwrap());
+    let secret_id = post("auth/approle/role/vacme/secret-id", json!({})).await;
+    write_private(&secret_id_file, secret_id["data"]["secret_id"].as_str().unwrap());
+    Setup { root_pem, token_file, role_id_file, secret_id_file }
+}
+
+/// A call with `token`; panics with Vault's answer on failure.
+pub async fn call(
+    http: &reqwest::Client,
+    addr: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = http.request(method.clone(), format!("{addr}/v1/{path}")).header("X-Vault-Token", token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    assert!(status.is_success(), "{method} {path}: {status}: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
 fn write_private(path: &Path, value: &str) {
