@@ -644,8 +644,8 @@ mod tests {
     fn the_chart_has_a_bar_per_day_with_certificates() {
         let w = WindowPercents { start: 50, end: 80 };
         let day = 86_400;
-        // Expiring on day 1 (overdue: 90 days old, 1 left), day 10 (due) and day 60 (active); one past 90 days.
-        let lifetimes = [(-89 * day, day + 5), (-80 * day, 10 * day + 5), (-10 * day, 60 * day + 5), (0, 200 * day)];
+        // Expiring on day 1 (overdue: 89 of 90 days gone), day 10 (due: 20 of 30 gone) and day 60 (active); one past 90 days.
+        let lifetimes = [(-89 * day, day + 5), (-20 * day, 10 * day + 5), (-10 * day, 60 * day + 5), (0, 200 * day)];
         let svg = expiry_chart(&lifetimes, w, 0);
         assert_eq!(svg.matches("<rect").count(), 3, "{svg}");
         assert!(svg.contains("class=\"overdue\" x=\"8\""), "{svg}");
