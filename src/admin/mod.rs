@@ -63,6 +63,8 @@ pub fn router(admin: Admin) -> Router {
         .route("/accounts", get(pages::accounts))
         .route("/audit", get(pages::audit))
         .route("/admin.css", get(pages::stylesheet))
+        .route("/favicon.svg", get(pages::icon))
+        .route("/favicon.ico", get(pages::icon))
         .fallback(pages::not_found)
         .layer(middleware::from_fn_with_state(admin.clone(), access))
         .layer(middleware::map_response(security_headers))

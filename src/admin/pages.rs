@@ -274,9 +274,10 @@ fn expiry_chart(lifetimes: &[(i64, i64)], window: WindowPercents, now: i64) -> S
             );
         }
     }
-    for mark in [0, 30, 60, 89] {
+    for mark in [0, 30, 60] {
         let _ = write!(svg, "<text x=\"{}\" y=\"{}\">{}d</text>", mark * W, H + 12, mark + 1);
     }
+    let _ = write!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">90d</text>", 90 * W, H + 12);
     svg.push_str("</svg>");
     svg
 }
@@ -627,6 +628,11 @@ pub(super) async fn not_found() -> Response {
 pub(super) async fn stylesheet() -> Response {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../../templates/admin/admin.css"))
         .into_response()
+}
+
+/// The page icon, also at /favicon.ico, where browsers look without being told.
+pub(super) async fn icon() -> Response {
+    ([(header::CONTENT_TYPE, "image/svg+xml")], include_str!("../../templates/admin/icon.svg")).into_response()
 }
 
 #[cfg(test)]

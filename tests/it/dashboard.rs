@@ -18,7 +18,7 @@ const DAY: i64 = 86_400;
 
 /// A certificate for `name` valid from `now + from` to `now + to` days, recorded for `account`
 /// along a flow's path through the store. Its PEM is a placeholder: only the listing reads it.
-async fn recorded(store: &Store, account: &str, name: &str, now: i64, from: i64, to: i64) -> String {
+pub(crate) async fn recorded(store: &Store, account: &str, name: &str, now: i64, from: i64, to: i64) -> String {
     let id = Identifier::Dns(name.to_owned());
     let new = NewOrder {
         identifiers: vec![id.clone()],

@@ -7,6 +7,7 @@
 
 mod adversarial;
 mod bad_input;
+mod browser;
 mod challenges;
 mod cli;
 mod dashboard;
