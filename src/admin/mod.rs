@@ -8,7 +8,7 @@
 //!
 //! Read-only on purpose: a page that can deactivate an account or revoke a certificate is a
 //! target for cross-site requests from any page the operator's browser opens, and loopback is
-//! free. Changes go through the CLI (`vacme accounts deactivate`, `vacme revoke`), which needs
+//! free. Changes go through the CLI (`vacme accounts deactivate`, `vacme certs revoke`), which needs
 //! the configuration and the store, and leaves its own audit event.
 
 mod pages;
