@@ -12,6 +12,7 @@ import base64
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -89,11 +90,14 @@ class Browser:
             self.events.append(m)
         raise RuntimeError(f"no {method} before the deadline")
 
-    def close(self):
-        try:
-            self.call("Browser.close")
-        except Exception:
-            pass
+    def close(self, clean):
+        if clean:
+            try:
+                self.call("Browser.close")
+            except Exception:
+                pass
+        else:
+            self.proc.kill()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -116,10 +120,18 @@ def problems(events):
     return found
 
 
+def expired(_signum, _frame):
+    raise TimeoutError(f"the page did not finish within {2 * TIMEOUT:.0f} s")
+
+
 def main():
+    # A read from a hung browser blocks: the alarm ends it, and the browser is killed.
+    signal.signal(signal.SIGALRM, expired)
+    signal.alarm(int(2 * TIMEOUT))
     chromium, url, shot = sys.argv[1], sys.argv[2], sys.argv[3]
     width = int(sys.argv[4]) if len(sys.argv) > 4 else 1280
     b = Browser(chromium, width)
+    clean = False
     try:
         deadline = time.monotonic() + TIMEOUT
         targets = b.call("Target.getTargets")["targetInfos"]
@@ -147,8 +159,10 @@ def main():
         with open(shot, "wb") as f:
             f.write(base64.b64decode(png))
         print(json.dumps({"title": title, "dom": dom, "problems": problems(b.events), "status": "ok"}))
+        clean = True
     finally:
-        b.close()
+        signal.alarm(0)
+        b.close(clean)
 
 
 if __name__ == "__main__":
