@@ -5,9 +5,7 @@
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use vacme::{acme::Identifier, store::AuditEvent};
-
-use crate::{dashboard::recorded, env::TestEnv};
+use crate::{dashboard::seeded, env::TestEnv};
 
 fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
@@ -61,23 +59,7 @@ async fn chromium_renders_every_page_without_an_error() {
     assert!(seen.problems.iter().any(|p| p.contains("marker-7")), "{:?}", seen.problems);
 
     let env = TestEnv::start().await;
-    let store = env.state.store.clone();
-    let (account, _) = env.account().await;
-    let (order_url, _chain) = env.issue(&account, &["nas.localhost"]).await;
-    let order = store.order(order_url.rsplit('/').next().unwrap()).await.unwrap().unwrap();
-    let (acct, cert) = (order.account_id.clone(), order.certificate_id.clone().unwrap());
-    let now = env.state.clock.unix();
-    recorded(&store, &acct, "due.localhost", now, -40, 50).await;
-    recorded(&store, &acct, "overdue.localhost", now, -70, 20).await;
-    recorded(&store, &acct, "expired.localhost", now, -100, -10).await;
-    recorded(&store, &acct, "pi.localhost", now, -60, 30).await;
-    recorded(&store, &acct, "pi.localhost", now, -1, 89).await;
-    AuditEvent::by_account("validation_failed", &acct)
-        .identifiers(&[Identifier::Dns("s3.localhost".into())])
-        .client_ip_text(Some("10.0.0.23"))
-        .detail("http-01: connection refused by 10.0.0.23:80")
-        .record(&store, now)
-        .await;
+    let (acct, cert) = seeded(&env).await;
 
     let base = format!("https://localhost:{}", env.admin.expect("the dashboard listens").port());
     let pages = [

@@ -18,7 +18,7 @@ const DAY: i64 = 86_400;
 
 /// A certificate for `name` valid from `now + from` to `now + to` days, recorded for `account`
 /// along a flow's path through the store. Its PEM is a placeholder: only the listing reads it.
-pub(crate) async fn recorded(store: &Store, account: &str, name: &str, now: i64, from: i64, to: i64) -> String {
+async fn recorded(store: &Store, account: &str, name: &str, now: i64, from: i64, to: i64) -> String {
     let id = Identifier::Dns(name.to_owned());
     let new = NewOrder {
         identifiers: vec![id.clone()],
@@ -43,16 +43,10 @@ pub(crate) async fn recorded(store: &Store, account: &str, name: &str, now: i64,
     store.issuance_succeeded(&order, &cert, at).await.unwrap()
 }
 
-async fn page(env: &TestEnv, path: &str) -> (u16, http::HeaderMap, String) {
-    let admin = env.admin.expect("the dashboard listens");
-    let res = env.http().get(format!("https://localhost:{}{path}", admin.port())).send().await.unwrap();
-    let (status, headers) = (res.status().as_u16(), res.headers().clone());
-    (status, headers, res.text().await.unwrap())
-}
-
-#[tokio::test]
-async fn every_page_shows_the_certificates_of_each_state_and_who_holds_them() {
-    let env = TestEnv::start().await;
+/// A store with certificates in every renewal state: one issued by a real flow for
+/// `nas.localhost` (its certificate id is returned, with its account), then due, overdue, expired,
+/// renewed (pi.localhost, twice) and revoked ones, and a failed validation of `s3.localhost`.
+pub(crate) async fn seeded(env: &TestEnv) -> (String, String) {
     let store = env.state.store.clone();
     let (account, _) = env.account().await;
     let (order_url, _chain) = env.issue(&account, &["nas.localhost"]).await;
@@ -74,6 +68,20 @@ async fn every_page_shows_the_certificates_of_each_state_and_who_holds_them() {
         .detail("http-01: connection refused by 10.0.0.23:80")
         .record(&store, now)
         .await;
+    (acct, real)
+}
+
+async fn page(env: &TestEnv, path: &str) -> (u16, http::HeaderMap, String) {
+    let admin = env.admin.expect("the dashboard listens");
+    let res = env.http().get(format!("https://localhost:{}{path}", admin.port())).send().await.unwrap();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    (status, headers, res.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn every_page_shows_the_certificates_of_each_state_and_who_holds_them() {
+    let env = TestEnv::start().await;
+    let (acct, real) = seeded(&env).await;
 
     let (status, headers, html) = page(&env, "/").await;
     assert_eq!(status, 200, "{html}");
