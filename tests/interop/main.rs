@@ -6,8 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bao;
+mod cluster;
 #[path = "../support/dns.rs"]
 mod dns;
+mod ha;
 mod hostile;
 mod lifecycle;
 mod mismatch;

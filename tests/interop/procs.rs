@@ -46,6 +46,11 @@ impl Subprocess {
         assert!(status.success(), "kill -{sig} failed");
     }
 
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn stop(&mut self, grace: Duration) {
         let pid = self.child.id().to_string();

@@ -136,7 +136,7 @@ async fn answered_order(account: &Account, r: &Responder, host: &str) -> Order {
 }
 
 /// A counter of a replica's `/metrics`, summed over the series whose labels contain `labels`.
-async fn counter(http: &reqwest::Client, port: u16, name: &str, labels: &str) -> u64 {
+pub(crate) async fn counter(http: &reqwest::Client, port: u16, name: &str, labels: &str) -> u64 {
     let text = http.get(format!("https://localhost:{port}/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(labels))
