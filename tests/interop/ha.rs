@@ -29,18 +29,19 @@ use crate::{
 /// The load generator cargo built for this test run.
 const BENCH: &str = env!("CARGO_BIN_EXE_vacme-bench");
 
-/// Flows in the burst that loses the active node, and in the one that loses another node.
-const FIRST: usize = 150;
+/// Flows in the burst that loses the active node, and in the one that loses another node, all
+/// of each burst's flows in flight at once.
+const FIRST: usize = 100;
 const SECOND: usize = 100;
 /// Flows in the burst whose only node disappears.
 const SINGLE: usize = 40;
 /// How long the single node stays away.
 const OUTAGE: Duration = Duration::from_secs(6);
-/// Flows in flight at once.
-const CONCURRENCY: usize = 16;
+/// Flows in flight at once in that burst.
+const SINGLE_CONCURRENCY: usize = 16;
 
 /// vacme in front of the cluster at `addresses`, with its http-01 port and config file. New
-/// accounts per address are not limited: each burst makes `CONCURRENCY` of them from loopback.
+/// accounts per address are not limited: each burst makes one per flow in flight, from loopback.
 async fn vacme_for(dir: &Path, dns: &TestDns, addresses: &[String], token_file: &Path) -> (Vacme, u16, PathBuf) {
     let (port, http01) = (free_port(), free_port());
     let list = addresses.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
@@ -64,11 +65,11 @@ struct Burst {
 }
 
 impl Burst {
-    fn start(vacme: &Vacme, http01: u16, flows: usize, label: &str, dir: &Path) -> Burst {
+    fn start(vacme: &Vacme, http01: u16, (flows, concurrency): (usize, usize), label: &str, dir: &Path) -> Burst {
         let mut cmd = Command::new(BENCH);
         cmd.args(["flows", "--directory", &vacme.directory(), "--root"])
             .arg(vacme.ca_bundle())
-            .args(["--concurrency", &CONCURRENCY.to_string(), "--flows", &flows.to_string(), "--max-secs", "120"])
+            .args(["--concurrency", &concurrency.to_string(), "--flows", &flows.to_string(), "--max-secs", "120"])
             .args(["--domain", &format!("{label}.{ZONE}"), "--http01-port", &http01.to_string(), "--json"]);
         Burst { process: Subprocess::spawn(&format!("bench-{label}"), &mut cmd, dir), flows }
     }
@@ -191,7 +192,7 @@ async fn a_three_node_cluster_loses_its_leader_mid_burst_and_every_order_is_sign
     let failovers = async || counter(&http, vacme.port, "vacme_vault_failovers_total", "").await;
 
     // The active node is killed once a third of the first burst is signed.
-    let mut burst = Burst::start(&vacme, http01, FIRST, "ha1", dir.path());
+    let mut burst = Burst::start(&vacme, http01, (FIRST, FIRST), "ha1", dir.path());
     let leader = cluster.leader().await;
     let at_kill = burst.until_signed(&cluster, FIRST / 3).await;
     cluster.kill(leader);
@@ -219,7 +220,7 @@ async fn a_three_node_cluster_loses_its_leader_mid_burst_and_every_order_is_sign
 
     // The active node now (not the one killed) is stopped gracefully mid-burst: it steps down,
     // and the two left, one of them the node that rejoined, elect another.
-    let mut burst = Burst::start(&vacme, http01, SECOND, "ha2", dir.path());
+    let mut burst = Burst::start(&vacme, http01, (SECOND, SECOND), "ha2", dir.path());
     let stopped = cluster.leader().await;
     assert_ne!(stopped, leader, "the killed node is back as a standby");
     let at_stop = burst.until_signed(&cluster, FIRST + SECOND / 3).await;
@@ -260,7 +261,7 @@ async fn a_single_address_whose_node_disappears_keeps_orders_processing_until_it
         http.get(format!("https://localhost:{}/readyz", vacme.port)).send().await.map(|r| r.status().as_u16()).ok()
     };
 
-    let mut burst = Burst::start(&vacme, http01, SINGLE, "gone", dir.path());
+    let mut burst = Burst::start(&vacme, http01, (SINGLE, SINGLE_CONCURRENCY), "gone", dir.path());
     let at_kill = burst.until_signed(&cluster, SINGLE / 4).await;
     cluster.kill(0);
     let gone = Instant::now();
