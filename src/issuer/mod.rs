@@ -113,7 +113,28 @@ impl IssueError {
     pub(crate) fn unavailable(msg: impl Into<String>) -> Self {
         IssueError::Unavailable(msg.into().into())
     }
+
+    /// `Unavailable` for a signing call that no CA node can have run: none took the connection,
+    /// or each that answered was sealed, redirected to another or refused the token, or the
+    /// call was never sent (the CA did not pass its health check).
+    pub(crate) fn unsent(e: IssueError) -> Self {
+        match e {
+            IssueError::Unavailable(why) => IssueError::Unavailable(Box::new(Unsent(why.to_string()))),
+            other => other,
+        }
+    }
+
+    /// Whether the CA surely signed nothing for this failed signing call, so a retry may sign
+    /// without looking for a certificate the call produced.
+    pub fn signed_nothing(&self) -> bool {
+        matches!(self, IssueError::Unavailable(why) if why.is::<Unsent>())
+    }
 }
+
+/// The cause inside `IssueError::Unavailable` for a signing call no CA node can have run.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unsent(String);
 
 /// A certificate authority vacme can hand checked requests to.
 #[async_trait::async_trait]

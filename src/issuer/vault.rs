@@ -544,8 +544,10 @@ impl VaultIssuer {
         body: Option<&Value>,
         resend: Resend,
     ) -> Result<Value, IssueError> {
+        // For a `sign`: which failures say that no node can have run it.
+        let unsent = |e: IssueError| if resend == Resend::IfNotRun { IssueError::unsent(e) } else { e };
         for attempt in 0..2 {
-            let token = self.token().await?;
+            let token = self.token().await.map_err(unsent)?;
             let res = self
                 .send_from(first, method.clone(), path, resend, |r| {
                     let r = r.header("X-Vault-Token", token.expose());
@@ -557,7 +559,10 @@ impl VaultIssuer {
                 .await
                 .map_err(|e| {
                     self.suspect.store(true, Ordering::Relaxed);
-                    IssueError::unavailable(format!("{path}: {}", without_url(&e)))
+                    let err = IssueError::unavailable(format!("{path}: {}", without_url(&e)));
+                    // Only the last node's failure is here: a `sign` went on round the list only
+                    // while the nodes before could not have run it.
+                    if e.is_connect() { unsent(err) } else { err }
                 })?;
             let status = res.status();
             if node_cannot_serve(status) {
@@ -577,13 +582,22 @@ impl VaultIssuer {
                     self.forget(&token).await;
                 }
                 StatusCode::FORBIDDEN => {
-                    return Err(IssueError::unavailable(format!("{path}: permission denied: {}", vault_errors(&text))));
+                    return Err(unsent(IssueError::unavailable(format!(
+                        "{path}: permission denied: {}",
+                        vault_errors(&text)
+                    ))));
                 }
                 StatusCode::BAD_REQUEST => return Err(IssueError::Refused(vault_errors(&text))),
                 StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {
-                    return Err(IssueError::unavailable(format!(
+                    return Err(unsent(IssueError::unavailable(format!(
                         "{path}: HTTP {status}: every node redirects to another (the cluster is electing a leader?)"
-                    )));
+                    ))));
+                }
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    return Err(unsent(IssueError::unavailable(format!(
+                        "{path}: HTTP {status}: {}",
+                        vault_errors(&text)
+                    ))));
                 }
                 s => {
                     return Err(IssueError::unavailable(format!("{path}: HTTP {s}: {}", vault_errors(&text))));
@@ -872,7 +886,7 @@ fn pem_encode_first(pem: &str) -> String {
 impl Issuer for VaultIssuer {
     async fn sign(&self, req: &IssuanceRequest) -> Result<Issued, IssueError> {
         if self.suspect.load(Ordering::Relaxed) {
-            self.health().await?;
+            self.health().await.map_err(IssueError::unsent)?;
         }
         let mount = req.target.mount.as_deref().unwrap_or(&self.settings.mount);
         let role = req.target.role.as_deref().unwrap_or(&self.settings.role);
@@ -1286,6 +1300,7 @@ mod tests {
 
         let err = issuer.sign(&simple()).await.unwrap_err();
         assert!(err.to_string().contains("HTTP 500"), "{err}");
+        assert!(!err.signed_nothing(), "a 500 may come after the signature: the retry looks first");
         assert_eq!(standby.fake.signs.load(Ordering::SeqCst), 1, "redirected: sent on to the next node");
         assert_eq!(active.fake.signs.load(Ordering::SeqCst), 1, "500: not sent again anywhere");
         assert_eq!(endpoint(&issuer), (0, 3), "gone, standby, active: round to the first address");
@@ -1302,6 +1317,57 @@ mod tests {
         assert_eq!(endpoint(&issuer), (2, 5), "a node that serves is kept");
         let logins = standby.fake.logins.load(Ordering::SeqCst) + active.fake.logins.load(Ordering::SeqCst);
         assert_eq!(logins, 1, "the token is the cluster's: one login, on the first node that answered");
+    }
+
+    /// A sign that no node can have run says so, and the issuance job signs again without
+    /// looking for its certificate: every address refused the connection or redirected (an
+    /// election), the only node is sealed (503), or the health check kept the call from being
+    /// sent. A timeout may come after the signature, and does not.
+    #[tokio::test]
+    async fn a_sign_no_node_can_have_run_says_so() {
+        let standby = fake(&[307, 503], Mode::Honest).await;
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let addresses = vec![format!("http://{gone}"), format!("http://{}", standby.addr)];
+        let settings = VaultSettings { addresses, ..standby.settings(standby.approle()) };
+        let issuer = VaultIssuer::new(settings.clone()).await.unwrap();
+        let err = issuer.sign(&simple()).await.unwrap_err();
+        assert!(err.signed_nothing(), "redirected, then refused: {err}");
+        assert_eq!(standby.fake.signs.load(Ordering::SeqCst), 1, "the standby was asked once");
+
+        // The last call failed, so the next sign asks sys/health first: every node is down.
+        standby.fake.health.store(503, Ordering::SeqCst);
+        let err = issuer.sign(&simple()).await.unwrap_err();
+        assert!(err.signed_nothing(), "not sent: {err}");
+        assert_eq!(standby.fake.signs.load(Ordering::SeqCst), 1, "the second sign was not sent");
+
+        // A single node that passes the health check, then answers the sign with 503 (sealed).
+        standby.fake.health.store(200, Ordering::SeqCst);
+        let addresses = vec![format!("http://{}", standby.addr)];
+        let issuer = VaultIssuer::new(VaultSettings { addresses, ..settings.clone() }).await.unwrap();
+        let err = issuer.sign(&simple()).await.unwrap_err();
+        assert!(err.signed_nothing() && err.to_string().contains("HTTP 503"), "sealed: {err}");
+        assert_eq!(standby.fake.signs.load(Ordering::SeqCst), 2);
+        issuer.sign(&simple()).await.unwrap();
+
+        // A node that takes the request and never answers may still sign it.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addresses = vec![format!("http://{}", silent.local_addr().unwrap())];
+        let quick = VaultSettings {
+            addresses,
+            timeout: Duration::from_millis(300),
+            auth: VaultAuth::Token(Secret::new("hvs.t")),
+            ..settings
+        };
+        let held = tokio::spawn(async move {
+            let (conn, _) = silent.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(conn);
+        });
+        let issuer = VaultIssuer::new(quick).await.unwrap();
+        let err = issuer.sign(&simple()).await.unwrap_err();
+        assert!(err.to_string().contains("sign/lab-internal: timed out"), "{err}");
+        assert!(!err.signed_nothing(), "a timeout is not proof of nothing: {err}");
+        held.abort();
     }
 
     #[tokio::test]

@@ -101,6 +101,10 @@ impl IssuanceWorker {
         };
         self.metrics.issuance(self.issuer.name(), outcome, started.elapsed());
         let done = if matches!(result, Err(IssueError::Unavailable(_))) { Outcome::Retry } else { Outcome::Done };
+        // This attempt recorded the intent, and no CA node can have run its call (an election:
+        // every node redirected or refused the connection): the retry need not look for a
+        // certificate first, which costs a read per stored certificate and a pause.
+        let unsent = order.sign_started_at.is_none() && result.as_ref().is_err_and(IssueError::signed_nothing);
         let outcome = match result {
             Ok(issued) => {
                 let cert = NewCertificate {
@@ -155,7 +159,11 @@ impl IssuanceWorker {
                         .record(&self.store, now)
                         .await;
                 }
-                self.store.issuance_retry(&order.id, now + delay).await
+                if unsent {
+                    self.store.issuance_unsent(&order.id, now + delay).await
+                } else {
+                    self.store.issuance_retry(&order.id, now + delay).await
+                }
             }
         };
         match outcome {

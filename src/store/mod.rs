@@ -792,6 +792,10 @@ forward! {
     fn mark_signing(&self, order_id: &str, now: i64) -> ();
     /// The CA could not be reached: try again at `next_at`.
     fn issuance_retry(&self, order_id: &str, next_at: i64) -> ();
+    /// As `issuance_retry`, for a signing call no CA node can have run (refused connections,
+    /// sealed or redirecting nodes): the intent `mark_signing` recorded for it is dropped, so
+    /// the retry signs without looking for a certificate first.
+    fn issuance_unsent(&self, order_id: &str, next_at: i64) -> ();
     /// The CA refused: the order is `invalid` with `problem`.
     fn issuance_failed(&self, order_id: &str, problem: &serde_json::Value, now: i64) -> ();
     /// Earliest time the issuance worker has something to do, if any.

@@ -248,6 +248,16 @@ async fn issuance_is_claimed_once_and_recorded_atomically(s: Store) {
     s.issuance_retry(&o.id, 150).await.unwrap();
     let claimed = s.claim_due_issuances(150, 300, 10).await.unwrap().items;
     assert_eq!(claimed[0].attempts, 1);
+    // A signing call that may have run leaves its intent for the retry; one no node can have run
+    // (issuance_unsent) leaves none.
+    s.mark_signing(&o.id, 150).await.unwrap();
+    s.issuance_retry(&o.id, 160).await.unwrap();
+    let claimed = s.claim_due_issuances(160, 400, 10).await.unwrap().items;
+    assert_eq!((claimed[0].attempts, claimed[0].sign_started_at), (2, Some(150)));
+    s.issuance_unsent(&o.id, 170).await.unwrap();
+    assert!(s.claim_due_issuances(169, 500, 10).await.unwrap().items.is_empty(), "due at 170");
+    let claimed = s.claim_due_issuances(170, 500, 10).await.unwrap().items;
+    assert_eq!((claimed[0].attempts, claimed[0].sign_started_at), (3, None));
     let cert = NewCertificate {
         serial: "0a1b".into(),
         issuer: "local".into(),

@@ -56,6 +56,18 @@ impl Postgres {
         Ok(())
     }
 
+    pub(in crate::store) async fn issuance_unsent(&self, order_id: &str, next_at: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE orders SET attempts = attempts + 1, next_attempt_at = $2, claimed_until = NULL,
+             sign_started_at = NULL WHERE id = $1 AND status = 'processing'",
+        )
+        .bind(order_id)
+        .bind(next_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub(in crate::store) async fn issuance_retry(&self, order_id: &str, next_at: i64) -> Result<()> {
         sqlx::query(
             "UPDATE orders SET attempts = attempts + 1, next_attempt_at = $2, claimed_until = NULL

@@ -65,6 +65,20 @@ impl Sqlite {
         .await
     }
 
+    pub(in crate::store) async fn issuance_unsent(&self, order_id: &str, next_at: i64) -> Result<()> {
+        let order_id = order_id.to_owned();
+        self.write(move |c| {
+            execute(
+                c,
+                "UPDATE orders SET attempts = attempts + 1, next_attempt_at = $2, claimed_until = NULL,
+                 sign_started_at = NULL WHERE id = $1 AND status = 'processing'",
+                &[&order_id, &next_at],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
     pub(in crate::store) async fn issuance_retry(&self, order_id: &str, next_at: i64) -> Result<()> {
         let order_id = order_id.to_owned();
         self.write(move |c| {
