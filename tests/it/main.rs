@@ -14,6 +14,7 @@ mod dashboard;
 #[path = "../support/dns.rs"]
 mod dns;
 mod edges;
+mod election;
 mod env;
 mod flow;
 mod hostile_csr;
