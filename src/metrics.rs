@@ -365,7 +365,7 @@ fn render_vault(out: &mut String, v: &VaultGauges) {
     let name = "vacme_vault_failovers_total";
     let _ = writeln!(
         out,
-        "# HELP {name} Times vacme moved to the next Vault address because a node failed.\n# TYPE {name} counter\n{name} {}",
+        "# HELP {name} Times another Vault node took over from the one that served vacme.\n# TYPE {name} counter\n{name} {}",
         v.failovers
     );
 }

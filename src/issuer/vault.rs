@@ -105,10 +105,15 @@ impl Lease {
 /// and moves to the next (round the list) when that node cannot serve: it is unreachable or
 /// times out, it is sealed, it answers 5xx, or it redirects to another node (a standby that
 /// knows no live leader during an election). A standby that forwards to the active node serves.
+///
+/// A failover is counted when a node other than the last one that served answers: during an
+/// election vacme may go round the list many times before one does, and that is one failover.
 #[derive(Debug)]
 struct Nodes {
     addresses: Vec<String>,
     current: AtomicUsize,
+    /// The node that answered last (the first address until one has).
+    serving: AtomicUsize,
     failovers: AtomicU64,
 }
 
@@ -117,6 +122,7 @@ impl Nodes {
         Self {
             addresses: addresses.iter().map(|a| a.trim_end_matches('/').to_owned()).collect(),
             current: AtomicUsize::new(0),
+            serving: AtomicUsize::new(0),
             failovers: AtomicU64::new(0),
         }
     }
@@ -138,9 +144,25 @@ impl Nodes {
         }
         let next = (node + 1) % n;
         if self.current.compare_exchange(node, next, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            // The serving node's failure is news; the rest of a trip round the list is not.
+            if node == self.serving.load(Ordering::Relaxed) {
+                tracing::warn!(from = %self.addresses[node], to = %self.addresses[next], reason = why,
+                    "Vault node failed; moving to the next address");
+            } else {
+                tracing::debug!(from = %self.addresses[node], to = %self.addresses[next], reason = why,
+                    "Vault node failed; moving to the next address");
+            }
+        }
+    }
+
+    /// `node` answered a request (not a cluster status read): if another node served before,
+    /// that is a failover.
+    fn served(&self, node: usize, path: &str, status: StatusCode) {
+        let before = self.serving.swap(node, Ordering::Relaxed);
+        if before != node {
             let count = self.failovers.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(from = %self.addresses[node], to = %self.addresses[next], reason = why, failovers = count,
-                "Vault node failed; moving to the next address");
+            tracing::warn!(from = %self.addresses[before], to = %self.addresses[node], failovers = count,
+                path, status = status.as_u16(), "Vault failover: another node serves");
         }
     }
 }
@@ -312,7 +334,15 @@ impl VaultIssuer {
         let mut node = first.unwrap_or_else(|| self.nodes.current());
         for attempt in 1..=tries {
             let failure = match add(self.request_at(node, method.clone(), path)).send().await {
-                Ok(res) if !node_cannot_serve(res.status()) => return Ok(res),
+                Ok(res) if !node_cannot_serve(res.status()) => {
+                    // A standby answers `sys/health` and `sys/leader` itself even while it
+                    // cannot serve anything else (an election): only real work counts, and
+                    // only on the address in use (not a read sent to the active node).
+                    if first.is_none() && !path.starts_with("sys/") {
+                        self.nodes.served(node, path, res.status());
+                    }
+                    return Ok(res);
+                }
                 Ok(res) => NodeFailure::Status(res),
                 Err(e) => NodeFailure::Transport(e),
             };
@@ -1303,18 +1333,20 @@ mod tests {
         assert!(!err.signed_nothing(), "a 500 may come after the signature: the retry looks first");
         assert_eq!(standby.fake.signs.load(Ordering::SeqCst), 1, "redirected: sent on to the next node");
         assert_eq!(active.fake.signs.load(Ordering::SeqCst), 1, "500: not sent again anywhere");
-        assert_eq!(endpoint(&issuer), (0, 3), "gone, standby, active: round to the first address");
+        // The login went from the first node (gone) to the standby, which answered it: one
+        // failover. The sign went round the list (gone, standby, active) with no node serving.
+        assert_eq!(endpoint(&issuer), (0, 1), "gone, standby, active: round to the first address");
 
         // The next sign checks health first (the last call failed): the first node is still gone
         // and the second is sealed, so the third serves and signs.
         standby.fake.health.store(503, Ordering::SeqCst);
         let issued = issuer.sign(&simple()).await.unwrap();
         assert_eq!(inspect_leaf(&issued.leaf_pem).unwrap().names, simple().identifiers);
-        assert_eq!(endpoint(&issuer), (2, 5));
+        assert_eq!(endpoint(&issuer), (2, 2), "the third node serves now: the second failover");
         assert_eq!(standby.fake.signs.load(Ordering::SeqCst), 1, "a sealed node is not asked to sign");
         assert_eq!(active.fake.signs.load(Ordering::SeqCst), 2);
         issuer.sign(&simple()).await.unwrap();
-        assert_eq!(endpoint(&issuer), (2, 5), "a node that serves is kept");
+        assert_eq!(endpoint(&issuer), (2, 2), "a node that serves is kept");
         let logins = standby.fake.logins.load(Ordering::SeqCst) + active.fake.logins.load(Ordering::SeqCst);
         assert_eq!(logins, 1, "the token is the cluster's: one login, on the first node that answered");
     }

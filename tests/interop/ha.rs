@@ -209,7 +209,9 @@ async fn a_three_node_cluster_loses_its_leader_mid_burst_and_every_order_is_sign
         cluster.nodes[elected].id,
         election.as_secs_f64()
     );
-    assert!(failovers_first >= 1, "vacme moved off the killed node");
+    // However often vacme went round the list while the nodes elected, another node took over
+    // once (twice if a standby served before the new active node did).
+    assert!((1..=3).contains(&failovers_first), "one failover for one lost node: {failovers_first}");
     assert_ne!(address_in_use(&http, vacme.port).await, cluster.nodes[leader].addr, "vacme left the killed node");
     one_certificate_per_order(&cluster, &config, FIRST).await;
 
@@ -242,8 +244,11 @@ async fn a_three_node_cluster_loses_its_leader_mid_burst_and_every_order_is_sign
         cluster.nodes[elected_again].id,
         election_again.as_secs_f64(),
     );
+    if in_use == cluster.nodes[stopped].addr {
+        assert!(failovers_second >= 1, "another node took over from the stopped one");
+    }
     one_certificate_per_order(&cluster, &config, FIRST + SECOND).await;
-    eprintln!("why vacme moved: {}", failover_reasons(&vacme));
+    eprintln!("vacme's moves round the list, by reason: {}", failover_reasons(&vacme));
     eprintln!("{} certificates in pki_int for {} orders: duplicates 0", FIRST + SECOND, FIRST + SECOND);
 }
 
