@@ -623,7 +623,9 @@ impl VaultIssuer {
                         "{path}: HTTP {status}: every node redirects to another (the cluster is electing a leader?)"
                     ))));
                 }
-                StatusCode::SERVICE_UNAVAILABLE => {
+                // Vault's own "sealed" answer, not a proxy's 503 (which may follow a request it
+                // did pass on, when the node closed before answering).
+                StatusCode::SERVICE_UNAVAILABLE if vault_errors(&text).contains("is sealed") => {
                     return Err(unsent(IssueError::unavailable(format!(
                         "{path}: HTTP {status}: {}",
                         vault_errors(&text)
@@ -1159,7 +1161,11 @@ mod tests {
         }
         let next = f.script.lock().unwrap().pop_front();
         if let Some(code) = next {
-            let errors = json!({"errors": ["  common name x.other.test not allowed by this role\n"]});
+            let errors = if code == 503 {
+                json!({"errors": ["Vault is sealed"]})
+            } else {
+                json!({"errors": ["  common name x.other.test not allowed by this role\n"]})
+            };
             return (StatusCode::from_u16(code).unwrap(), Json(errors));
         }
         // Sign the CSR's key for the names in the body, as a role with use_csr_sans would.
@@ -1353,8 +1359,8 @@ mod tests {
 
     /// A sign that no node can have run says so, and the issuance job signs again without
     /// looking for its certificate: every address refused the connection or redirected (an
-    /// election), the only node is sealed (503), or the health check kept the call from being
-    /// sent. A timeout may come after the signature, and does not.
+    /// election), the only node is sealed (Vault's 503), or the health check kept the call from
+    /// being sent. A timeout or a proxy's 503 may come after the signature, and does not.
     #[tokio::test]
     async fn a_sign_no_node_can_have_run_says_so() {
         let standby = fake(&[307, 503], Mode::Honest).await;
@@ -1380,6 +1386,20 @@ mod tests {
         assert!(err.signed_nothing() && err.to_string().contains("HTTP 503"), "sealed: {err}");
         assert_eq!(standby.fake.signs.load(Ordering::SeqCst), 2);
         issuer.sign(&simple()).await.unwrap();
+
+        // A proxy's 503 (Envoy's, after the node it passed the request to closed) is not
+        // Vault's "sealed": the node may have signed.
+        let proxy = axum::Router::new().fallback(|| async {
+            (StatusCode::SERVICE_UNAVAILABLE, "upstream connect error or disconnect/reset before headers")
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addresses = vec![format!("http://{}", listener.local_addr().unwrap())];
+        tokio::spawn(async move { axum::serve(listener, proxy).await.unwrap() });
+        let behind_proxy =
+            VaultSettings { addresses, auth: VaultAuth::Token(Secret::new("hvs.t")), ..settings.clone() };
+        let err = VaultIssuer::new(behind_proxy).await.unwrap().sign(&simple()).await.unwrap_err();
+        assert!(err.to_string().contains("HTTP 503"), "{err}");
+        assert!(!err.signed_nothing(), "a proxy's 503 is not proof of nothing: {err}");
 
         // A node that takes the request and never answers may still sign it.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

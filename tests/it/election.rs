@@ -72,7 +72,8 @@ impl FakeVault {
                 let body: Value = serde_json::from_slice(&body).unwrap();
                 let scripted = self.script.lock().unwrap().pop_front();
                 if let Some(code) = scripted {
-                    let errors = json!({"errors": ["scripted failure"]});
+                    let why = if code == 503 { "Vault is sealed" } else { "scripted failure" };
+                    let errors = json!({"errors": [why]});
                     return (StatusCode::from_u16(code).unwrap(), axum::Json(errors)).into_response();
                 }
                 let csr = CertificateSigningRequestParams::from_pem(body["csr"].as_str().unwrap()).unwrap();
