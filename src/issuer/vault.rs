@@ -183,6 +183,9 @@ enum NodeFailure {
     Transport(reqwest::Error),
     /// An answer that says this node cannot serve now.
     Status(reqwest::Response),
+    /// A 503, read: Vault's own "sealed" answer, or another (a proxy's, which can come after the
+    /// node took the request).
+    Unavailable { body: String, sealed: bool },
 }
 
 /// A status that says the node, not the request, is the problem: sealed (503), a redirect to
@@ -195,8 +198,9 @@ fn node_cannot_serve(status: StatusCode) -> bool {
 fn not_run(failure: &NodeFailure) -> bool {
     match failure {
         NodeFailure::Transport(e) => e.is_connect(),
-        // Sealed, or a standby that redirects instead of forwarding: nothing was done.
-        NodeFailure::Status(res) => matches!(res.status().as_u16(), 307 | 308 | 503),
+        // A standby that redirects instead of forwarding, or a sealed node: nothing was done.
+        NodeFailure::Status(res) => matches!(res.status().as_u16(), 307 | 308),
+        NodeFailure::Unavailable { sealed, .. } => *sealed,
     }
 }
 
@@ -343,12 +347,18 @@ impl VaultIssuer {
                     }
                     return Ok(res);
                 }
+                Ok(res) if res.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    let body = res.text().await.unwrap_or_default();
+                    NodeFailure::Unavailable { sealed: vault_errors(&body).contains("is sealed"), body }
+                }
                 Ok(res) => NodeFailure::Status(res),
                 Err(e) => NodeFailure::Transport(e),
             };
             let why = match &failure {
                 NodeFailure::Transport(e) => without_url(e),
                 NodeFailure::Status(res) => format!("HTTP {}", res.status()),
+                NodeFailure::Unavailable { sealed: true, .. } => "HTTP 503 (sealed)".to_owned(),
+                NodeFailure::Unavailable { sealed: false, .. } => "HTTP 503".to_owned(),
             };
             self.nodes.fail_over(node, &why);
             let again = attempt < tries && (resend == Resend::Always || not_run(&failure));
@@ -356,6 +366,12 @@ impl VaultIssuer {
                 return match failure {
                     NodeFailure::Transport(e) => Err(e),
                     NodeFailure::Status(res) => Ok(res),
+                    // The answer, as read, for the caller to read.
+                    NodeFailure::Unavailable { body, .. } => {
+                        let mut res = http::Response::new(body);
+                        *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                        Ok(reqwest::Response::from(res))
+                    }
                 };
             }
             tracing::debug!(path, node = %self.nodes.addresses[node], reason = %why, "sending to the next Vault node");
@@ -1389,17 +1405,32 @@ mod tests {
 
         // A proxy's 503 (Envoy's, after the node it passed the request to closed) is not
         // Vault's "sealed": the node may have signed.
-        let proxy = axum::Router::new().fallback(|| async {
-            (StatusCode::SERVICE_UNAVAILABLE, "upstream connect error or disconnect/reset before headers")
-        });
+        let proxy = axum::Router::new()
+            .route(
+                "/v1/pki_int/sign/lab-internal",
+                axum::routing::post(|| async {
+                    (StatusCode::SERVICE_UNAVAILABLE, "upstream connect error or disconnect/reset before headers")
+                }),
+            )
+            .fallback(|| async { StatusCode::NOT_FOUND });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addresses = vec![format!("http://{}", listener.local_addr().unwrap())];
+        let next = fake(&[], Mode::Honest).await;
+        let addresses = vec![format!("http://{}", listener.local_addr().unwrap()), format!("http://{}", next.addr)];
         tokio::spawn(async move { axum::serve(listener, proxy).await.unwrap() });
         let behind_proxy =
             VaultSettings { addresses, auth: VaultAuth::Token(Secret::new("hvs.t")), ..settings.clone() };
         let err = VaultIssuer::new(behind_proxy).await.unwrap().sign(&simple()).await.unwrap_err();
         assert!(err.to_string().contains("HTTP 503"), "{err}");
         assert!(!err.signed_nothing(), "a proxy's 503 is not proof of nothing: {err}");
+        assert_eq!(next.fake.signs.load(Ordering::SeqCst), 0, "nor is it sent on to the next node");
+
+        // Vault's own sealed answer is: the sign goes on to the next node at once.
+        let sealed = fake(&[503], Mode::Honest).await;
+        let addresses = vec![format!("http://{}", sealed.addr), format!("http://{}", next.addr)];
+        let settings_sealed =
+            VaultSettings { addresses, auth: VaultAuth::Token(Secret::new("hvs.t")), ..settings.clone() };
+        VaultIssuer::new(settings_sealed).await.unwrap().sign(&simple()).await.unwrap();
+        assert_eq!((sealed.fake.signs.load(Ordering::SeqCst), next.fake.signs.load(Ordering::SeqCst)), (1, 1));
 
         // A node that takes the request and never answers may still sign it.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
