@@ -105,22 +105,29 @@ impl Bao {
 
 /// Serials (colon form) of certificates the OpenBao at `addr` has issued from pki_int.
 pub async fn issued_serials(http: &reqwest::Client, addr: &str, token: &str) -> Vec<String> {
+    try_issued_serials(http, addr, token).await.unwrap_or_else(|e| panic!("LIST pki_int/certs: {e}"))
+}
+
+/// `issued_serials`, or why the node did not answer (for polling a node that may be down).
+pub async fn try_issued_serials(http: &reqwest::Client, addr: &str, token: &str) -> Result<Vec<String>, String> {
     let res = http
         .request(reqwest::Method::from_bytes(b"LIST").unwrap(), format!("{addr}/v1/pki_int/certs"))
         .header("X-Vault-Token", token)
         .send()
         .await
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     // An empty list is a 404.
     if res.status() == reqwest::StatusCode::NOT_FOUND {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    assert!(res.status().is_success(), "LIST pki_int/certs: {}", res.status());
-    let v: Value = res.json().await.unwrap();
-    v["data"]["keys"]
+    if !res.status().is_success() {
+        return Err(res.status().to_string());
+    }
+    let v: Value = res.json().await.map_err(|e| e.to_string())?;
+    Ok(v["data"]["keys"]
         .as_array()
         .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 /// The PKI of the homelab on a fresh OpenBao at `addr` (a dev server or a cluster's active node),

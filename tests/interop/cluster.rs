@@ -192,22 +192,8 @@ impl Cluster {
     /// election (None while none answers).
     pub async fn issued_now(&self) -> Option<usize> {
         for n in self.running() {
-            let res = self
-                .http
-                .request(
-                    reqwest::Method::from_bytes(b"LIST").unwrap(),
-                    format!("{}/v1/pki_int/certs", self.nodes[n].addr),
-                )
-                .header("X-Vault-Token", &self.root_token)
-                .send()
-                .await;
-            match res {
-                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return Some(0),
-                Ok(r) if r.status().is_success() => {
-                    let v: Value = r.json().await.ok()?;
-                    return Some(v["data"]["keys"].as_array().map_or(0, Vec::len));
-                }
-                _ => {}
+            if let Ok(serials) = bao::try_issued_serials(&self.http, &self.nodes[n].addr, &self.root_token).await {
+                return Some(serials.len());
             }
         }
         None

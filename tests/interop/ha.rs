@@ -57,6 +57,36 @@ async fn vacme_for(dir: &Path, dns: &TestDns, addresses: &[String], token_file: 
     (vacme, http01, config)
 }
 
+/// What each test runs: a cluster of OpenBao nodes (how long it took to form), the test zone's
+/// DNS server, and vacme in front of every node, with a client for its `/metrics` and `/readyz`.
+struct Lab {
+    vacme: Vacme,
+    http01: u16,
+    config: PathBuf,
+    http: reqwest::Client,
+    cluster: Cluster,
+    formed: Duration,
+    dns: TestDns,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// None (with a loud message) when the tools are not installed.
+    async fn start(test: &str, nodes: usize) -> Option<Lab> {
+        let tools = tools_bin(test)?;
+        install_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let cluster = Cluster::start(&tools, dir.path(), nodes).await;
+        let formed = started.elapsed();
+        let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
+        let (vacme, http01, config) =
+            vacme_for(dir.path(), &dns, &cluster.addresses(), &cluster.setup.token_file).await;
+        let http = metrics_client(&vacme);
+        Some(Lab { vacme, http01, config, http, cluster, formed, dns, dir })
+    }
+}
+
 /// A burst of whole ACME flows (newOrder, http-01, finalize, download) from the load generator,
 /// bounded in count and time, running while the test breaks the cluster.
 struct Burst {
@@ -180,15 +210,9 @@ async fn one_certificate_per_order(cluster: &Cluster, config: &Path, orders: usi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_loses_its_leader_mid_burst_and_every_order_is_signed_once() {
     const TEST: &str = "a_three_node_cluster_loses_its_leader_mid_burst_and_every_order_is_signed_once";
-    let Some(tools) = tools_bin(TEST) else { return };
-    install_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let mut cluster = Cluster::start(&tools, dir.path(), 3).await;
-    let formed = started.elapsed();
-    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
-    let (vacme, http01, config) = vacme_for(dir.path(), &dns, &cluster.addresses(), &cluster.setup.token_file).await;
-    let http = metrics_client(&vacme);
+    let Some(lab) = Lab::start(TEST, 3).await else { return };
+    // `dir` first: dropped last, after the processes that write into it.
+    let Lab { dir, dns: _dns, mut cluster, formed, http, config, http01, vacme } = lab;
     let failovers = async || counter(&http, vacme.port, "vacme_vault_failovers_total", "").await;
 
     // The active node is killed once a third of the first burst is signed.
@@ -255,13 +279,8 @@ async fn a_three_node_cluster_loses_its_leader_mid_burst_and_every_order_is_sign
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_address_whose_node_disappears_keeps_orders_processing_until_it_returns() {
     const TEST: &str = "a_single_address_whose_node_disappears_keeps_orders_processing_until_it_returns";
-    let Some(tools) = tools_bin(TEST) else { return };
-    install_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(&tools, dir.path(), 1).await;
-    let dns = TestDns::with_zone(ZONE, Ipv4Addr::LOCALHOST).await;
-    let (vacme, http01, config) = vacme_for(dir.path(), &dns, &cluster.addresses(), &cluster.setup.token_file).await;
-    let http = metrics_client(&vacme);
+    let Some(lab) = Lab::start(TEST, 1).await else { return };
+    let Lab { dir, dns: _dns, mut cluster, http, config, http01, vacme, .. } = lab;
     let readyz = async || {
         http.get(format!("https://localhost:{}/readyz", vacme.port)).send().await.map(|r| r.status().as_u16()).ok()
     };
